@@ -1,0 +1,27 @@
+# mobileforge: trained PyTorch models -> fused -> int8 -> pruned -> .ptl / .pte per backend
+# -> accuracy of each artifact -> device benchmarks -> results/summary.csv.
+# See README.md for the layout of results/ and config/README.md for every option.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/train.smk"
+include: "rules/fuse.smk"
+include: "rules/quantize.smk"
+include: "rules/prune.smk"
+include: "rules/export.smk"
+include: "rules/evaluate.smk"
+include: "rules/benchmark.smk"
+include: "rules/summary.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/summary.csv",

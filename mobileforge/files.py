@@ -1,0 +1,83 @@
+"""Atomic artifact writing and JSON sidecars.
+
+Every job writes its artifact under a temporary name in the destination directory and renames
+it into place, so a killed job never leaves a half-written file that Snakemake (or a user) could
+take for a finished one. Sidecars hold no timestamps: two runs of the same job give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write ``obj`` as stable, sorted, indented JSON (atomically)."""
+    text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
+    write_bytes_atomic(path, text.encode())
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sidecar_path(artifact: str | os.PathLike[str]) -> Path:
+    """``results/m/ptl/fp32.cpu.ptl`` -> ``results/m/ptl/fp32.cpu.ptl.json``."""
+    return Path(f"{os.fspath(artifact)}.json")
+
+
+def write_artifact(
+    path: str | os.PathLike[str], data: bytes, sidecar: str | os.PathLike[str], info: dict[str, Any]
+) -> dict[str, Any]:
+    """Write an artifact and its sidecar (sha256, size, path + ``info``); returns the sidecar."""
+    record = dict(info)
+    record.update(
+        {"artifact": os.fspath(path), "sha256": sha256_bytes(data), "size_bytes": len(data)}
+    )
+    write_bytes_atomic(path, data)
+    write_json_atomic(sidecar, record)
+    return record
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy / torch scalars and paths end up in sidecars; store them as plain values.
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, set | frozenset | tuple):
+        return sorted(obj) if isinstance(obj, set | frozenset) else list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,105 @@
+"""Which artifacts, evaluations and benchmarks a resolved config asks for, and their paths.
+
+Torch-free: the Snakefile calls this while building the DAG. All path conventions live here so
+the rules, the summary and the tests agree on one layout:
+
+    results/data/<dataset>-<H>x<W>.pt
+    results/<model>/checkpoint.pt | fused.pt | int8.<engine>.pt | int8_pruned.<engine>.pt
+    results/<model>/reference.pt                       fp32 logits on the eval split
+    results/<model>/ptl/fp32.<backend>.ptl
+    results/<model>/ptl/<int8|int8_pruned>.<engine>.cpu.ptl
+    results/<model>/pte/<variant>.<backend>.pte
+    results/<model>/eval/<format>/<stem>.json          accuracy of the artifact itself
+    results/<model>/bench/<format>/<stem>.<device>.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mobileforge.config import RUNNABLE_BACKENDS
+
+RESULTS = "results"
+INT8_VARIANTS = ("int8", "int8_pruned")
+# GPU backends only take float models; int8 exists on the CPU (ptl) and XNNPACK (pte) paths.
+INT8_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack",)}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    model: str
+    fmt: str  # "ptl" | "pte"
+    variant: str  # "fp32" | "int8" | "int8_pruned"
+    backend: str
+    engine: str | None  # the int8 kernel library of a .ptl int8 artifact, else None
+
+    @property
+    def stem(self) -> str:
+        parts = [self.variant] + ([self.engine] if self.engine else []) + [self.backend]
+        return ".".join(parts)
+
+    @property
+    def path(self) -> str:
+        return f"{RESULTS}/{self.model}/{self.fmt}/{self.stem}.{self.fmt}"
+
+    @property
+    def eval_path(self) -> str:
+        return f"{RESULTS}/{self.model}/eval/{self.fmt}/{self.stem}.json"
+
+    def bench_path(self, device: str) -> str:
+        return f"{RESULTS}/{self.model}/bench/{self.fmt}/{self.stem}.{device}.json"
+
+
+def dataset_path(config: dict[str, Any], model: str) -> str:
+    _, channels, height, width = config["models"][model]["input_shape"]
+    name = config["dataset"]["name"]
+    return f"{RESULTS}/data/{name}-{channels}x{height}x{width}.pt"
+
+
+def engines_needed(config: dict[str, Any]) -> list[str]:
+    """int8 engines to calibrate: only those the configured devices run."""
+    return sorted({device["engine"] for device in config["devices"].values()})
+
+
+def artifacts(config: dict[str, Any], model: str) -> list[Artifact]:
+    """Every artifact built for ``model``; only combinations that can exist."""
+    found: list[Artifact] = []
+    variants = config["variants"]
+    for fmt in config["formats"]:
+        for backend in config["backends"][fmt]:
+            for variant in variants:
+                if variant in INT8_VARIANTS and backend not in INT8_BACKENDS[fmt]:
+                    continue
+                if fmt == "ptl" and variant in INT8_VARIANTS:
+                    for engine in engines_needed(config):
+                        found.append(Artifact(model, fmt, variant, backend, engine))
+                else:
+                    found.append(Artifact(model, fmt, variant, backend, None))
+    return found
+
+
+def device_runs(config: dict[str, Any], device: str, artifact: Artifact) -> bool:
+    """Whether ``device`` executes ``artifact`` (kind supports the backend, engine matches)."""
+    settings = config["devices"][device]
+    if artifact.backend not in RUNNABLE_BACKENDS[settings["kind"]][artifact.fmt]:
+        return False
+    return artifact.engine is None or artifact.engine == settings["engine"]
+
+
+def evaluable_here(artifact: Artifact) -> bool:
+    """Whether this machine can run ``artifact`` to measure its accuracy (the host runtimes)."""
+    return artifact.backend in RUNNABLE_BACKENDS["host"][artifact.fmt]
+
+
+def all_artifacts(config: dict[str, Any]) -> list[Artifact]:
+    return [artifact for model in config["models"] for artifact in artifacts(config, model)]
+
+
+def benchmarks(config: dict[str, Any]) -> list[tuple[Artifact, str]]:
+    return [
+        (artifact, device)
+        for artifact in all_artifacts(config)
+        for device in config["devices"]
+        if device_runs(config, device, artifact)
+    ]

@@ -1,0 +1,88 @@
+"""Magnitude pruning of an int8 model's weights, keeping its quantization parameters.
+
+Pruning after quantization (the stage order of the brief) means choosing the smallest weights by
+their real (dequantized) magnitude and setting their int8 value to the zero point, so the result
+is exactly "the int8 model with those weights removed" and needs no recalibration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+METHODS = ("l1_unstructured",)
+
+
+def _prunable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    # Quantized conv/linear (and fused -ReLU) modules expose weight() and set_weight_bias().
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if hasattr(module, "set_weight_bias") and callable(getattr(module, "weight", None))
+    ]
+
+
+def _requantize_like(weight: torch.Tensor, int_values: torch.Tensor) -> torch.Tensor:
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        return torch._make_per_channel_quantized_tensor(
+            int_values,
+            weight.q_per_channel_scales(),
+            weight.q_per_channel_zero_points(),
+            weight.q_per_channel_axis(),
+        )
+    return torch._make_per_tensor_quantized_tensor(
+        int_values, weight.q_scale(), weight.q_zero_point()
+    )
+
+
+def _zero_points_like(weight: torch.Tensor) -> torch.Tensor:
+    if weight.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
+        shape = [1] * weight.dim()
+        axis = weight.q_per_channel_axis()
+        shape[axis] = -1
+        return weight.q_per_channel_zero_points().view(shape).expand_as(weight.int_repr())
+    return torch.full_like(weight.int_repr(), weight.q_zero_point())
+
+
+@torch.no_grad()
+def prune_quantized(model: torch.nn.Module, amount: float, method: str) -> dict[str, Any]:
+    """Zero the ``amount`` fraction of smallest-magnitude weights in every quantized layer.
+
+    Returns achieved sparsity (zero int8 weights / all int8 weights, counted after pruning,
+    including weights that were already zero) and the per-layer figures.
+    """
+    if method not in METHODS:
+        raise ValueError(f"prune method {method!r} is not one of {', '.join(METHODS)}")
+    if not 0 <= amount < 1:
+        raise ValueError(f"prune amount {amount} is outside [0, 1)")
+    layers: dict[str, float] = {}
+    zeros = total = 0
+    for name, module in _prunable(model):
+        weight = module.weight()
+        int_values = weight.int_repr().clone()
+        zero_points = _zero_points_like(weight)
+        count = round(amount * weight.numel())
+        if count:
+            magnitude = weight.dequantize().abs().flatten()
+            # Stable sort: ties are broken by position, so pruning is deterministic.
+            smallest = torch.argsort(magnitude, stable=True)[:count]
+            int_values.view(-1)[smallest] = zero_points.reshape(-1)[smallest].to(int_values.dtype)
+            module.set_weight_bias(_requantize_like(weight, int_values), module.bias())
+        layer_zeros = int((int_values == zero_points).sum())
+        layers[name] = layer_zeros / weight.numel()
+        zeros += layer_zeros
+        total += weight.numel()
+    if not total:
+        raise ValueError("the model has no quantized conv/linear weights to prune")
+    return {"sparsity": zeros / total, "pruned_weights": total, "layers": layers}
+
+
+def weight_sparsity(model: torch.nn.Module) -> float:
+    """Share of int8 weights equal to their zero point, over all quantized layers."""
+    zeros = total = 0
+    for _, module in _prunable(model):
+        weight = module.weight()
+        zeros += int((weight.int_repr() == _zero_points_like(weight)).sum())
+        total += weight.numel()
+    return zeros / total if total else 0.0

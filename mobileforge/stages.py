@@ -1,0 +1,364 @@
+"""One function per workflow rule: read the job's inputs, call the library, write its outputs.
+
+Each stage writes one artifact atomically plus a JSON sidecar (sha256, size, the settings used,
+torch version, which path produced it). Settings arrive as Snakemake ``params`` so that editing
+one model's or one device's config reruns exactly the jobs that depend on it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+from typing import Any
+
+import torch
+
+from mobileforge import chain, files
+from mobileforge.job import Job
+from mobileforge.stagefile import save_stage
+
+
+def _versions() -> dict[str, str]:
+    return {"torch_version": torch.__version__, "python_version": platform.python_version()}
+
+
+def _tensor_bytes(obj: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def dataset(job: Job) -> None:
+    """Generate (shapes) or import (folder, tensors) the train/calib/eval splits."""
+    from mobileforge import data
+
+    spec = job.params["spec"]
+    channels, height, width = job.params["chw"]
+    job.log(f"building dataset {spec['name']!r} at {channels}x{height}x{width}")
+    built = data.build_dataset(spec, height, width, channels)
+    data.save_dataset(built, job.output["data"])
+    sizes = {split: len(built[f"{split}_x"]) for split in ("train", "calib", "eval")}
+    job.log(f"splits: {sizes}, classes: {len(built['classes'])}")
+    files.write_json_atomic(
+        job.output["sidecar"],
+        {
+            "artifact": job.output["data"],
+            "sha256": files.sha256_file(job.output["data"]),
+            "size_bytes": os.path.getsize(job.output["data"]),
+            "spec": spec,
+            "splits": sizes,
+            "classes": built["classes"],
+            **_versions(),
+        },
+    )
+
+
+def train(job: Job) -> None:
+    """Train the fp32 model deterministically, or import the user's state_dict instead."""
+    from mobileforge import train as training
+    from mobileforge.data import load_dataset
+    from mobileforge.models import build_model
+
+    p = job.params["settings"]
+    data = load_dataset(job.input["data"])
+    num_classes = p["num_classes"] or len(data["classes"])
+    if num_classes != len(data["classes"]):
+        raise ValueError(
+            f"models.{p['model']}.num_classes is {num_classes} but the dataset has "
+            f"{len(data['classes'])} classes"
+        )
+    kwargs = p["kwargs"] or {}
+    torch.manual_seed(p["train"]["seed"])  # initial weights follow the seed too
+    model = build_model(p["arch"], num_classes, kwargs)
+    meta: dict[str, Any] = {
+        "stage": "checkpoint",
+        "model": p["model"],
+        "arch": p["arch"],
+        "kwargs": kwargs,
+        "num_classes": num_classes,
+        "input_shape": p["input_shape"],
+        "params": sum(t.numel() for t in model.parameters()),
+    }
+    info: dict[str, Any] = {}
+    if p["checkpoint"]:
+        state_dict = training.load_user_checkpoint(p["checkpoint"])
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as error:
+            raise ValueError(
+                f"{p['checkpoint']}: does not fit arch {p['arch']!r} with kwargs {kwargs}: "
+                f"{str(error).splitlines()[0]}"
+            ) from error
+        meta["source"] = f"imported from {p['checkpoint']}"
+        job.log(f"imported {p['checkpoint']} (training skipped)")
+    else:
+        settings = p["train"]
+        history = training.train_model(
+            model,
+            data,
+            epochs=settings["epochs"],
+            batch_size=settings["batch_size"],
+            lr=settings["lr"],
+            seed=settings["seed"],
+            momentum=settings["momentum"],
+            weight_decay=settings["weight_decay"],
+            log=job.log,
+        )
+        meta["source"] = "trained"
+        info["train"] = {"settings": settings, "history": history}
+    model.eval()
+    accuracy = training.evaluate_accuracy(model, data["eval_x"], data["eval_y"])
+    job.log(f"fp32 eval top-1: {accuracy:.2f}%")
+    info["eval_accuracy"] = accuracy
+    save_stage(
+        job.output["checkpoint"],
+        {k: v.detach().clone() for k, v in model.state_dict().items()},
+        meta,
+        job.output["sidecar"],
+        {**info, **_versions()},
+    )
+
+
+def reference(job: Job) -> None:
+    """fp32 logits of the unfused model on the eval split: what every artifact is compared with."""
+    from mobileforge.data import load_dataset
+    from mobileforge.evaluate import collect_logits
+
+    model, _ = chain.load_checkpoint_model(job.input["checkpoint"])
+    data = load_dataset(job.input["data"])
+    logits = collect_logits(model, data["eval_x"], batch_size=256)
+    files.write_bytes_atomic(job.output["reference"], _tensor_bytes(logits))
+
+
+def fuse(job: Job) -> None:
+    """Fuse conv-bn(-relu)/linear-relu and check the outputs did not move."""
+    from mobileforge.data import load_dataset
+    from mobileforge.fuse import fuse as fuse_model
+    from mobileforge.fuse import max_output_difference
+
+    model, meta = chain.load_checkpoint_model(job.input["checkpoint"])
+    data = load_dataset(job.input["data"])
+    fused = fuse_model(model)
+    diff = max_output_difference(model, fused, data["eval_x"])
+    atol = job.params["fuse"]["atol"]
+    job.log(f"fused vs unfused max |diff| on {len(data['eval_x'])} eval images: {diff:.3g}")
+    if diff > atol:
+        raise ValueError(f"fusion changed outputs by {diff:.3g} > fuse.atol {atol}")
+    save_stage(
+        job.output["fused"],
+        fused.state_dict(),
+        {**meta, "stage": "fused"},
+        job.output["sidecar"],
+        {"fusion_max_abs_diff": diff, "fusion_atol": atol, **_versions()},
+    )
+
+
+def quantize(job: Job) -> None:
+    """Post-training static int8 for one engine, calibrated on the calibration split."""
+    from mobileforge.data import load_dataset
+    from mobileforge.quantize import quantize_static
+
+    fused, meta = chain.load_fused_model(job.input["fused"])
+    data = load_dataset(job.input["data"])
+    settings = job.params["quantize"]
+    engine = job.wildcards["engine"]
+    model, seen = quantize_static(
+        fused,
+        engine,
+        settings["per_channel"],
+        data["calib_x"],
+        settings["calibration_batches"],
+        settings["batch_size"],
+        log=job.log,
+    )
+    save_stage(
+        job.output["model"],
+        model.state_dict(),
+        {**meta, "stage": "int8", "engine": engine, "per_channel": settings["per_channel"]},
+        job.output["sidecar"],
+        {"calibration_images": seen, "quantize": settings, **_versions()},
+    )
+
+
+def prune(job: Job) -> None:
+    """Magnitude-prune the int8 weights; the achieved sparsity goes in the sidecar."""
+    from mobileforge.prune import prune_quantized
+    from mobileforge.quantize import quantized_engine
+
+    model, meta = chain.load_quantized_model(job.input["model"])
+    settings = job.params["prune"]
+    with quantized_engine(meta["engine"]):
+        stats = prune_quantized(model, settings["amount"], settings["method"])
+        state_dict = model.state_dict()
+    job.log(f"pruned {stats['pruned_weights']} weights: sparsity {stats['sparsity']:.4f}")
+    save_stage(
+        job.output["model"],
+        state_dict,
+        {**meta, "stage": "int8_pruned", "prune": settings, "sparsity": stats["sparsity"]},
+        job.output["sidecar"],
+        {"layer_sparsity": stats["layers"], **_versions()},
+    )
+
+
+def _artifact_info(meta: dict[str, Any], fmt: str, variant: str, backend: str) -> dict[str, Any]:
+    return {
+        "model": meta["model"],
+        "format": fmt,
+        "variant": variant,
+        "backend": backend,
+        "engine": meta.get("engine") if fmt == "ptl" else None,
+        "arch": meta["arch"],
+        "params": meta["params"],
+        "input_shape": meta["input_shape"],
+        "sparsity": meta.get("sparsity"),
+        **_versions(),
+    }
+
+
+def export_ptl(job: Job) -> None:
+    """Frozen (or plain scripted, when smaller and as fast) lite-interpreter module."""
+    from mobileforge.export_ptl import export_ptl as export
+    from mobileforge.quantize import quantized_engine
+
+    model, meta = chain.load_stage_model(job.input["model"])
+    backend = job.wildcards["backend"]
+    variant = "fp32" if meta["stage"] == "fused" else meta["stage"]
+    engine = meta.get("engine", torch.backends.quantized.engine)
+    with quantized_engine(engine):
+        data, info = export(model, backend, chain.example_input(meta), log=job.log)
+    record = files.write_artifact(
+        job.output["artifact"],
+        data,
+        job.output["sidecar"],
+        {**_artifact_info(meta, "ptl", variant, backend), **info},
+    )
+    job.log(
+        f"wrote {record['artifact']}: {record['size_bytes']} B "
+        f"via {info.get('choice', info['optimization'])}"
+    )
+
+
+def export_pte(job: Job) -> None:
+    """ExecuTorch program lowered to one backend (fp32, or pt2e int8 calibrated like the .ptl)."""
+    from mobileforge import pte
+    from mobileforge.data import load_dataset
+
+    pte.check_executorch()
+    fused, meta = chain.load_fused_model(job.input["fused"])
+    variant = job.wildcards["variant"]
+    backend = job.wildcards["backend"]
+    calibration = None
+    if variant != "fp32":
+        settings = job.params["quantize"]
+        count = settings["calibration_batches"] * settings["batch_size"]
+        calibration = load_dataset(job.input["data"])["calib_x"][:count]
+    prune_settings = job.params["prune"] if variant == "int8_pruned" else None
+    data, info = pte.export_pte(
+        fused, chain.example_input(meta), backend, variant, calibration, prune_settings
+    )
+    record = files.write_artifact(
+        job.output["artifact"],
+        data,
+        job.output["sidecar"],
+        {
+            **_artifact_info(meta, "pte", variant, backend),
+            **info,
+            "sparsity": info.get("sparsity"),
+            "optimization": f"to_edge_transform_and_lower({backend})",
+        },
+    )
+    job.log(f"wrote {record['artifact']}: {record['size_bytes']} B")
+
+
+def evaluate(job: Job) -> None:
+    """Accuracy and max |diff| vs the fp32 reference of the artifact, run by its own runtime."""
+    from mobileforge.data import load_dataset
+    from mobileforge.quantize import quantized_engine
+
+    data = load_dataset(job.input["data"])
+    reference_logits = torch.load(job.input["reference"], weights_only=True)
+    sidecar = files.read_json(files.sidecar_path(job.input["artifact"]))
+    if sidecar["format"] == "ptl":
+        from mobileforge.evaluate import evaluate_ptl
+
+        with quantized_engine(sidecar["engine"] or torch.backends.quantized.engine):
+            result = evaluate_ptl(
+                job.input["artifact"], data["eval_x"], data["eval_y"], reference_logits
+            )
+    else:
+        from mobileforge import pte
+
+        result = pte.evaluate_pte(
+            job.input["artifact"], data["eval_x"], data["eval_y"], reference_logits
+        )
+    job.log(
+        f"{job.input['artifact']}: top-1 {result['accuracy']:.2f}%, "
+        f"max |diff| {result['max_abs_diff']}"
+    )
+    files.write_json_atomic(
+        job.output["evaluation"], {"artifact": job.input["artifact"], **result, **_versions()}
+    )
+
+
+def benchmark(job: Job) -> None:
+    """Time the artifact on one device; never two benchmarks on one device at once."""
+    from mobileforge.bench.devicelock import device_lock
+
+    device = job.params["device"]
+    name = job.wildcards["device"]
+    artifact = job.input["artifact"]
+    sidecar = files.read_json(files.sidecar_path(artifact))
+    common = {
+        "fmt": sidecar["format"],
+        "input_shape": sidecar["input_shape"],
+        "threads": device["threads"],
+        "warmup": device["warmup"],
+        "iterations": device["iterations"],
+    }
+    with device_lock(name):
+        if device["kind"] == "host":
+            from mobileforge.bench.host import run_host_benchmark
+
+            result = run_host_benchmark(artifact, engine=sidecar.get("engine"), **common)
+        else:
+            from mobileforge.bench.adb import run_adb_benchmark
+
+            result = run_adb_benchmark(
+                artifact,
+                serial=device["serial"],
+                runner=device["runner"],
+                adb_host=device["adb_host"],
+                adb_port=device["adb_port"],
+                **common,
+            )
+    latency = result["latency_ms"]
+    job.log(
+        f"{artifact} on {name}: p50 {latency['p50']:.3f} ms, p90 {latency['p90']:.3f} ms, "
+        f"threads {result.get('threads_applied')}"
+    )
+    files.write_json_atomic(
+        job.output["benchmark"],
+        {**result, "artifact": artifact, "device": name, "device_kind": device["kind"]},
+    )
+
+
+def summary(job: Job) -> None:
+    """Join every sidecar, evaluation and benchmark into results/summary.csv."""
+    from mobileforge.summary import build_rows, summarize
+
+    artifacts = [files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]]
+    evaluations = {}
+    for path in job.input["evaluations"]:
+        record = files.read_json(path)
+        evaluations[record["artifact"]] = record
+    benchmarks = {}
+    for path in job.input["benchmarks"]:
+        record = files.read_json(path)
+        benchmarks[(record["artifact"], record["device"])] = record
+    rows = build_rows(artifacts, evaluations, benchmarks, job.params["devices"])
+    frame = summarize(rows, job.params["accuracy_budget"])
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.6g")
+    files.write_bytes_atomic(job.output["summary"], buffer.getvalue().encode())
+    job.log(f"{len(frame)} rows -> {job.output['summary']}")

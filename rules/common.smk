@@ -1,0 +1,114 @@
+# Helpers, config validation, wildcard constraints and input/param functions.
+# Parsed on every Snakemake start: keep it torch-free (mobileforge.config and .plan are).
+import re
+import sys
+
+sys.path.insert(0, workflow.basedir)
+
+from mobileforge import plan
+from mobileforge.config import ConfigError, canonical, resolve_config
+
+try:
+    MF = resolve_config(config)
+except ConfigError as error:
+    # One line naming the key and the reason, before any job starts (no traceback).
+    sys.exit(f"mobileforge: invalid config: {error}")
+
+
+def _alternatives(names):
+    return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+wildcard_constraints:
+    model=_alternatives(MF["models"]),
+    device=_alternatives(MF["devices"]),
+    engine="x86|qnnpack",
+    variant="fp32|int8|int8_pruned",
+    qvariant="int8|int8_pruned",
+    fmt="ptl|pte",
+
+
+def model_settings(wildcards):
+    return MF["models"][wildcards.model]
+
+
+def get_dataset(wildcards):
+    return plan.dataset_path(MF, wildcards.model)
+
+
+def get_train_params(wildcards):
+    settings = model_settings(wildcards)
+    return canonical(
+        {
+            "model": wildcards.model,
+            "arch": settings["arch"],
+            "kwargs": settings["kwargs"],
+            "num_classes": settings.get("num_classes"),
+            "input_shape": settings["input_shape"],
+            "train": settings["train"],
+            "checkpoint": settings.get("checkpoint"),
+        }
+    )
+
+
+def get_train_inputs(wildcards):
+    inputs = {"data": get_dataset(wildcards)}
+    user_checkpoint = model_settings(wildcards).get("checkpoint")
+    if user_checkpoint:
+        inputs["user_checkpoint"] = user_checkpoint
+    return inputs
+
+
+def get_fuse_params(wildcards):
+    return canonical(model_settings(wildcards)["fuse"])
+
+
+def get_quantize_params(wildcards):
+    return canonical(model_settings(wildcards)["quantize"])
+
+
+def get_prune_params(wildcards):
+    return canonical(model_settings(wildcards)["prune"])
+
+
+def get_pte_quantize_params(wildcards):
+    # fp32 programs do not depend on calibration settings: keep them out of its rerun trigger.
+    return None if wildcards.variant == "fp32" else get_quantize_params(wildcards)
+
+
+def get_pte_prune_params(wildcards):
+    return get_prune_params(wildcards) if wildcards.variant == "int8_pruned" else None
+
+
+def get_device_params(wildcards):
+    return canonical(MF["devices"][wildcards.device])
+
+
+def get_benchmark_threads(wildcards):
+    # A host benchmark takes every core Snakemake manages, so no other job runs beside it and
+    # disturbs the timing; adb devices only need a core to drive the phone.
+    if MF["devices"][wildcards.device]["kind"] == "host":
+        return workflow.cores or 1
+    return 1
+
+
+def get_chw(wildcards):
+    return [int(part) for part in wildcards.chw.split("x")]
+
+
+def summary_inputs(wildcards):
+    artifacts = plan.all_artifacts(MF)
+    return {
+        "artifacts": [artifact.path for artifact in artifacts],
+        "evaluations": [a.eval_path for a in artifacts if plan.evaluable_here(a)],
+        "benchmarks": [a.bench_path(device) for a, device in plan.benchmarks(MF)],
+    }
+
+
+def get_summary_devices(wildcards):
+    return canonical(
+        {
+            name: {"kind": device["kind"], "engine": device["engine"]}
+            for name, device in MF["devices"].items()
+        }
+    )

@@ -1,0 +1,31 @@
+rule reference:
+    input:
+        checkpoint="results/{model}/checkpoint.pt",
+        data=get_dataset,
+    output:
+        reference="results/{model}/reference.pt",
+    log:
+        "logs/reference/{model}.log",
+    benchmark:
+        "benchmarks/reference/{model}.tsv"
+    resources:
+        mem_mb=3000,
+    script:
+        "../scripts/reference.py"
+
+
+rule evaluate:
+    input:
+        artifact="results/{model}/{fmt}/{stem}.{fmt}",
+        data=get_dataset,
+        reference="results/{model}/reference.pt",
+    output:
+        evaluation="results/{model}/eval/{fmt}/{stem}.json",
+    log:
+        "logs/evaluate/{model}.{fmt}.{stem}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}.{fmt}.{stem}.tsv"
+    resources:
+        mem_mb=3000,
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,57 @@
+rule export_ptl_fp32:
+    input:
+        model="results/{model}/fused.pt",
+    output:
+        artifact="results/{model}/ptl/fp32.{backend}.ptl",
+        sidecar="results/{model}/ptl/fp32.{backend}.ptl.json",
+    log:
+        "logs/export_ptl/{model}.fp32.{backend}.log",
+    benchmark:
+        "benchmarks/export_ptl/{model}.fp32.{backend}.tsv"
+    wildcard_constraints:
+        backend="cpu|vulkan|metal",
+    resources:
+        mem_mb=3000,
+    script:
+        "../scripts/export_ptl.py"
+
+
+# int8 models run on CPU kernels only: no GPU backend exists for them.
+rule export_ptl_int8:
+    input:
+        model="results/{model}/{qvariant}.{engine}.pt",
+    output:
+        artifact="results/{model}/ptl/{qvariant}.{engine}.{backend}.ptl",
+        sidecar="results/{model}/ptl/{qvariant}.{engine}.{backend}.ptl.json",
+    log:
+        "logs/export_ptl/{model}.{qvariant}.{engine}.{backend}.log",
+    benchmark:
+        "benchmarks/export_ptl/{model}.{qvariant}.{engine}.{backend}.tsv"
+    wildcard_constraints:
+        backend="cpu",
+    resources:
+        mem_mb=3000,
+    script:
+        "../scripts/export_ptl.py"
+
+
+rule export_pte:
+    input:
+        fused="results/{model}/fused.pt",
+        data=get_dataset,
+    output:
+        artifact="results/{model}/pte/{variant}.{backend}.pte",
+        sidecar="results/{model}/pte/{variant}.{backend}.pte.json",
+    params:
+        quantize=get_pte_quantize_params,
+        prune=get_pte_prune_params,
+    log:
+        "logs/export_pte/{model}.{variant}.{backend}.log",
+    benchmark:
+        "benchmarks/export_pte/{model}.{variant}.{backend}.tsv"
+    wildcard_constraints:
+        backend="xnnpack|vulkan|coreml",
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/export_pte.py"

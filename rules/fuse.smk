@@ -1,0 +1,17 @@
+rule fuse:
+    input:
+        checkpoint="results/{model}/checkpoint.pt",
+        data=get_dataset,
+    output:
+        fused="results/{model}/fused.pt",
+        sidecar="results/{model}/fused.pt.json",
+    params:
+        fuse=get_fuse_params,
+    log:
+        "logs/fuse/{model}.log",
+    benchmark:
+        "benchmarks/fuse/{model}.tsv"
+    resources:
+        mem_mb=3000,
+    script:
+        "../scripts/fuse.py"

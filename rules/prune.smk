@@ -1,0 +1,16 @@
+rule prune:
+    input:
+        model="results/{model}/int8.{engine}.pt",
+    output:
+        model="results/{model}/int8_pruned.{engine}.pt",
+        sidecar="results/{model}/int8_pruned.{engine}.pt.json",
+    params:
+        prune=get_prune_params,
+    log:
+        "logs/prune/{model}.{engine}.log",
+    benchmark:
+        "benchmarks/prune/{model}.{engine}.tsv"
+    resources:
+        mem_mb=3000,
+    script:
+        "../scripts/prune.py"

@@ -1,0 +1,17 @@
+rule quantize:
+    input:
+        fused="results/{model}/fused.pt",
+        data=get_dataset,
+    output:
+        model="results/{model}/int8.{engine}.pt",
+        sidecar="results/{model}/int8.{engine}.pt.json",
+    params:
+        quantize=get_quantize_params,
+    log:
+        "logs/quantize/{model}.{engine}.log",
+    benchmark:
+        "benchmarks/quantize/{model}.{engine}.tsv"
+    resources:
+        mem_mb=3000,
+    script:
+        "../scripts/quantize.py"
