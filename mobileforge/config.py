@@ -31,6 +31,17 @@ RUNNABLE_BACKENDS = {
 }
 
 
+# The dataset keys each source uses: the resolved spec keeps only these, so a default meant for
+# another source never reaches the loader nor triggers a rebuild when edited.
+DATASET_KEYS = {
+    "shapes": ("name", "seed", "num_classes", "train_size", "calib_size", "eval_size"),
+    "folder": ("name", "path", "seed", "calib_fraction", "eval_fraction"),
+    "tensors": ("name", "path", "seed", "calib_fraction", "eval_fraction"),
+}
+# Folders of results/ that are not models.
+RESERVED_NAMES = ("data", "report")
+
+
 class ConfigError(ValueError):
     """Invalid configuration: ``key`` is a dotted path into the config, ``reason`` says why."""
 
@@ -79,17 +90,14 @@ def resolve_config(
     _validate(config, schema, prefix="")
 
     defaults = config.get("defaults", {})
-    dataset = config["dataset"]
     base = Path(base_dir)
-    if dataset["name"] in ("folder", "tensors"):
-        if "path" not in dataset:
-            raise ConfigError("dataset.path", f"required when dataset.name is {dataset['name']!r}")
-        if not (base / dataset["path"]).exists():
-            raise ConfigError("dataset.path", f"{dataset['path']!r} does not exist")
+    dataset = config["dataset"] = _resolve_dataset(config["dataset"], base)
 
     model_schema = {"$ref": "#/$defs/model_settings", "$defs": schema["$defs"]}
     models: dict[str, Any] = {}
     for name, own in config["models"].items():
+        if name in RESERVED_NAMES:
+            raise ConfigError(f"models.{name}", f"{name!r} is reserved for results/{name}/")
         settings = deep_merge(defaults, own)
         _validate(settings, model_schema, prefix=f"models.{name}")
         _check_arch(name, settings["arch"])
@@ -112,6 +120,16 @@ def resolve_config(
                 if key not in device:
                     raise ConfigError(f"devices.{name}.{key}", "required for an adb device")
     return config
+
+
+def _resolve_dataset(dataset: dict[str, Any], base: Path) -> dict[str, Any]:
+    name = dataset["name"]
+    if name in ("folder", "tensors"):
+        if "path" not in dataset:
+            raise ConfigError("dataset.path", f"required when dataset.name is {name!r}")
+        if not (base / dataset["path"]).exists():
+            raise ConfigError("dataset.path", f"{dataset['path']!r} does not exist")
+    return {key: dataset[key] for key in DATASET_KEYS[name] if key in dataset}
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -146,11 +164,13 @@ def _validate(instance: dict[str, Any], schema: dict[str, Any], prefix: str) -> 
         error = errors[0]
         parts = [prefix] if prefix else []
         parts += [str(part) for part in error.absolute_path]
+        if "propertyNames" in error.absolute_schema_path:
+            parts.append(str(error.instance))  # the offending name itself
         raise ConfigError(".".join(parts), _describe(error))
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
-    if error.validator == "propertyNames":
+    if "propertyNames" in error.absolute_schema_path:
         return f"name {error.instance!r} must match [A-Za-z0-9_-]+ (it becomes part of file paths)"
     if error.validator == "additionalProperties":
         return error.message.replace("Additional properties are not allowed", "unknown key")

@@ -14,7 +14,7 @@ import torch
 METHODS = ("l1_unstructured",)
 
 
-def _prunable(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+def prunable_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     # Quantized conv/linear (and fused -ReLU) modules expose weight() and set_weight_bias().
     return [
         (name, module)
@@ -58,7 +58,7 @@ def prune_quantized(model: torch.nn.Module, amount: float, method: str) -> dict[
         raise ValueError(f"prune amount {amount} is outside [0, 1)")
     layers: dict[str, float] = {}
     zeros = total = 0
-    for name, module in _prunable(model):
+    for name, module in prunable_layers(model):
         weight = module.weight()
         int_values = weight.int_repr().clone()
         zero_points = _zero_points_like(weight)
@@ -81,7 +81,7 @@ def prune_quantized(model: torch.nn.Module, amount: float, method: str) -> dict[
 def weight_sparsity(model: torch.nn.Module) -> float:
     """Share of int8 weights equal to their zero point, over all quantized layers."""
     zeros = total = 0
-    for _, module in _prunable(model):
+    for _, module in prunable_layers(model):
         weight = module.weight()
         zeros += int((weight.int_repr() == _zero_points_like(weight)).sum())
         total += weight.numel()

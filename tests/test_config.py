@@ -1,0 +1,106 @@
+"""Config validation: defaults filled, per-model merge, and one clear line per mistake."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+
+import pytest
+
+from mobileforge.config import ConfigError, canonical, deep_merge, resolve_config
+
+
+def test_default_config_resolves_with_defaults_filled(default_raw):
+    config = resolve_config(default_raw)
+    mobilenet = config["models"]["mobilenet_v2"]
+    assert mobilenet["kwargs"] == {"width_mult": 0.5}
+    assert mobilenet["prune"] == {"amount": 0.3, "method": "l1_unstructured"}
+    assert mobilenet["num_classes"] == config["dataset"]["num_classes"]
+    assert config["devices"]["host"]["engine"] == "x86"
+    assert config["devices"]["host"]["iterations"] == config["benchmark"]["iterations"]
+    assert config["backends"] == {"ptl": ["cpu"], "pte": ["xnnpack"]}
+
+
+def test_model_settings_override_defaults_deeply(tiny_raw):
+    tiny_raw["models"]["alpha"]["prune"] = {"amount": 0.5}
+    config = resolve_config(tiny_raw)
+    assert config["models"]["alpha"]["prune"]["amount"] == 0.5
+    assert config["models"]["beta"]["prune"]["amount"] == 0.3
+    # The sibling keys of an overridden dict survive the merge.
+    assert config["models"]["alpha"]["train"]["batch_size"] == 32
+
+
+def test_adb_device_gets_qnnpack_engine_unless_overridden(tiny_raw):
+    tiny_raw["devices"]["phone"] = {"kind": "adb", "serial": "X1", "runner": "bin/runner"}
+    tiny_raw["devices"]["host2"] = {"kind": "host", "engine": "qnnpack"}
+    config = resolve_config(tiny_raw)
+    assert config["devices"]["phone"]["engine"] == "qnnpack"
+    assert config["devices"]["host2"]["engine"] == "qnnpack"
+
+
+def _mutate(raw: dict, path: str, value) -> dict:
+    raw = copy.deepcopy(raw)
+    node = raw
+    keys = path.split(".")
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+    node[keys[-1]] = value
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "words"),
+    [
+        ("models.alpha.arch", "alexnet", "models.alpha.arch", "unknown arch 'alexnet'"),
+        ("models.alpha.arch", "nosuchpkg_xyz.nets:build", "models.alpha.arch", "cannot import"),
+        ("models.alpha.prune", {"amount": 1.0}, "models.alpha.prune.amount", "must be < 1"),
+        ("models.alpha.prune", {"amount": -0.1}, "models.alpha.prune.amount", "minimum"),
+        ("models.bad/name", {"arch": "tinycnn"}, "models.bad/name", "[A-Za-z0-9_-]+"),
+        ("devices.my phone", {"kind": "host"}, "devices.my phone", "[A-Za-z0-9_-]+"),
+        ("backends.ptl", ["opengl"], "backends.ptl.0", "'opengl' is not one of"),
+        ("devices.host.kind", "toaster", "devices.host.kind", "'toaster' is not one of"),
+        ("models.alpha.checkpoint", "missing.pt", "models.alpha.checkpoint", "does not exist"),
+        ("models.alpha.tarin", {}, "models.alpha", "unknown key"),
+        ("devices.phone", {"kind": "adb", "runner": "x"}, "devices.phone.serial", "required"),
+        ("models.data", {"arch": "tinycnn"}, "models.data", "reserved"),
+    ],
+)
+def test_bad_config_names_key_and_reason(tiny_raw, path, value, key, words):
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(_mutate(tiny_raw, path, value))
+    assert caught.value.key == key
+    assert words in caught.value.reason
+
+
+def test_bad_config_stops_snakemake_with_one_line(repo, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        (repo / "tests/configs/tiny.yaml")
+        .read_text()
+        .replace("arch: tinycnn, kwargs: {width: 8}", "arch: alexnet")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-n",
+         "--configfile", str(config), "--cores", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mobileforge:")]
+    assert len(lines) == 1
+    assert lines[0].startswith("mobileforge: invalid config: models.alpha.arch: unknown arch")
+    assert "tinycnn" in lines[0] and "'package.module:callable'" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_deep_merge_does_not_mutate_inputs():
+    base = {"a": {"b": 1, "c": 2}}
+    merged = deep_merge(base, {"a": {"b": 3}})
+    assert merged == {"a": {"b": 3, "c": 2}}
+    assert base == {"a": {"b": 1, "c": 2}}
+
+
+def test_canonical_orders_keys_recursively():
+    assert list(canonical({"b": 1, "a": {"d": 1, "c": 2}})) == ["a", "b"]
+    assert list(canonical({"a": {"d": 1, "c": 2}})["a"]) == ["c", "d"]
