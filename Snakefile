@@ -1,6 +1,6 @@
 # mobileforge: trained PyTorch models -> fused -> int8 -> pruned -> .ptl / .pte per backend
 # -> accuracy of each artifact -> device benchmarks -> results/summary.csv.
-# See README.md for the layout of results/ and config/README.md for every option.
+# See README.md for the layout of results/ and every configuration option.
 from snakemake.utils import min_version
 
 min_version("9.0")

@@ -12,5 +12,7 @@ rule benchmark:
     threads: get_benchmark_threads
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/benchmark.py"

@@ -51,6 +51,10 @@ def get_train_params(wildcards):
     )
 
 
+def get_train_threads(wildcards):
+    return model_settings(wildcards)["train"]["threads"]
+
+
 def get_train_inputs(wildcards):
     inputs = {"data": get_dataset(wildcards)}
     user_checkpoint = model_settings(wildcards).get("checkpoint")

@@ -14,5 +14,7 @@ rule dataset:
         chw=r"\d+x\d+x\d+",
     resources:
         mem_mb=2000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/dataset.py"

@@ -10,6 +10,8 @@ rule reference:
         "benchmarks/reference/{model}.tsv"
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/reference.py"
 
@@ -27,5 +29,7 @@ rule evaluate:
         "benchmarks/evaluate/{model}.{fmt}.{stem}.tsv"
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/evaluate.py"

@@ -12,6 +12,8 @@ rule export_ptl_fp32:
         backend="cpu|vulkan|metal",
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/export_ptl.py"
 
@@ -31,6 +33,8 @@ rule export_ptl_int8:
         backend="cpu",
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/export_ptl.py"
 
@@ -53,5 +57,7 @@ rule export_pte:
         backend="xnnpack|vulkan|coreml",
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/export_pte.py"

@@ -13,5 +13,7 @@ rule fuse:
         "benchmarks/fuse/{model}.tsv"
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/fuse.py"

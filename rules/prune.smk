@@ -12,5 +12,7 @@ rule prune:
         "benchmarks/prune/{model}.{engine}.tsv"
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/prune.py"

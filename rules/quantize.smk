@@ -13,5 +13,7 @@ rule quantize:
         "benchmarks/quantize/{model}.{engine}.tsv"
     resources:
         mem_mb=3000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/quantize.py"

@@ -10,5 +10,7 @@ rule summary:
         "logs/summary/summary.log",
     benchmark:
         "benchmarks/summary/summary.tsv"
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/summary.py"

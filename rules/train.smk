@@ -10,9 +10,11 @@ rule train:
         "logs/train/{model}.log",
     benchmark:
         "benchmarks/train/{model}.tsv"
-    threads: 2
+    threads: get_train_threads
     resources:
         mem_mb=4000,
+    conda:
+        "../envs/mobileforge.yaml"
     script:
         "../scripts/train.py"
 

@@ -1,6 +1,12 @@
 """Snakemake job script: see mobileforge.stages.summary."""
 
-from mobileforge import stages
-from mobileforge.job import run
+import sys
+from pathlib import Path
 
-run(snakemake, stages.summary)  # noqa: F821 - injected by Snakemake
+# The repository root, so the job also runs in a conda env that lacks an installed mobileforge.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
+
+from mobileforge import stages  # noqa: E402
+from mobileforge.job import run  # noqa: E402
+
+run(snakemake, stages.summary)  # noqa: F821

@@ -23,12 +23,13 @@ def test_default_config_resolves_with_defaults_filled(default_raw):
 
 
 def test_model_settings_override_defaults_deeply(tiny_raw):
-    tiny_raw["models"]["alpha"]["prune"] = {"amount": 0.5}
+    tiny_raw["models"]["beta"] = {"arch": "tinycnn", "prune": {"amount": 0.5}}
     config = resolve_config(tiny_raw)
-    assert config["models"]["alpha"]["prune"]["amount"] == 0.5
-    assert config["models"]["beta"]["prune"]["amount"] == 0.3
+    assert config["models"]["beta"]["prune"]["amount"] == 0.5
+    assert config["models"]["alpha"]["prune"]["amount"] == 0.3
     # The sibling keys of an overridden dict survive the merge.
-    assert config["models"]["alpha"]["train"]["batch_size"] == 32
+    assert config["models"]["beta"]["prune"]["method"] == "l1_unstructured"
+    assert config["models"]["beta"]["train"]["batch_size"] == 32
 
 
 def test_adb_device_gets_qnnpack_engine_unless_overridden(tiny_raw):
