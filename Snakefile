@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/train.smk"
@@ -25,3 +28,5 @@ rule all:
     default_target: True
     input:
         "results/summary.csv",
+        "results/report/latency_accuracy.png",
+        "results/report/sizes.png",

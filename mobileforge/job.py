@@ -31,6 +31,12 @@ class Job:
         print(message, file=sys.stderr, flush=True)
 
 
+def without_torch(stage: Callable[[Job], None]) -> Callable[[Job], None]:
+    """Mark a stage that never imports torch in its own process (it is not imported for it)."""
+    stage.without_torch = True  # type: ignore[attr-defined]
+    return stage
+
+
 def _named(namedlist: Any) -> dict[str, Any]:
     return {name: value for name, value in namedlist.items()}
 
@@ -54,9 +60,10 @@ def run(smk: Any, stage: Callable[[Job], None]) -> None:
         os.dup2(log.fileno(), 2)
         sys.stderr = log
     job = from_snakemake(smk)
-    import torch
+    if not getattr(stage, "without_torch", False):
+        import torch
 
-    torch.set_num_threads(max(1, job.threads))
+        torch.set_num_threads(max(1, job.threads))
     try:
         stage(job)
     except Exception as error:

@@ -12,18 +12,22 @@ import os
 import platform
 from typing import Any
 
-import torch
+from mobileforge import files
+from mobileforge.job import Job, without_torch
 
-from mobileforge import chain, files
-from mobileforge.job import Job
-from mobileforge.stagefile import save_stage
+# torch (about 1.3 s to import) is imported inside the stages that use it: the benchmark and
+# summary jobs, which run many times and need none of it in their own process, skip that cost.
 
 
 def _versions() -> dict[str, str]:
+    import torch
+
     return {"torch_version": torch.__version__, "python_version": platform.python_version()}
 
 
 def _tensor_bytes(obj: Any) -> bytes:
+    import torch
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getvalue()
@@ -56,9 +60,12 @@ def dataset(job: Job) -> None:
 
 def train(job: Job) -> None:
     """Train the fp32 model deterministically, or import the user's state_dict instead."""
+    import torch
+
     from mobileforge import train as training
     from mobileforge.data import load_dataset
     from mobileforge.models import build_model
+    from mobileforge.stagefile import save_stage
 
     p = job.params["settings"]
     data = load_dataset(job.input["data"])
@@ -122,6 +129,7 @@ def train(job: Job) -> None:
 
 def reference(job: Job) -> None:
     """fp32 logits of the unfused model on the eval split: what every artifact is compared with."""
+    from mobileforge import chain
     from mobileforge.data import load_dataset
     from mobileforge.evaluate import collect_logits
 
@@ -133,9 +141,11 @@ def reference(job: Job) -> None:
 
 def fuse(job: Job) -> None:
     """Fuse conv-bn(-relu)/linear-relu and check the outputs did not move."""
+    from mobileforge import chain
     from mobileforge.data import load_dataset
     from mobileforge.fuse import fuse as fuse_model
     from mobileforge.fuse import max_output_difference
+    from mobileforge.stagefile import save_stage
 
     model, meta = chain.load_checkpoint_model(job.input["checkpoint"])
     data = load_dataset(job.input["data"])
@@ -156,8 +166,10 @@ def fuse(job: Job) -> None:
 
 def quantize(job: Job) -> None:
     """Post-training static int8 for one engine, calibrated on the calibration split."""
+    from mobileforge import chain
     from mobileforge.data import load_dataset
     from mobileforge.quantize import quantize_static
+    from mobileforge.stagefile import save_stage
 
     fused, meta = chain.load_fused_model(job.input["fused"])
     data = load_dataset(job.input["data"])
@@ -183,8 +195,10 @@ def quantize(job: Job) -> None:
 
 def prune(job: Job) -> None:
     """Magnitude-prune the int8 weights; the achieved sparsity goes in the sidecar."""
+    from mobileforge import chain
     from mobileforge.prune import prune_quantized
     from mobileforge.quantize import quantized_engine
+    from mobileforge.stagefile import save_stage
 
     model, meta = chain.load_quantized_model(job.input["model"])
     settings = job.params["prune"]
@@ -218,6 +232,9 @@ def _artifact_info(meta: dict[str, Any], fmt: str, variant: str, backend: str) -
 
 def export_ptl(job: Job) -> None:
     """Frozen (or plain scripted, when smaller and as fast) lite-interpreter module."""
+    import torch
+
+    from mobileforge import chain
     from mobileforge.export_ptl import export_ptl as export
     from mobileforge.quantize import quantized_engine
 
@@ -241,7 +258,7 @@ def export_ptl(job: Job) -> None:
 
 def export_pte(job: Job) -> None:
     """ExecuTorch program lowered to one backend (fp32, or pt2e int8 calibrated like the .ptl)."""
-    from mobileforge import pte
+    from mobileforge import chain, pte
     from mobileforge.data import load_dataset
 
     pte.check_executorch()
@@ -273,6 +290,8 @@ def export_pte(job: Job) -> None:
 
 def evaluate(job: Job) -> None:
     """Accuracy and max |diff| vs the fp32 reference of the artifact, run by its own runtime."""
+    import torch
+
     from mobileforge.data import load_dataset
     from mobileforge.quantize import quantized_engine
 
@@ -301,6 +320,7 @@ def evaluate(job: Job) -> None:
     )
 
 
+@without_torch
 def benchmark(job: Job) -> None:
     """Time the artifact on one device; never two benchmarks on one device at once."""
     from mobileforge.bench.devicelock import device_lock
@@ -343,6 +363,7 @@ def benchmark(job: Job) -> None:
     )
 
 
+@without_torch
 def summary(job: Job) -> None:
     """Join every sidecar, evaluation and benchmark into results/summary.csv."""
     from mobileforge.summary import build_rows, summarize
@@ -362,3 +383,15 @@ def summary(job: Job) -> None:
     frame.to_csv(buffer, index=False, float_format="%.6g")
     files.write_bytes_atomic(job.output["summary"], buffer.getvalue().encode())
     job.log(f"{len(frame)} rows -> {job.output['summary']}")
+
+
+@without_torch
+def plots(job: Job) -> None:
+    """Latency-vs-accuracy and size plots of the summary."""
+    import pandas as pd
+
+    from mobileforge.report import plot_latency_accuracy, plot_sizes
+
+    summary = pd.read_csv(job.input["summary"], keep_default_na=True)
+    plot_latency_accuracy(summary, job.output["latency_accuracy"])
+    plot_sizes(summary, job.output["sizes"])

@@ -2,7 +2,9 @@ rule summary:
     input:
         unpack(summary_inputs),
     output:
-        summary="results/summary.csv",
+        summary=report(
+            "results/summary.csv", caption="../report/summary.rst", category="Summary"
+        ),
     params:
         devices=get_summary_devices,
         accuracy_budget=MF["selection"]["accuracy_budget"],
@@ -14,3 +16,27 @@ rule summary:
         "../envs/mobileforge.yaml"
     script:
         "../scripts/summary.py"
+
+
+rule plots:
+    input:
+        summary="results/summary.csv",
+    output:
+        latency_accuracy=report(
+            "results/report/latency_accuracy.png",
+            caption="../report/latency_accuracy.rst",
+            category="Plots",
+        ),
+        sizes=report(
+            "results/report/sizes.png",
+            caption="../report/sizes.rst",
+            category="Plots",
+        ),
+    log:
+        "logs/plots/plots.log",
+    benchmark:
+        "benchmarks/plots/plots.tsv"
+    conda:
+        "../envs/mobileforge.yaml"
+    script:
+        "../scripts/plots.py"
