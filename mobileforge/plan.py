@@ -22,8 +22,8 @@ from mobileforge.config import RUNNABLE_BACKENDS
 
 RESULTS = "results"
 INT8_VARIANTS = ("int8", "int8_pruned")
-# GPU backends only take float models; int8 exists on the CPU (ptl) and XNNPACK (pte) paths.
-INT8_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack",)}
+# int8 .ptl exists only for CPU kernels; ExecuTorch lowers int8 (pt2e) to each of its backends.
+INT8_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack", "vulkan", "coreml")}
 
 
 @dataclass(frozen=True)

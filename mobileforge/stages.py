@@ -70,7 +70,9 @@ def train(job: Job) -> None:
     p = job.params["settings"]
     data = load_dataset(job.input["data"])
     num_classes = p["num_classes"] or len(data["classes"])
-    if num_classes != len(data["classes"]):
+    learns = bool(p["checkpoint"]) or p["train"]["epochs"] > 0
+    # Untrained weights (speed/size studies, e.g. 1000 classes) only need valid label indices.
+    if num_classes < len(data["classes"]) or (learns and num_classes != len(data["classes"])):
         raise ValueError(
             f"models.{p['model']}.num_classes is {num_classes} but the dataset has "
             f"{len(data['classes'])} classes"
@@ -99,6 +101,9 @@ def train(job: Job) -> None:
             ) from error
         meta["source"] = f"imported from {p['checkpoint']}"
         job.log(f"imported {p['checkpoint']} (training skipped)")
+    elif p["train"]["epochs"] == 0:
+        meta["source"] = f"initial weights of seed {p['train']['seed']} (train.epochs is 0)"
+        job.log("train.epochs is 0: keeping the seeded initial weights; accuracy means nothing")
     else:
         settings = p["train"]
         history = training.train_model(

@@ -1,0 +1,363 @@
+"""ExecuTorch export/runtime tests on a tiny fused conv-bn-relu-linear model (XNNPACK, host).
+
+The .pte files are really run by ``executorch.runtime``. Vulkan and Core ML programs cannot run
+on this host and their lowering is slow (Core ML int8: ~40 s of quantizer pattern tracing), so
+only the Core ML payload canonicalisation is tested here, on a synthetic payload.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("executorch")
+
+from torch import nn  # noqa: E402
+from torch.ao.quantization.quantize_fx import fuse_fx  # noqa: E402
+
+from mobileforge import pte  # noqa: E402
+
+PRUNE = {"amount": 0.3, "method": "l1_unstructured"}
+
+
+class TinyNet(nn.Module):
+    """conv-bn-relu, conv-relu, pool, linear: the patterns our fused models are made of."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.relu2 = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.conv2(x))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@pytest.fixture(scope="module")
+def setup() -> dict:
+    torch.manual_seed(0)
+    model = TinyNet()
+    model.train()
+    with torch.no_grad():  # non-trivial BN statistics, so fusion actually changes weights
+        for _ in range(3):
+            model(torch.randn(16, 3, 16, 16))
+    fused = fuse_fx(model.eval())
+    return {
+        "model": fused,
+        "x": torch.randn(1, 3, 16, 16),
+        "calib": torch.randn(48, 3, 16, 16),
+        "eval_x": torch.randn(10, 3, 16, 16),
+    }
+
+
+@pytest.fixture(scope="module")
+def built(setup: dict) -> dict:
+    out = {}
+    for variant in ("fp32", "int8", "int8_pruned"):
+        out[variant] = pte.export_pte(
+            setup["model"],
+            setup["x"],
+            "xnnpack",
+            variant,
+            calibration=None if variant == "fp32" else setup["calib"],
+            prune=PRUNE if variant == "int8_pruned" else None,
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted_int8(setup: dict) -> torch.fx.GraphModule:
+    """The PT2E-converted (unpruned) module export_pte lowers for int8: the numerics to match."""
+    module, _ = pte.quantize_pt2e(setup["model"], setup["x"], "xnnpack", setup["calib"])
+    return module
+
+
+def _run(buffer: bytes, x: torch.Tensor, tmp_path) -> torch.Tensor:
+    path = tmp_path / "m.pte"
+    path.write_bytes(buffer)
+    method = pte.load_pte(path)
+    return pte.run_pte(method, x).clone()
+
+
+def test_fp32_matches_eager_and_is_delegated(setup, built, tmp_path) -> None:
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    buffer, info = built["fp32"]
+    out = _run(buffer, setup["x"], tmp_path)
+    with torch.no_grad():
+        ref = setup["model"](setup["x"])
+    assert torch.allclose(out, ref, atol=1e-4, rtol=0)
+    assert info["delegated_nodes"] > 0 and info["portable_nodes"] == 0
+    assert info["delegate_backend_ids"] == ["XnnpackBackend"]
+    assert info["delegated_ops"]["aten.convolution.default"] == 2
+    assert info["size_bytes"] == len(buffer)
+    assert pte.pte_delegate_ids(tmp_path / "m.pte") == ["XnnpackBackend"]
+    # Cross-check the counts with executorch's own devtools utility, which also counts the
+    # getitem nodes unpacking delegate outputs as non-delegated.
+    import executorch.exir as exir
+
+    ep = torch.export.export(setup["model"], (setup["x"],))
+    partitioner, _ = pte._partitioner("xnnpack", "fp32")
+    edge = exir.to_edge_transform_and_lower(ep, partitioner=[partitioner])
+    ref_info = get_delegation_info(edge.exported_program().graph_module)
+    assert ref_info.num_delegated_nodes == info["delegated_nodes"]
+    assert ref_info.num_non_delegated_nodes == info["portable_nodes"] + 1  # one getitem
+
+
+def test_int8_matches_converted_graph_and_eager(setup, built, converted_int8, tmp_path) -> None:
+    buffer, info = built["int8"]
+    assert info["quantizer"]["quantizer"] == "XNNPACKQuantizer"
+    assert info["quantizer"]["is_per_channel"] is True
+    assert info["calibration_samples"] == 48
+    assert info["delegated_nodes"] > 0 and info["portable_nodes"] == 0
+    assert info["delegated_ops"]["quantized_decomposed.dequantize_per_channel.default"] == 3
+    out = _run(buffer, setup["x"], tmp_path)
+    with torch.no_grad():
+        simulated = converted_int8(setup["x"])
+        ref = setup["model"](setup["x"])
+    scale = ref.abs().max()
+    # XNNPACK's int8 kernels vs PyTorch's q/dq simulation: a few output quantization steps.
+    assert (out - simulated).abs().max() <= 0.02 * scale
+    # vs fp32: int8 error, but the same prediction-level behaviour.
+    assert (out - ref).abs().max() <= 0.1 * scale
+    assert not torch.equal(out, ref)
+
+
+def test_int8_pruned_sparsity_and_numerics(setup, built, converted_int8, tmp_path) -> None:
+    buffer, info = built["int8_pruned"]
+    assert info["prune"]["method"] == "l1_unstructured"
+    assert info["prune"]["pruned_int8_tensors"] == 3  # 2 convs + 1 linear, all int8
+    assert info["prune"]["pruned_float_tensors"] == 0
+    assert PRUNE["amount"] - 0.01 <= info["sparsity"] <= PRUNE["amount"] + 0.05
+    converted, qinfo = pte.quantize_pt2e(
+        setup["model"], setup["x"], "xnnpack", setup["calib"], PRUNE
+    )
+    assert qinfo["sparsity"] == info["sparsity"]
+    # Per int8 weight: exactly the round(amount * numel) entries of smallest dequantized
+    # magnitude are zeroed (torch.nn.utils.prune.L1Unstructured's rule), the rest and every
+    # scale are untouched.
+    before = dict(converted_int8.named_buffers())
+    after = dict(converted.named_buffers())
+    checked = 0
+    for node in converted.graph.nodes:
+        if getattr(node.target, "_opname", None) != "dequantize_per_channel":
+            continue
+        q_name, scale_name = node.args[0].target, node.args[1].target
+        q0, q1 = before[q_name], after[q_name]
+        assert torch.equal(before[scale_name], after[scale_name])
+        k = round(PRUNE["amount"] * q0.numel())
+        assert int((q1 == 0).sum()) == max(k, int((q0 == 0).sum()))
+        kept = q1 != 0
+        assert torch.equal(q1[kept], q0[kept])
+        shape = [-1] + [1] * (q0.dim() - 1)
+        mag = (q0.float() * after[scale_name].reshape(shape)).abs()
+        assert mag[~kept].max() <= mag[kept].min()
+        checked += 1
+    assert checked == 3
+    out = _run(buffer, setup["x"], tmp_path)
+    with torch.no_grad():
+        simulated = converted(setup["x"])
+    assert (out - simulated).abs().max() <= 0.02 * simulated.abs().max()
+    assert built["int8_pruned"][0] != built["int8"][0]
+
+
+def test_export_is_deterministic(setup, built) -> None:
+    for variant in ("fp32", "int8"):
+        again = pte.export_pte(
+            setup["model"],
+            setup["x"],
+            "xnnpack",
+            variant,
+            calibration=None if variant == "fp32" else setup["calib"],
+        )
+        assert again[0] == built[variant][0], f"{variant}: bytes differ between two exports"
+        assert again[1] == built[variant][1]
+
+
+def _fake_coreml_payload(root, order: int, weights: bytes) -> None:
+    """A payload directory as executorch's Core ML preprocess writes it, with its randomness:
+    uuid4 ids, manifest order following them, protobuf map entries in varying order."""
+    import json
+    import uuid
+
+    from coremltools.proto import Model_pb2
+
+    package = root / "model.mlpackage"
+    (package / "Data/com.apple.CoreML/weights").mkdir(parents=True)
+    (package / "Data/com.apple.CoreML/weights/weight.bin").write_bytes(weights)
+    entries = {"source": "torch", "version": "9.0", pte._COREML_VOLATILE_METADATA[0]: "2026-01-01"}
+    parts = []
+    for key, value in sorted(entries.items(), reverse=bool(order)):
+        part = Model_pb2.Model()
+        part.description.metadata.userDefined[key] = value
+        parts.append(part.SerializeToString())
+    (package / "Data/com.apple.CoreML/model.mlmodel").write_bytes(b"".join(parts))
+    items = {
+        str(uuid.uuid4()): {"name": "model.mlmodel", "path": "com.apple.CoreML/model.mlmodel"},
+        str(uuid.uuid4()): {"name": "weights", "path": "com.apple.CoreML/weights"},
+    }
+    root_id = next(iter(items))
+    ordered = dict(sorted(items.items(), reverse=bool(order)))
+    manifest = {"fileFormatVersion": "1.0.0", "itemInfoEntries": ordered}
+    manifest["rootModelIdentifier"] = root_id
+    (package / "Manifest.json").write_text(json.dumps(manifest, indent=4))
+    metadata = {
+        "inputNames": ["x"],
+        "outputNames": ["y"],
+        "identifier": f"executorch_{uuid.uuid4()}",
+    }
+    (root / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_coreml_payload_is_canonicalized(tmp_path) -> None:
+    import json
+
+    from coremltools.proto import Model_pb2
+
+    spec_file = Path("model.mlpackage/Data/com.apple.CoreML/model.mlmodel")
+    manifest_file, metadata_file = Path("model.mlpackage/Manifest.json"), Path("metadata.json")
+
+    def canonical(name: str, order: int, weights: bytes) -> dict[Path, bytes]:
+        root = tmp_path / name
+        _fake_coreml_payload(root, order, weights)
+        pte._canonicalize_coreml_dir(root)
+        return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    a, b = canonical("a", 0, b"\x01\x02"), canonical("b", 1, b"\x01\x02")
+    assert a == b  # random ids, orders and the date are gone
+    other = canonical("c", 0, b"\x01\x03")
+    assert json.loads(a[metadata_file])["identifier"].startswith("executorch_")
+    assert other[metadata_file] != a[metadata_file]  # other weights, other runtime cache key
+    manifest = json.loads(a[manifest_file])
+    assert manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["name"] == "model.mlmodel"
+    spec = Model_pb2.Model()
+    spec.ParseFromString(a[spec_file])
+    assert dict(spec.description.metadata.userDefined) == {"source": "torch", "version": "9.0"}
+
+
+def test_evaluate_pte_pads_last_batch(setup, tmp_path) -> None:
+    x4 = torch.randn(4, 3, 16, 16)
+    buffer, info = pte.export_pte(setup["model"], x4, "xnnpack", "fp32")
+    assert info["input_shape"] == [4, 3, 16, 16]
+    path = tmp_path / "b4.pte"
+    path.write_bytes(buffer)
+    eval_x = setup["eval_x"]  # 10 samples: batches of 4, 4, 2 (+2 padding)
+    with torch.no_grad():
+        ref = setup["model"](eval_x)
+    y = ref.argmax(dim=1)
+    y[:3] = (y[:3] + 1) % 10  # 3 of 10 wrong on purpose
+    res = pte.evaluate_pte(path, eval_x, y, ref)
+    assert res["n"] == 10
+    assert res["accuracy"] == pytest.approx(70.0)
+    assert res["max_abs_diff"] < 1e-4
+    assert pte.evaluate_pte(path, eval_x, y, None)["max_abs_diff"] is None
+    with pytest.raises(ValueError, match="fixed input shape"):
+        pte.run_pte(pte.load_pte(path), eval_x[:1])
+
+
+def test_static_batch_model_calibrates_per_sample() -> None:
+    class Pinned(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(12, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x.reshape(1, 12))  # batch size 1 baked in
+
+    _, info = pte.quantize_pt2e(Pinned().eval(), torch.randn(1, 12), "xnnpack", torch.randn(5, 12))
+    assert info["calibration_samples"] == 5
+
+
+def test_runnable_on_host() -> None:
+    assert pte.pte_runnable_on_host("xnnpack") is True
+    assert pte.pte_runnable_on_host("coreml") is False
+    from executorch.runtime import Runtime
+
+    names = Runtime.get().backend_registry.registered_backend_names
+    assert pte.pte_runnable_on_host("vulkan") is ("VulkanBackend" in names)
+    with pytest.raises(ValueError):
+        pte.pte_runnable_on_host("metal")
+
+
+def test_load_names_the_missing_backend(built, tmp_path) -> None:
+    # The XNNPACK program with its delegate id renamed (same length, so the flatbuffer stays
+    # valid): what loading a Vulkan or Core ML .pte on this host looks like.
+    buffer = built["fp32"][0]
+    assert buffer.count(b"XnnpackBackend") == 1
+    path = _write(tmp_path, buffer.replace(b"XnnpackBackend", b"MissingBackend"))
+    with pytest.raises(RuntimeError, match="needs delegate backend.s. MissingBackend"):
+        pte.load_pte(path)
+
+
+def test_bad_arguments_are_refused(setup) -> None:
+    m, x, calib = setup["model"], setup["x"], setup["calib"]
+    with pytest.raises(ValueError, match="backend"):
+        pte.export_pte(m, x, "cpu", "fp32")
+    with pytest.raises(ValueError, match="variant"):
+        pte.export_pte(m, x, "xnnpack", "fp16")
+    with pytest.raises(ValueError, match="calibration"):
+        pte.export_pte(m, x, "xnnpack", "int8")
+    with pytest.raises(ValueError, match="only int8_pruned"):
+        pte.export_pte(m, x, "xnnpack", "fp32", prune=PRUNE)
+    with pytest.raises(ValueError, match="l1_unstructured"):
+        pte.export_pte(m, x, "xnnpack", "int8_pruned", calib, {"amount": 0.3, "method": "ln"})
+
+
+def test_check_executorch(monkeypatch) -> None:
+    assert pte.check_executorch() == "1.5.1"
+    import executorch.version
+
+    monkeypatch.setattr(executorch.version, "__version__", "1.4.1+cpu")
+    with pytest.raises(RuntimeError) as err:
+        pte.check_executorch()
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "executorch 1.4.1" in msg and "torch 2.13.0" in msg and "executorch 1.5.1" in msg
+    assert "pip install executorch==1.5.1" in msg
+
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    with pytest.raises(RuntimeError, match="no executorch release is pinned for torch 2.99.0"):
+        pte.check_executorch()
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+
+    monkeypatch.setitem(sys.modules, "executorch.version", None)  # import now fails
+    with pytest.raises(
+        RuntimeError, match="no executorch .import failed.*pip install executorch=="
+    ):
+        pte.check_executorch()
+
+
+def test_set_pte_threads(setup, built, tmp_path) -> None:
+    gc.collect()
+    original = pte.get_pte_threads()
+    try:
+        assert pte.set_pte_threads(1) == 1
+        assert pte.get_pte_threads() == 1
+        method = pte.load_pte(_write(tmp_path, built["fp32"][0]))
+        with pytest.raises(RuntimeError, match="before load_pte"):
+            pte.set_pte_threads(2)
+        assert pte.set_pte_threads(1) == 1  # no change: allowed
+        del method
+        gc.collect()
+        assert pte.set_pte_threads(2) == 2
+        with pytest.raises(ValueError):
+            pte.set_pte_threads(0)
+    finally:
+        gc.collect()
+        pte.set_pte_threads(original)
+
+
+def _write(tmp_path, buffer: bytes):
+    path = tmp_path / "t.pte"
+    path.write_bytes(buffer)
+    return path
