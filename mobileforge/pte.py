@@ -35,19 +35,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mobileforge.versions import base_version, executorch_mismatch
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
     from executorch.runtime import Method
 
 PTE_BACKENDS = ("xnnpack", "vulkan", "coreml")
 PTE_VARIANTS = ("fp32", "int8", "int8_pruned")
-
-# The executorch release each torch release is tested with in this project. executorch
-# ships a compiled runtime and custom ops built against one torch ABI, so a mismatch fails
-# late and obscurely (missing symbols, wrong op schemas); check early instead.
-EXECUTORCH_FOR_TORCH: dict[str, str] = {
-    "2.13.0": "1.5.1",
-}
 
 # Delegate ids as registered by each backend's runtime (and recorded in the lowered program).
 _BACKEND_IDS = {"xnnpack": "XnnpackBackend", "vulkan": "VulkanBackend", "coreml": "CoreMLBackend"}
@@ -64,46 +59,22 @@ _LIVE_METHODS: weakref.WeakSet[Any] = weakref.WeakSet()
 # --------------------------------------------------------------------------- versions
 
 
-def _base_version(version: str) -> str:
-    """Drop the local tag (``2.13.0+cpu`` -> ``2.13.0``): the wheel flavour does not matter."""
-    return version.split("+", 1)[0]
-
-
 def check_executorch() -> str:
     """Fail early, in one line, if executorch is missing or not the release pinned for torch.
 
-    Returns the installed executorch version (without local tag). The pin table is
-    ``EXECUTORCH_FOR_TORCH``; an unknown torch version is an error too, because nothing says
-    which executorch works with it.
+    Checks the imported modules (the workflow already checked the installed metadata while
+    building the DAG); returns the executorch version without its local tag.
     """
     import torch
 
-    torch_version = _base_version(torch.__version__)
-    required = EXECUTORCH_FOR_TORCH.get(torch_version)
     try:
-        from executorch.version import __version__ as et_raw
+        from executorch.version import __version__ as executorch_version
     except ImportError:
-        et_version = None
-    else:
-        et_version = _base_version(et_raw)
-    if required is not None and et_version == required:
-        return et_version
-    found = f"found torch {torch_version} and " + (
-        f"executorch {et_version}" if et_version else "no executorch (import failed)"
-    )
-    if required is None:
-        supported = ", ".join(
-            f"torch {t} + executorch {e}" for t, e in EXECUTORCH_FOR_TORCH.items()
-        )
-        torch_pin, et_pin = next(iter(EXECUTORCH_FOR_TORCH.items()))
-        raise RuntimeError(
-            f"{found}, but no executorch release is pinned for torch {torch_version} "
-            f"(supported: {supported}); fix: pip install torch=={torch_pin} executorch=={et_pin}"
-        )
-    raise RuntimeError(
-        f"{found}, but torch {torch_version} requires executorch {required}; fix: "
-        f"pip install executorch=={required}"
-    )
+        executorch_version = None
+    problem = executorch_mismatch(torch.__version__, executorch_version)
+    if problem:
+        raise RuntimeError(problem)
+    return base_version(executorch_version)
 
 
 # --------------------------------------------------------------------------- export helpers
@@ -632,7 +603,7 @@ def export_pte(
 
     info["size_bytes"] = len(buffer)
     info["executorch_version"] = et_version
-    info["torch_version"] = _base_version(torch.__version__)
+    info["torch_version"] = base_version(torch.__version__)
     return buffer, info
 
 

@@ -270,14 +270,21 @@ def export_pte(job: Job) -> None:
     fused, meta = chain.load_fused_model(job.input["fused"])
     variant = job.wildcards["variant"]
     backend = job.wildcards["backend"]
+    # params carry quantize/prune settings only for the variants that use them (rerun triggers).
+    quantize = job.params["quantize"] or {}
     calibration = None
-    if variant != "fp32":
-        settings = job.params["quantize"]
-        count = settings["calibration_batches"] * settings["batch_size"]
+    if quantize:
+        count = quantize["calibration_batches"] * quantize["batch_size"]
         calibration = load_dataset(job.input["data"])["calib_x"][:count]
-    prune_settings = job.params["prune"] if variant == "int8_pruned" else None
     data, info = pte.export_pte(
-        fused, chain.example_input(meta), backend, variant, calibration, prune_settings
+        fused,
+        chain.example_input(meta),
+        backend,
+        variant,
+        calibration,
+        job.params["prune"],
+        per_channel=quantize.get("per_channel", True),
+        calibration_batch_size=quantize.get("batch_size", 32),
     )
     record = files.write_artifact(
         job.output["artifact"],
@@ -313,6 +320,7 @@ def evaluate(job: Job) -> None:
     else:
         from mobileforge import pte
 
+        pte.set_pte_threads(job.threads)  # as torch's: the job's share of the cores
         result = pte.evaluate_pte(
             job.input["artifact"], data["eval_x"], data["eval_y"], reference_logits
         )

@@ -7,12 +7,15 @@ sys.path.insert(0, workflow.basedir)
 
 from mobileforge import plan
 from mobileforge.config import ConfigError, canonical, resolve_config
+from mobileforge.versions import installed_executorch_mismatch
 
 try:
     MF = resolve_config(config)
 except ConfigError as error:
     # One line naming the key and the reason, before any job starts (no traceback).
     sys.exit(f"mobileforge: invalid config: {error}")
+if "pte" in MF["formats"] and (problem := installed_executorch_mismatch()):
+    sys.exit(f"mobileforge: cannot build .pte artifacts: {problem}")
 
 
 def _alternatives(names):

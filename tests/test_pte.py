@@ -20,6 +20,7 @@ from torch import nn  # noqa: E402
 from torch.ao.quantization.quantize_fx import fuse_fx  # noqa: E402
 
 from mobileforge import pte  # noqa: E402
+from mobileforge.versions import executorch_mismatch, installed_executorch_mismatch  # noqa: E402
 
 PRUNE = {"amount": 0.3, "method": "l1_unstructured"}
 
@@ -331,10 +332,17 @@ def test_check_executorch(monkeypatch) -> None:
     monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
 
     monkeypatch.setitem(sys.modules, "executorch.version", None)  # import now fails
-    with pytest.raises(
-        RuntimeError, match="no executorch .import failed.*pip install executorch=="
-    ):
+    with pytest.raises(RuntimeError, match="and no executorch, .*pip install executorch=="):
         pte.check_executorch()
+
+
+def test_installed_pair_is_checked_from_metadata_without_import() -> None:
+    assert installed_executorch_mismatch() is None
+    problem = executorch_mismatch("2.13.0+cpu", "1.4.0")
+    assert problem == (
+        "found torch 2.13.0 and executorch 1.4.0, but torch 2.13.0 requires executorch 1.5.1; "
+        "fix: pip install executorch==1.5.1"
+    )
 
 
 def test_set_pte_threads(setup, built, tmp_path) -> None:
