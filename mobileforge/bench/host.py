@@ -1,0 +1,139 @@
+"""Benchmark an artifact on the host CPU, in a fresh Python process.
+
+The measurement itself lives in :mod:`mobileforge.bench.host_runner`; this module only starts
+it, bounds it with a timeout and turns its one-line JSON answer (or its failure) into a dict or
+a clear exception. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("ptl", "pte")
+
+#: How much of the runner's stderr an error message carries.
+STDERR_TAIL_CHARS = 4000
+
+
+def _tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+def _validate(
+    artifact: Path, fmt: str, input_shape: list[int], threads: int, warmup: int, iterations: int
+) -> None:
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    if not artifact.is_file():
+        raise FileNotFoundError(f"artifact not found: {artifact}")
+    if not input_shape or any(int(d) <= 0 for d in input_shape):
+        raise ValueError(f"input_shape must be positive integers, got {input_shape!r}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    if warmup < 0 or iterations < 1:
+        raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup}, {iterations}")
+
+
+def run_host_benchmark(
+    artifact: str | Path,
+    fmt: str,
+    input_shape: list[int],
+    threads: int,
+    warmup: int,
+    iterations: int,
+    timeout_s: float = 600,
+    cooldown_s: float = 0.0,
+    engine: str | None = None,
+) -> dict[str, Any]:
+    """Benchmark ``artifact`` (``fmt`` ``"ptl"`` or ``"pte"``) on this machine.
+
+    Runs ``python -m mobileforge.bench.host_runner`` so the numbers come from a process where
+    nothing is cached: the runner pins itself to ``threads`` CPUs, sets and verifies the
+    runtime's thread count, then measures load, first inference and ``iterations`` timed runs
+    after ``warmup`` untimed ones. Returns the runner's result dict (see ``host_runner.run``)
+    plus ``process_wall_ms``, the whole child's wall time including interpreter start-up.
+
+    ``engine`` is the torch quantized engine (``"x86"``, ``"qnnpack"`` ...) an int8 ``ptl`` was
+    built for; it is set before loading and recorded as ``quantized_engine`` (the default
+    engine is recorded when None). ``cooldown_s`` sleeps between first inference and warm-up.
+
+    ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` are set to ``threads`` in the child so OpenMP does
+    not spin up a pool sized for the whole machine before ``torch.set_num_threads`` runs.
+
+    Raises ``RuntimeError`` carrying the tail of the runner's stderr when it fails, times out
+    or prints anything but one JSON object.
+    """
+    artifact = Path(artifact).resolve()
+    input_shape = [int(d) for d in input_shape]
+    _validate(artifact, fmt, input_shape, threads, warmup, iterations)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mobileforge.bench.host_runner",
+        "--artifact",
+        str(artifact),
+        "--format",
+        fmt,
+        "--input-shape",
+        ",".join(str(d) for d in input_shape),
+        "--threads",
+        str(threads),
+        "--warmup",
+        str(warmup),
+        "--iterations",
+        str(iterations),
+        "--cooldown-s",
+        str(cooldown_s),
+    ]
+    if engine is not None:
+        cmd += ["--engine", engine]
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    # The runner must import this very package, even when the caller runs from a source tree.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        raise RuntimeError(
+            f"host benchmark of {artifact} timed out after {timeout_s} s; stderr tail:\n"
+            f"{_tail(stderr or '')}"
+        ) from exc
+    wall_ms = (time.perf_counter() - started) * 1000.0
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"host benchmark runner failed (exit {proc.returncode}) for {artifact}; "
+            f"stderr tail:\n{_tail(proc.stderr)}"
+        )
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    try:
+        if len(lines) != 1:
+            raise ValueError(f"expected one JSON line on stdout, got {len(lines)}")
+        result = json.loads(lines[0])
+        if not isinstance(result, dict):
+            raise ValueError("stdout JSON is not an object")
+    except ValueError as exc:
+        raise RuntimeError(
+            f"host benchmark runner printed an unusable result ({exc}); stdout tail:\n"
+            f"{_tail(proc.stdout)}\nstderr tail:\n{_tail(proc.stderr)}"
+        ) from exc
+    result["process_wall_ms"] = wall_ms
+    return result

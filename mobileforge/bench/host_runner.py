@@ -1,0 +1,437 @@
+"""Fresh-process host benchmark runner: ``python -m mobileforge.bench.host_runner ...``.
+
+Run by :func:`mobileforge.bench.host.run_host_benchmark`, never imported for its side effects.
+A separate process is the point: nothing the caller imported, compiled or cached (torch's
+thread pools, the ExecuTorch threadpool, warmed allocator, page cache of an earlier load) leaks
+into the numbers, and the CPU affinity set here cannot change the caller.
+
+Order matters and is deliberate:
+
+1. record process start;
+2. pin the process to ``threads`` CPUs with ``os.sched_setaffinity`` *before* importing any
+   runtime, so every thread a runtime spawns inherits the mask;
+3. import the runtime (timed separately, it is not load time);
+4. set the runtime's thread count and read it back; a mismatch is an error, because a number
+   labelled "2 threads" that ran on 1 (or on all cores, as ExecuTorch does unpinned) is wrong;
+5. measure RSS, load the artifact (``load_ms``), run once (``first_inference_ms``), optional
+   cool-down, warm up, then time ``iterations`` runs with ``time.perf_counter_ns``;
+6. print exactly one JSON object on the real stdout. Everything else (library chatter from
+   C++ included) goes to stderr: fd 1 is redirected to fd 2 at start-up.
+"""
+
+from __future__ import annotations
+
+import time
+
+PROCESS_START_NS = time.perf_counter_ns()
+PROCESS_START_UNIX = time.time()
+
+import argparse  # noqa: E402  (imports after the start stamp on purpose)
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import sys  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from mobileforge.bench.stats import summarize_latencies  # noqa: E402  (numpy only, no torch)
+
+#: Seed of the benchmark input; fixed so every run and runtime sees the same tensor.
+INPUT_SEED = 0
+
+RUNTIMES = {"ptl": "lite_interpreter", "pte": "executorch"}
+
+#: Other processes' average CPU use on the pinned CPUs above which a result carries a warning.
+CONTENTION_WARN_CPUS = 0.1
+
+
+def _ns_to_ms(ns: int) -> float:
+    return ns / 1e6
+
+
+def _current_rss_mb() -> float | None:
+    """Resident set size right now (``VmRSS``), or None where /proc is unavailable."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process so far; Linux reports ``ru_maxrss`` in KiB (macOS in bytes)."""
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else maxrss / 1024.0
+
+
+def _thread_cpu_ticks() -> dict[int, int]:
+    """CPU clock ticks (user + system) consumed so far by each thread of this process."""
+    ticks: dict[int, int] = {}
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat", encoding="ascii") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+            except OSError:  # the thread exited meanwhile
+                continue
+            ticks[int(tid)] = int(fields[11]) + int(fields[12])  # utime, stime
+    except OSError:
+        pass
+    return ticks
+
+
+def _per_thread_cpu_ms(before: dict[int, int], after: dict[int, int]) -> list[float]:
+    """CPU ms each thread spent between two snapshots, busiest first, idle threads left out."""
+    tick_ms = 1000.0 / os.sysconf("SC_CLK_TCK")
+    spent = [(after[t] - before.get(t, 0)) * tick_ms for t in after]
+    return sorted((ms for ms in spent if ms > 0), reverse=True)
+
+
+def _busy_seconds(cpus: list[int]) -> float | None:
+    """Non-idle CPU seconds so far on ``cpus``, all processes together (``/proc/stat``)."""
+    wanted = {f"cpu{c}" for c in cpus}
+    total = 0
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                fields = line.split()
+                if fields and fields[0] in wanted:
+                    values = [
+                        int(v) for v in fields[1:8]
+                    ]  # user nice system idle iowait irq softirq
+                    total += sum(values) - values[3] - values[4]
+    except OSError:
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def host_info() -> dict[str, Any]:
+    """Identify the machine: node name, CPU model (``/proc/cpuinfo``) and CPU count."""
+    cpu_model: str | None = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Hardware", "Model") and value.strip():
+                    cpu_model = value.strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "node": platform.node(),
+        "cpu_model": cpu_model or platform.processor() or None,
+        "cpu_count": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def pin_cpus(threads: int) -> list[int]:
+    """Restrict this process to the first ``threads`` CPUs it may use; return the new mask.
+
+    Raises ``ValueError`` when fewer CPUs are available than requested: oversubscribing would
+    measure contention, not the configured thread count.
+    """
+    available = sorted(os.sched_getaffinity(0))
+    if threads > len(available):
+        raise ValueError(
+            f"{threads} threads requested but only {len(available)} CPU(s) are available to "
+            f"this process ({available}); lower the device's 'threads'"
+        )
+    os.sched_setaffinity(0, available[:threads])
+    return sorted(os.sched_getaffinity(0))
+
+
+def executorch_thread_count() -> int:
+    """Size of ExecuTorch's CPU threadpool (the one XNNPACK uses), as the runtime reports it."""
+    from executorch.extension.pybindings import portable_lib
+
+    return int(portable_lib._threadpool_get_thread_count())
+
+
+def set_executorch_threads(n: int) -> tuple[int, str]:
+    """Resize ExecuTorch's threadpool to ``n`` and return ``(size read back, how)``.
+
+    Prefers ``mobileforge.pte.set_pte_threads`` (the exporter's own helper) when it exists, and
+    otherwise calls the pybinding ``_unsafe_reset_threadpool`` itself. "Unsafe" means not while
+    a method is executing; it is called here before anything is loaded. Either way the size is
+    read back from ExecuTorch, not trusted from the setter.
+    """
+    try:
+        from mobileforge.pte import set_pte_threads  # type: ignore[attr-defined]
+    except ImportError:
+        from executorch.extension.pybindings import portable_lib
+
+        portable_lib._unsafe_reset_threadpool(n)
+        how = "executorch.extension.pybindings.portable_lib._unsafe_reset_threadpool"
+    else:
+        set_pte_threads(n)
+        how = "mobileforge.pte.set_pte_threads"
+    return executorch_thread_count(), how
+
+
+def _expected_inputs_hint(fmt: str, method: Any) -> str:
+    """Describe what an ExecuTorch method expects, to turn error 0x10 into something useful."""
+    if fmt != "pte" or method is None:
+        return ""
+    try:
+        meta = method.metadata
+        sizes = [list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+    except Exception:  # metadata is best effort; the original error is what matters
+        return ""
+    return f" (the program was exported for input sizes {sizes})"
+
+
+def run(
+    artifact: Path,
+    fmt: str,
+    input_shape: list[int],
+    threads: int,
+    warmup: int,
+    iterations: int,
+    cooldown_s: float = 0.0,
+    engine: str | None = None,
+) -> dict[str, Any]:
+    """Benchmark one artifact in this process (see the module docstring for the order).
+
+    ``engine`` sets ``torch.backends.quantized.engine`` before a ``ptl`` is loaded: int8
+    weights are repacked for the current engine at load, and the engine decides the kernels
+    (QNNPACK vs x86 is several times apart on x86). ExecuTorch ignores it.
+    """
+    if fmt not in RUNTIMES:
+        raise ValueError(f"unknown format {fmt!r}; expected one of {sorted(RUNTIMES)}")
+    affinity = pin_cpus(threads)
+
+    t0 = time.perf_counter_ns()
+    import torch
+    import torch.jit.mobile  # not imported by ``import torch``
+
+    executorch_version: str | None = None
+    runtime_obj: Any = None
+    if fmt == "pte":
+        import executorch
+        from executorch.runtime import Runtime
+
+        runtime_obj = Runtime.get()  # imports the pybindings: part of import, not of load
+        executorch_version = getattr(executorch, "__version__", None)
+        if executorch_version is None:
+            from executorch.version import __version__ as executorch_version
+    import_ms = _ns_to_ms(time.perf_counter_ns() - t0)
+
+    torch.set_num_threads(threads)
+    interop_note: str | None = None
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError as exc:  # only possible once inter-op work has started
+        interop_note = str(exc)
+    torch_threads = torch.get_num_threads()
+    thread_control = "torch.set_num_threads"
+    if fmt == "ptl":
+        threads_applied = torch_threads
+    else:
+        threads_applied, thread_control = set_executorch_threads(threads)
+    if threads_applied != threads:
+        raise RuntimeError(
+            f"{RUNTIMES[fmt]} runs {threads_applied} thread(s) after asking for {threads} "
+            f"(via {thread_control}); refusing to report a mislabelled measurement"
+        )
+
+    notes: dict[str, str] = {}
+    quantized_engine: str | None = None
+    if fmt == "ptl":
+        if engine is not None:
+            supported = list(torch.backends.quantized.supported_engines)
+            if engine not in supported:
+                raise ValueError(
+                    f"quantized engine {engine!r} is not in this torch build (supported: "
+                    f"{', '.join(supported)})"
+                )
+            torch.backends.quantized.engine = engine
+        quantized_engine = torch.backends.quantized.engine
+    else:
+        notes["quantized_engine"] = "ExecuTorch kernels do not use torch's quantized engine"
+
+    rss_before_load_mb = _current_rss_mb()
+    peak_rss_before_load_mb = _peak_rss_mb()
+
+    t = time.perf_counter_ns()
+    if fmt == "ptl":
+        module = torch.jit.mobile._load_for_lite_interpreter(str(artifact))
+
+        def infer(x: torch.Tensor) -> Any:
+            return module(x)
+
+    else:
+        # Keep the Program referenced for as long as its Method runs.
+        program = runtime_obj.load_program(str(artifact))
+        method = program.load_method("forward")
+        if method is None:
+            raise RuntimeError(f"{artifact} has no 'forward' method")
+
+        def infer(x: torch.Tensor) -> Any:
+            return method.execute([x])
+
+    load_ms = _ns_to_ms(time.perf_counter_ns() - t)
+
+    generator = torch.Generator().manual_seed(INPUT_SEED)
+    x = torch.rand(input_shape, generator=generator, dtype=torch.float32)
+
+    with torch.inference_mode():
+        t = time.perf_counter_ns()
+        try:
+            infer(x)
+        except RuntimeError as exc:
+            raise RuntimeError(
+                f"first inference failed with input shape {list(input_shape)}"
+                f"{_expected_inputs_hint(fmt, method if fmt == 'pte' else None)}: {exc}"
+            ) from exc
+        first_inference_ms = _ns_to_ms(time.perf_counter_ns() - t)
+        if cooldown_s > 0:
+            time.sleep(cooldown_s)
+        for _ in range(warmup):
+            infer(x)
+        load_start = os.getloadavg()
+        usage_start = resource.getrusage(resource.RUSAGE_SELF)
+        ticks_start = _thread_cpu_ticks()
+        busy_start = _busy_seconds(affinity)
+        cpu_start, wall_start = time.process_time_ns(), time.perf_counter_ns()
+        samples_ms: list[float] = []
+        for _ in range(iterations):
+            t = time.perf_counter_ns()
+            infer(x)
+            samples_ms.append(_ns_to_ms(time.perf_counter_ns() - t))
+        cpu_ms = _ns_to_ms(time.process_time_ns() - cpu_start)
+        wall_ms = _ns_to_ms(time.perf_counter_ns() - wall_start)
+        ticks_end = _thread_cpu_ticks()
+        busy_end = _busy_seconds(affinity)
+        usage_end = resource.getrusage(resource.RUSAGE_SELF)
+        load_end = os.getloadavg()
+
+    # Threads must not have drifted during the run (a runtime resetting its pool on load).
+    after = torch.get_num_threads() if fmt == "ptl" else executorch_thread_count()
+    if after != threads_applied:
+        raise RuntimeError(f"thread count changed during the run: {threads_applied} -> {after}")
+
+    # CPU time other processes took on our CPUs during the timed loop, in CPUs (0.5 = half a
+    # core on average). Anything sizeable means the samples measured sharing, not the model.
+    other_cpus: float | None = None
+    if busy_start is not None and busy_end is not None and wall_ms > 0:
+        other_cpus = max(0.0, (busy_end - busy_start) - cpu_ms / 1000.0) / (wall_ms / 1000.0)
+    warnings: list[str] = []
+    if other_cpus is not None and other_cpus > CONTENTION_WARN_CPUS:
+        warnings.append(
+            f"other processes used {other_cpus:.2f} of the {threads} pinned CPU(s) during the "
+            "timed runs; latencies include contention (run benchmarks on an otherwise idle host)"
+        )
+        print(f"mobileforge: warning: {warnings[-1]}", file=sys.stderr)
+
+    if interop_note:
+        notes["interop_threads"] = interop_note
+    if rss_before_load_mb is None:
+        notes["rss_before_load_mb"] = "/proc/self/status not readable on this platform"
+
+    return {
+        "format": fmt,
+        "runtime": RUNTIMES[fmt],
+        "artifact": str(artifact),
+        "artifact_bytes": artifact.stat().st_size,
+        "input_shape": list(input_shape),
+        "input": f"torch.rand seed={INPUT_SEED} float32",
+        "warmup": warmup,
+        "iterations": iterations,
+        "cooldown_s": cooldown_s,
+        "quantized_engine": quantized_engine,
+        "threads_requested": threads,
+        "threads_applied": threads_applied,
+        "thread_control": thread_control,
+        "torch_threads": torch_threads,
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "affinity": affinity,
+        "import_ms": import_ms,
+        "load_ms": load_ms,
+        "first_inference_ms": first_inference_ms,
+        "latency_ms": summarize_latencies(samples_ms),
+        # Evidence about the timed loop itself: CPU time over wall time shows how many cores
+        # the runtime kept busy (about 1 for one thread, up to N for N; OpenMP spin-waiting
+        # counts as busy), per-thread CPU time (10 ms ticks) shows how many threads did the
+        # work, and involuntary context switches and the load average show competition.
+        "timed_loop": {
+            "wall_ms": wall_ms,
+            "process_cpu_ms": cpu_ms,
+            "cpu_per_wall": cpu_ms / wall_ms if wall_ms > 0 else None,
+            "per_thread_cpu_ms": _per_thread_cpu_ms(ticks_start, ticks_end),
+            "involuntary_context_switches": usage_end.ru_nivcsw - usage_start.ru_nivcsw,
+            "other_processes_cpus": other_cpus,
+            "loadavg_1min_start": load_start[0],
+            "loadavg_1min_end": load_end[0],
+        },
+        "rss_before_load_mb": rss_before_load_mb,
+        "peak_rss_before_load_mb": peak_rss_before_load_mb,
+        "peak_rss_mb": _peak_rss_mb(),
+        "torch_version": torch.__version__,
+        "executorch_version": executorch_version,
+        "python_version": platform.python_version(),
+        "host": host_info(),
+        "process_start_unix": PROCESS_START_UNIX,
+        "startup_to_ready_ms": _ns_to_ms(time.perf_counter_ns() - PROCESS_START_NS),
+        "warnings": warnings,
+        "null_reasons": notes,
+        "samples_ms": samples_ms,
+    }
+
+
+def _shape(text: str) -> list[int]:
+    try:
+        dims = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: {exc}") from exc
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: need positive integers")
+    return dims
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--artifact", required=True, type=Path)
+    p.add_argument("--format", required=True, choices=sorted(RUNTIMES), dest="fmt")
+    p.add_argument("--input-shape", required=True, type=_shape, help="e.g. 1,3,32,32")
+    p.add_argument("--threads", required=True, type=int)
+    p.add_argument("--warmup", required=True, type=int)
+    p.add_argument("--iterations", required=True, type=int)
+    p.add_argument("--cooldown-s", type=float, default=0.0)
+    p.add_argument("--engine", default=None, help="torch quantized engine for ptl, e.g. x86")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run, write the single JSON result to the original stdout."""
+    sys.stdout.flush()
+    result_fd = os.dup(1)
+    os.dup2(2, 1)  # C++ and Python chatter on fd 1 now lands on stderr
+    sys.stdout = sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        result = run(
+            args.artifact,
+            args.fmt,
+            args.input_shape,
+            args.threads,
+            args.warmup,
+            args.iterations,
+            args.cooldown_s,
+            args.engine,
+        )
+    except Exception:
+        traceback.print_exc()
+        return 1
+    with os.fdopen(result_fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
