@@ -27,7 +27,7 @@ DEFAULT_ENGINE = {"host": "x86", "adb": "qnnpack"}
 # Which artifact backends each device kind can execute (intersected with the configured ones).
 RUNNABLE_BACKENDS = {
     "host": {"ptl": ("cpu",), "pte": ("xnnpack",)},
-    "adb": {"ptl": ("cpu", "vulkan"), "pte": ()},
+    "adb": {"ptl": ("cpu", "vulkan"), "pte": ("xnnpack", "vulkan")},  # .pte needs pte_runner
 }
 
 
@@ -119,6 +119,9 @@ def resolve_config(
             for key in ("serial", "runner"):
                 if key not in device:
                     raise ConfigError(f"devices.{name}.{key}", "required for an adb device")
+            for key in ("runner", "pte_runner"):
+                if key in device and not (base / device[key]).is_file():
+                    raise ConfigError(f"devices.{name}.{key}", f"{device[key]!r} does not exist")
     return config
 
 

@@ -84,6 +84,8 @@ def device_runs(config: dict[str, Any], device: str, artifact: Artifact) -> bool
     settings = config["devices"][device]
     if artifact.backend not in RUNNABLE_BACKENDS[settings["kind"]][artifact.fmt]:
         return False
+    if settings["kind"] == "adb" and artifact.fmt == "pte" and "pte_runner" not in settings:
+        return False
     return artifact.engine is None or artifact.engine == settings["engine"]
 
 

@@ -360,7 +360,7 @@ def benchmark(job: Job) -> None:
             result = run_adb_benchmark(
                 artifact,
                 serial=device["serial"],
-                runner=device["runner"],
+                runner=device["runner"] if sidecar["format"] == "ptl" else device["pte_runner"],
                 adb_host=device["adb_host"],
                 adb_port=device["adb_port"],
                 **common,

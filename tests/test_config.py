@@ -32,10 +32,15 @@ def test_model_settings_override_defaults_deeply(tiny_raw):
     assert config["models"]["beta"]["train"]["batch_size"] == 32
 
 
-def test_adb_device_gets_qnnpack_engine_unless_overridden(tiny_raw):
-    tiny_raw["devices"]["phone"] = {"kind": "adb", "serial": "X1", "runner": "bin/runner"}
+def test_adb_device_gets_qnnpack_engine_unless_overridden(tiny_raw, tmp_path):
+    (tmp_path / "speed_benchmark_torch").write_bytes(b"")
+    tiny_raw["devices"]["phone"] = {
+        "kind": "adb",
+        "serial": "X1",
+        "runner": "speed_benchmark_torch",
+    }
     tiny_raw["devices"]["host2"] = {"kind": "host", "engine": "qnnpack"}
-    config = resolve_config(tiny_raw)
+    config = resolve_config(tiny_raw, base_dir=tmp_path)
     assert config["devices"]["phone"]["engine"] == "qnnpack"
     assert config["devices"]["host2"]["engine"] == "qnnpack"
 
@@ -65,6 +70,12 @@ def _mutate(raw: dict, path: str, value) -> dict:
         ("models.alpha.tarin", {}, "models.alpha", "unknown key"),
         ("devices.phone", {"kind": "adb", "runner": "x"}, "devices.phone.serial", "required"),
         ("models.data", {"arch": "tinycnn"}, "models.data", "reserved"),
+        (
+            "devices.phone",
+            {"kind": "adb", "serial": "S", "runner": "nope"},
+            "devices.phone.runner",
+            "does not exist",
+        ),  # fmt: skip
     ],
 )
 def test_bad_config_names_key_and_reason(tiny_raw, path, value, key, words):
