@@ -1,9 +1,13 @@
 # Helpers, config validation, wildcard constraints and input/param functions.
 # Parsed on every Snakemake start: keep it torch-free (mobileforge.config and .plan are).
+import os
 import re
 import sys
 
 sys.path.insert(0, workflow.basedir)
+# Jobs inherit this: TorchScript serialises class constants in set order, so an unfrozen .ptl
+# is only byte-identical across runs when Python's hash seed is fixed.
+os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from mobileforge import plan
 from mobileforge.config import ConfigError, canonical, resolve_config
