@@ -58,11 +58,18 @@ def build_rows(
                     "threads": (bench or {}).get("threads_applied"),
                     "optimization": sidecar.get("optimization", ""),
                     "runtime": (bench or {}).get("runtime", ""),
-                    "note": "" if bench else f"not benchmarked: {settings['kind']} cannot run it",
+                    "note": _note(bench, settings["kind"]),
                     "artifact": path,
                 }
             )
     return rows
+
+
+def _note(bench: dict[str, Any] | None, kind: str) -> str:
+    if bench is None:
+        return f"not benchmarked: {kind} cannot run it"
+    # e.g. other processes took CPU during the timed loop: the latency is suspect.
+    return "; ".join(bench.get("warnings") or [])
 
 
 def summarize(rows: list[dict[str, Any]], accuracy_budget: float) -> pd.DataFrame:

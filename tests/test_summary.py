@@ -84,6 +84,13 @@ def test_best_is_fastest_within_accuracy_budget(frame):
     ]
 
 
+def test_benchmark_warnings_reach_the_note():
+    bench = {**_bench(1.0), "warnings": ["other processes used 0.9 CPU during the timed loop"]}
+    sidecar = _sidecar("fp32", "ptl", "cpu")
+    rows = build_rows([sidecar], {}, {(sidecar["artifact"], "host"): bench}, DEVICES)
+    assert rows[0]["note"] == "other processes used 0.9 CPU during the timed loop"
+
+
 def test_unrunnable_artifact_is_sized_but_has_no_latency(frame):
     row = frame[(frame["device"] == "host") & (frame["backend"] == "coreml")]
     assert row["size_bytes"].item() == 1000
