@@ -1,0 +1,311 @@
+"""Training, accuracy and user checkpoints.
+
+Training is deliberately plain (SGD + momentum, warm-up then cosine learning rate, cross-entropy)
+and deterministic: shuffling uses a local ``torch.Generator``, dropout runs under a forked and
+seeded global RNG that is restored afterwards, and deterministic algorithms are switched on for
+the duration of the call. Two runs with the same seed, data, initial weights and thread count
+produce bit-identical weights, so Snakemake reruns do not change downstream artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["TRAIN_DEFAULTS", "evaluate_accuracy", "load_user_checkpoint", "train_model"]
+
+#: Optional ``**extra`` settings of :func:`train_model` and their defaults. Chosen (measured on
+#: the shapes data, 3 epochs, lr 0.05, batch 64) so that short from-scratch trainings converge:
+#: a one-epoch warm-up made MobileNetV2 reliable across seeds (shorter ones left some seeds at
+#: 82-91% eval accuracy), and random flips were worth several points over none.
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "momentum": 0.9,
+    "weight_decay": 5e-4,  # not applied to BatchNorm weights and biases
+    "nesterov": True,
+    "warmup_epochs": 1.0,  # linear warm-up length in epochs (fractions allowed)
+    "schedule": "cosine",  # after warm-up: "cosine" (to zero, per step) or "constant"
+    "label_smoothing": 0.0,
+    "hflip": True,  # random horizontal flips; turn off for data that is not mirror-symmetric
+    "eval_batch_size": 256,
+    "clip_grad_norm": 0.0,  # max gradient norm; 0 = no clipping
+    "channels_last": True,  # NHWC while training: ~1.6x faster for depthwise convs on CPU
+}
+
+
+@contextlib.contextmanager
+def _deterministic(seed: int) -> Iterator[None]:
+    """Seed the global RNG (dropout) and force deterministic kernels, restoring both afterwards."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def _lr_at(step: int, total: int, warmup: int, base_lr: float, schedule: str) -> float:
+    if warmup and step < warmup:
+        return base_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return base_lr
+    progress = (step - warmup) / max(1, total - warmup)
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def evaluate_accuracy(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 256,
+) -> float:
+    """Top-1 accuracy in percent of ``forward`` (any batch -> logits callable) on ``(x, y)``.
+
+    Works for ``nn.Module``, scripted and lite-interpreter modules alike. An ``nn.Module`` in
+    training mode is evaluated in ``eval()`` mode and put back, so BatchNorm statistics are
+    neither used from the batch nor updated by measuring.
+    """
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} samples but y has {y.shape[0]}")
+    if x.shape[0] == 0:
+        raise ValueError("cannot evaluate accuracy on an empty set")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    was_training = isinstance(forward, nn.Module) and forward.training
+    if was_training:
+        forward.eval()
+    correct = 0
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                logits = forward(x[i : i + batch_size])
+                if isinstance(logits, tuple | list):  # e.g. models returning (logits, aux)
+                    logits = logits[0]
+                correct += int((logits.argmax(dim=1) == y[i : i + batch_size]).sum())
+    finally:
+        if was_training:
+            forward.train()
+    return 100.0 * correct / x.shape[0]
+
+
+def _train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int,
+    gen: torch.Generator,
+    lr_at: Callable[[int], float],
+    first_step: int,
+    cfg: dict[str, Any],
+    epoch: int,
+) -> tuple[float, float, int]:
+    """One pass over the shuffled training set; returns (mean loss, train accuracy %, steps)."""
+    n = x.shape[0]
+    model.train()
+    perm = torch.randperm(n, generator=gen)
+    flips = torch.rand(n, generator=gen) < 0.5 if cfg["hflip"] else None
+    loss_sum, correct, seen, step = 0.0, 0, 0, first_step
+    for start in range(0, n, batch_size):
+        idx = perm[start : start + batch_size]
+        if len(idx) < 2:  # BatchNorm cannot normalise a batch of one
+            break
+        xb, yb = x[idx], y[idx]
+        if flips is not None:
+            xb = torch.where(flips[idx][:, None, None, None], xb.flip(-1), xb)
+        if cfg["channels_last"]:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(xb)
+        loss = criterion(logits, yb)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"train: loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
+                "lower the learning rate"
+            )
+        loss.backward()
+        if cfg["clip_grad_norm"]:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
+        optimizer.step()
+        step += 1
+        loss_sum += float(loss.detach()) * len(idx)
+        correct += int((logits.detach().argmax(1) == yb).sum())
+        seen += len(idx)
+    return loss_sum / seen, 100.0 * correct / seen, step - first_step
+
+
+def train_model(
+    model: nn.Module,
+    data: dict[str, Any],
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    log: Callable[[str], Any] = print,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Train ``model`` in place on ``data["train_x"/"train_y"]``; return the per-epoch history.
+
+    Logs one line per epoch (``epoch 2/3 loss 0.412 train_acc 88.1% eval_acc 91.3% 4.2s``)
+    and leaves the model in ``eval()`` mode with contiguous weights. ``lr`` is the peak of a
+    linear warm-up followed by a cosine decay to zero, per step. Thread count is left to the
+    caller.
+
+    Args:
+        model: the network, modified in place.
+        data: a dataset dict (see :mod:`mobileforge.data`); ``eval_x``/``eval_y`` are optional.
+        epochs, batch_size, lr: the usual; a last partial batch of one sample is dropped
+            (BatchNorm cannot train on one).
+        seed: seeds shuffling, flips and dropout.
+        log: called with each log line.
+        **extra: overrides of :data:`TRAIN_DEFAULTS`.
+
+    Returns:
+        ``{"epochs": [{"epoch", "loss", "train_acc", "eval_acc", "seconds"}, ...],
+        "final_eval_acc": float, "seconds": float, "settings": {...}}``
+    """
+    unknown = set(extra) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"train: unknown setting(s) {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}"
+        )
+    cfg = {**TRAIN_DEFAULTS, **extra}
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(
+            f"train: need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
+        )
+    if cfg["schedule"] not in ("cosine", "constant"):
+        raise ValueError(f"train: schedule must be 'cosine' or 'constant', got {cfg['schedule']}")
+    x, y = data["train_x"], data["train_y"]
+    eval_x, eval_y = data.get("eval_x"), data.get("eval_y")
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError(f"train: need at least 2 training samples, got {n}")
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            # No weight decay on BatchNorm weights and biases: decaying them only hurts.
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    optimizer = torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": cfg["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=cfg["momentum"],
+        nesterov=bool(cfg["nesterov"]) and cfg["momentum"] > 0,
+    )
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    steps_per_epoch = n // batch_size + (1 if n % batch_size >= 2 else 0)
+    total = steps_per_epoch * epochs
+    warmup = min(total - 1, int(round(cfg["warmup_epochs"] * steps_per_epoch)))
+
+    def lr_at(step: int) -> float:
+        return _lr_at(step, total, warmup, lr, cfg["schedule"])
+
+    gen = torch.Generator().manual_seed(int(seed))
+    history: list[dict[str, Any]] = []
+    start_all = time.perf_counter()
+    step = 0
+    if cfg["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    try:
+        with _deterministic(int(seed)):
+            for epoch in range(1, epochs + 1):
+                start = time.perf_counter()
+                loss, train_acc, steps = _train_epoch(
+                    model, optimizer, criterion, x, y, batch_size, gen, lr_at, step, cfg, epoch
+                )
+                step += steps
+                model.eval()
+                has_eval = eval_x is not None and eval_y is not None and len(eval_x) > 0
+                eval_acc = (
+                    evaluate_accuracy(model, eval_x, eval_y, cfg["eval_batch_size"])
+                    if has_eval
+                    else float("nan")
+                )
+                seconds = time.perf_counter() - start
+                history.append(
+                    {
+                        "epoch": epoch,
+                        "loss": loss,
+                        "train_acc": train_acc,
+                        "eval_acc": eval_acc,
+                        "seconds": seconds,
+                    }
+                )
+                log(
+                    f"epoch {epoch}/{epochs} loss {loss:.3f} train_acc {train_acc:.1f}% "
+                    f"eval_acc {eval_acc:.1f}% {seconds:.1f}s"
+                )
+    finally:
+        # Hand back ordinary contiguous weights: downstream stages and users expect them.
+        model.to(memory_format=torch.contiguous_format)
+        model.eval()
+    return {
+        "epochs": history,
+        "final_eval_acc": history[-1]["eval_acc"],
+        "seconds": time.perf_counter() - start_all,
+        "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, **cfg},
+    }
+
+
+def load_user_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Load a user's state_dict safely (``weights_only=True``: unpickling cannot run code).
+
+    Accepts a plain ``state_dict`` or a dict with a ``"state_dict"`` entry (other entries, such
+    as metadata, are ignored). A ``"module."`` prefix on every key (from ``DataParallel``) is
+    stripped.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file would execute code when unpickled, is not a torch file, or does not
+            hold a mapping of parameter names to tensors.
+    """
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint file not found")
+    try:
+        obj = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: refused to load checkpoint: it is not a plain state_dict (unpickling it "
+            "would execute code). Save it with torch.save(model.state_dict(), path)."
+        ) from exc
+    except Exception as exc:  # zip/pickle/EOF errors of a corrupt or foreign file
+        raise ValueError(
+            f"{path}: cannot read checkpoint: not a valid torch.save file "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(
+            f"{path}: expected a state_dict (mapping of parameter names to tensors), "
+            f"got {type(obj).__name__ if not isinstance(obj, dict) else 'an empty dict'}. "
+            "Save it with torch.save(model.state_dict(), path)."
+        )
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(
+            f"{path}: not a state_dict: entries {bad[:5]!r} are not tensors keyed by name. "
+            "Save it with torch.save(model.state_dict(), path)."
+        )
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
