@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mobileforge.files import atomic_writer
 
 __all__ = [
     "SHAPE_CLASSES",
@@ -708,18 +709,8 @@ def save_dataset(data: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
     A killed job therefore never leaves a truncated file that looks complete to Snakemake.
     """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(path) as handle:
+        torch.save(data, handle)
 
 
 def load_dataset(path: str | os.PathLike[str]) -> dict[str, Any]:
