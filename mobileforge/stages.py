@@ -188,6 +188,7 @@ def quantize(job: Job) -> None:
         settings["calibration_batches"],
         settings["batch_size"],
         log=job.log,
+        reduce_range=settings["reduce_range"],
     )
     save_stage(
         job.output["model"],
