@@ -14,7 +14,7 @@ from mobileforge.config import ConfigError, canonical, deep_merge, resolve_confi
 def test_default_config_resolves_with_defaults_filled(default_raw):
     config = resolve_config(default_raw)
     mobilenet = config["models"]["mobilenet_v2"]
-    assert mobilenet["kwargs"] == {"width_mult": 0.5}
+    assert mobilenet["kwargs"]["width_mult"] == 0.5
     assert mobilenet["prune"] == {"amount": 0.3, "method": "l1_unstructured"}
     assert mobilenet["num_classes"] == config["dataset"]["num_classes"]
     assert config["devices"]["host"]["engine"] == "x86"
