@@ -83,8 +83,13 @@ def get_prune_params(wildcards):
 
 
 def get_pte_quantize_params(wildcards):
-    # fp32 programs do not depend on calibration settings: keep them out of its rerun trigger.
-    return None if wildcards.variant == "fp32" else get_quantize_params(wildcards)
+    # fp32 programs do not depend on calibration settings, nor pt2e programs on the x86-only
+    # reduce_range: keep them out of the rerun trigger.
+    if wildcards.variant == "fp32":
+        return None
+    settings = dict(model_settings(wildcards)["quantize"])
+    settings.pop("reduce_range", None)
+    return canonical(settings)
 
 
 def get_pte_prune_params(wildcards):
