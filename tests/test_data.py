@@ -19,6 +19,7 @@ from mobileforge.data import (
     make_shapes,
     save_dataset,
 )
+from tests.exploit import Exploit
 
 SMALL = {"train_size": 120, "calib_size": 20, "eval_size": 40}
 
@@ -233,20 +234,12 @@ def test_load_tensors_rejects_bad_content(tmp_path, payload, message):
     assert str(path) in str(err.value) and message in str(err.value)
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 @pytest.mark.parametrize("writer", ["torch", "pickle"])
 @pytest.mark.parametrize("loader", ["tensors", "dataset"])
 def test_code_executing_pickles_are_refused(tmp_path, writer, loader):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    payload = {"x": _Exploit(marker), "y": torch.zeros(2)}
+    payload = {"x": Exploit(marker), "y": torch.zeros(2)}
     if writer == "torch":
         torch.save(payload, path)
     else:

@@ -1,6 +1,5 @@
 """Training: determinism, learning, accuracy measurement and safe checkpoint loading."""
 
-import os
 import pickle
 import re
 
@@ -10,6 +9,7 @@ import torch
 from mobileforge.data import make_shapes
 from mobileforge.models import build_model
 from mobileforge.train import evaluate_accuracy, load_user_checkpoint, train_model
+from tests.exploit import Exploit
 
 
 @pytest.fixture(scope="module")
@@ -131,19 +131,11 @@ def test_load_user_checkpoint_accepts_state_dicts(tmp_path):
     model.load_state_dict(load_user_checkpoint(str(plain)))
 
 
-class _Exploit:
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"echo pwned > {self.marker}",))
-
-
 @pytest.mark.parametrize("writer", ["torch", "pickle"])
 def test_load_user_checkpoint_refuses_code(tmp_path, writer):
     marker = tmp_path / "pwned.txt"
     path = tmp_path / "evil.pt"
-    payload = {"conv.weight": torch.zeros(1), "x": _Exploit(marker)}
+    payload = {"conv.weight": torch.zeros(1), "x": Exploit(marker)}
     if writer == "torch":
         torch.save(payload, path)
     else:
