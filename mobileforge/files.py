@@ -76,11 +76,25 @@ def write_artifact(
     path: str | os.PathLike[str], data: bytes, sidecar: str | os.PathLike[str], info: dict[str, Any]
 ) -> dict[str, Any]:
     """Write an artifact and its sidecar (sha256, size, path + ``info``); returns the sidecar."""
-    record = dict(info)
-    record.update(
-        {"artifact": os.fspath(path), "sha256": sha256_bytes(data), "size_bytes": len(data)}
-    )
     write_bytes_atomic(path, data)
+    return _write_record(path, sha256_bytes(data), len(data), sidecar, info)
+
+
+def write_sidecar(
+    path: str | os.PathLike[str], sidecar: str | os.PathLike[str], info: dict[str, Any]
+) -> dict[str, Any]:
+    """The sidecar of an artifact already written (streamed) to ``path``; returns it."""
+    return _write_record(path, sha256_file(path), os.path.getsize(path), sidecar, info)
+
+
+def _write_record(
+    path: str | os.PathLike[str],
+    sha256: str,
+    size: int,
+    sidecar: str | os.PathLike[str],
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    record = {**info, "artifact": os.fspath(path), "sha256": sha256, "size_bytes": size}
     write_json_atomic(sidecar, record)
     return record
 

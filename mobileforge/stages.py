@@ -8,7 +8,6 @@ one model's or one device's config reruns exactly the jobs that depend on it.
 from __future__ import annotations
 
 import io
-import os
 import platform
 from typing import Any
 
@@ -44,17 +43,10 @@ def dataset(job: Job) -> None:
     data.save_dataset(built, job.output["data"])
     sizes = {split: len(built[f"{split}_x"]) for split in ("train", "calib", "eval")}
     job.log(f"splits: {sizes}, classes: {len(built['classes'])}")
-    files.write_json_atomic(
+    files.write_sidecar(
+        job.output["data"],
         job.output["sidecar"],
-        {
-            "artifact": job.output["data"],
-            "sha256": files.sha256_file(job.output["data"]),
-            "size_bytes": os.path.getsize(job.output["data"]),
-            "spec": spec,
-            "splits": sizes,
-            "classes": built["classes"],
-            **_versions(),
-        },
+        {"spec": spec, "splits": sizes, "classes": built["classes"], **_versions()},
     )
 
 
@@ -256,10 +248,7 @@ def export_ptl(job: Job) -> None:
         job.output["sidecar"],
         {**_artifact_info(meta, "ptl", variant, backend), **info},
     )
-    job.log(
-        f"wrote {record['artifact']}: {record['size_bytes']} B "
-        f"via {info.get('choice', info['optimization'])}"
-    )
+    job.log(f"wrote {record['artifact']}: {record['size_bytes']} B via {info['optimization']}")
 
 
 def export_pte(job: Job) -> None:
