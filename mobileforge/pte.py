@@ -1,4 +1,4 @@
-"""ExecuTorch (``.pte``) export, host runtime, evaluation and thread control.
+"""ExecuTorch (``.pte``) export: capture, PT2E int8 (and pruning), lowering, serialisation.
 
 The ``.pte`` path is ExecuTorch's successor to the lite-interpreter ``.ptl`` path: the fused fp32
 model is captured with ``torch.export``, optionally quantized with PT2E (calibrated static int8,
@@ -8,7 +8,7 @@ optionally magnitude-pruned in the int8 domain), lowered to one delegate backend
 Combinations (executorch 1.5.1, torch 2.13.0, checked on Linux x86-64):
 
 ============  ======  ======  ===========  =============================================
-backend       fp32    int8    int8_pruned  runs on this host (``executorch.runtime``)
+backend       fp32    int8    int8_pruned  runs on this host (:mod:`mobileforge.pte_runtime`)
 ============  ======  ======  ===========  =============================================
 xnnpack       yes     yes     yes          yes (``XnnpackBackend`` is in the pip wheel)
 vulkan        yes     yes     yes          no  (no ``VulkanBackend`` in the pip wheel)
@@ -20,8 +20,10 @@ across processes and torch thread counts); Core ML needs the canonicalisation de
 ``_canonicalize_coreml_dir`` for that. Vulkan int8 programs use ``q8ta`` shaders that may need
 a GPU with integer dot product support.
 
-Every function that needs executorch imports it inside the function: this module is meant for
-job scripts only, and the Snakefile must never import it (importing executorch costs seconds).
+Running, evaluating and timing a ``.pte`` is :mod:`mobileforge.pte_runtime`, which needs none of
+the compiler imported here. Every function that needs executorch imports it inside the function:
+this module is meant for job scripts only, and the Snakefile must never import it (importing
+executorch's compiler costs about 2.5 s of CPU).
 """
 
 from __future__ import annotations
@@ -29,53 +31,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import uuid
-import weakref
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mobileforge.versions import base_version, executorch_mismatch
+from mobileforge.versions import base_version, check_executorch
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
-    from executorch.runtime import Method
 
 PTE_BACKENDS = ("xnnpack", "vulkan", "coreml")
 PTE_VARIANTS = ("fp32", "int8", "int8_pruned")
 
-# Delegate ids as registered by each backend's runtime (and recorded in the lowered program).
-_BACKEND_IDS = {"xnnpack": "XnnpackBackend", "vulkan": "VulkanBackend", "coreml": "CoreMLBackend"}
-
 # Core ML compiles int8 activations (quantize/dequantize on activations) only from iOS 17 /
 # macOS 14 on; executorch's own PT2E Core ML recipe sets the same floor.
 _COREML_INT8_DEPLOYMENT_TARGET = "iOS17"
-
-# Methods handed out by load_pte(): XNNPACK captures the threadpool when a method is loaded,
-# so resetting the threadpool while any of them is alive would leave them a dangling pointer.
-_LIVE_METHODS: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-# --------------------------------------------------------------------------- versions
-
-
-def check_executorch() -> str:
-    """Fail early, in one line, if executorch is missing or not the release pinned for torch.
-
-    Checks the imported modules (the workflow already checked the installed metadata while
-    building the DAG); returns the executorch version without its local tag.
-    """
-    import torch
-
-    try:
-        from executorch.version import __version__ as executorch_version
-    except ImportError:
-        executorch_version = None
-    problem = executorch_mismatch(torch.__version__, executorch_version)
-    if problem:
-        raise RuntimeError(problem)
-    return base_version(executorch_version)
-
 
 # --------------------------------------------------------------------------- export helpers
 
@@ -605,158 +576,3 @@ def export_pte(
     info["executorch_version"] = et_version
     info["torch_version"] = base_version(torch.__version__)
     return buffer, info
-
-
-# --------------------------------------------------------------------------- runtime
-
-
-def pte_runnable_on_host(backend: str) -> bool:
-    """Whether this host's ``executorch.runtime`` has the backend's delegate registered.
-
-    Asks the runtime's backend registry instead of guessing from the platform: the pip wheel
-    for Linux x86-64 registers XNNPACK (plus QNN and OpenVINO), not Vulkan or Core ML.
-    """
-    if backend not in _BACKEND_IDS:
-        raise ValueError(f"unknown .pte backend {backend!r}; expected one of {PTE_BACKENDS}")
-    from executorch.runtime import Runtime
-
-    return bool(Runtime.get().backend_registry.is_available(_BACKEND_IDS[backend]))
-
-
-def pte_delegate_ids(path: str | Path) -> list[str]:
-    """Delegate backend ids a ``.pte`` file needs (e.g. ``["XnnpackBackend"]``), read from it."""
-    from executorch.exir._serialize._program import deserialize_pte_binary
-
-    program = deserialize_pte_binary(Path(path).read_bytes()).program
-    return sorted({d.id for plan in program.execution_plan for d in plan.delegates})
-
-
-def load_pte(path: str | Path) -> Method:
-    """Load a ``.pte`` file's ``forward`` method for the host runtime.
-
-    Call ``set_pte_threads`` before this: XNNPACK binds the current threadpool at load time.
-    The returned method keeps its program alive.
-    """
-    from executorch.runtime import Runtime
-
-    check_executorch()
-    runtime = Runtime.get()
-    program = runtime.load_program(Path(path))
-    try:
-        method = program.load_method("forward")
-    except RuntimeError as err:  # the runtime only says "error: 0x:20"; say which backend
-        registry = runtime.backend_registry
-        missing = [b for b in pte_delegate_ids(path) if not registry.is_available(b)]
-        if missing:
-            raise RuntimeError(
-                f"{path}: needs delegate backend(s) {', '.join(missing)}, which this host's "
-                f"executorch runtime does not have (registered: "
-                f"{', '.join(registry.registered_backend_names)}); run it on a device that does"
-            ) from err
-        raise
-    if method is None:  # pragma: no cover - load_method raises on failure in 1.5.1
-        raise RuntimeError(f"{path}: program has no loadable 'forward' method")
-    method._mobileforge_program = program  # keep the program (and its data) alive
-    _LIVE_METHODS.add(method)
-    return method
-
-
-def pte_input_shape(method: Method) -> tuple[int, ...]:
-    """The fixed input shape (batch included) the program was exported with."""
-    return tuple(method.metadata.input_tensor_meta(0).sizes())
-
-
-def run_pte(method: Method, batch: torch.Tensor) -> torch.Tensor:
-    """Run one input through a loaded method and return its first output.
-
-    The program has the static shape of the export's example input, so ``batch`` must have
-    exactly that shape, batch size included (typically ``[1, C, H, W]``); use ``evaluate_pte``
-    for a whole split.
-    """
-    import torch
-
-    expected = pte_input_shape(method)
-    if tuple(batch.shape) != expected:
-        raise ValueError(
-            f"input shape {tuple(batch.shape)} does not match the program's fixed input shape "
-            f"{expected} (the export's example input)"
-        )
-    outputs = method.execute([batch.detach().to(torch.float32).contiguous()])
-    return outputs[0]
-
-
-def evaluate_pte(
-    path: str | Path, x: torch.Tensor, y: torch.Tensor, reference: torch.Tensor | None
-) -> dict[str, Any]:
-    """Accuracy of the ``.pte`` itself, run by ``executorch.runtime``, over a whole split.
-
-    Samples are fed in the program's batch size; a trailing partial batch is padded by
-    repeating its last sample and the padding's outputs are dropped. ``max_abs_diff`` compares
-    the outputs with ``reference`` (the fp32 reference logits for ``x``) when given.
-    """
-    import torch
-
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
-    if reference is not None and len(reference) != len(x):
-        raise ValueError(f"reference has {len(reference)} rows but x has {len(x)} samples")
-    method = load_pte(path)
-    shape = pte_input_shape(method)
-    if tuple(x.shape[1:]) != shape[1:]:
-        raise ValueError(f"samples of shape {tuple(x.shape[1:])}, program expects {shape[1:]}")
-    batch = shape[0]
-    outputs = []
-    x = x.to(torch.float32)
-    for start in range(0, len(x), batch):
-        part = x[start : start + batch]
-        n = len(part)
-        if n < batch:
-            part = torch.cat([part, part[-1:].expand(batch - n, *part.shape[1:])])
-        outputs.append(run_pte(method, part)[:n])  # execute() already copies its outputs
-    logits = torch.cat(outputs) if outputs else torch.empty(0)
-    n = len(x)
-    correct = int((logits.argmax(dim=1) == y.to(logits.device)).sum()) if n else 0
-    max_abs_diff = None
-    if reference is not None and n:
-        max_abs_diff = float((logits - reference.to(logits.dtype)).abs().max())
-    return {"accuracy": 100.0 * correct / n if n else 0.0, "max_abs_diff": max_abs_diff, "n": n}
-
-
-# --------------------------------------------------------------------------- threads
-
-
-def get_pte_threads() -> int:
-    """Threads in executorch's shared threadpool (used by XNNPACK and optimized kernels)."""
-    from executorch.extension.pybindings import portable_lib
-
-    return int(portable_lib._threadpool_get_thread_count())
-
-
-def set_pte_threads(n: int) -> int:
-    """Size executorch's threadpool to ``n`` threads; returns the count now in effect.
-
-    The pip wheel's default is one thread per logical CPU (cpuinfo's count; CPU affinity
-    does not change it). The only control is the experimental
-    ``portable_lib._unsafe_reset_threadpool``, which destroys and recreates the pool. XNNPACK
-    binds the pool when a method is *loaded*, so this must be called before ``load_pte``; it
-    refuses while methods returned by ``load_pte`` are still alive (they would keep a dangling
-    pool), and only changes threads for methods loaded afterwards.
-    """
-    from executorch.extension.pybindings import portable_lib
-
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"thread count must be a positive integer, got {n!r}")
-    current = get_pte_threads()
-    if n != current:
-        alive = len(_LIVE_METHODS)
-        if alive:
-            raise RuntimeError(
-                f"cannot change executorch threads {current} -> {n} while {alive} loaded .pte "
-                "method(s) are alive: XNNPACK binds the threadpool at load time; call "
-                "set_pte_threads before load_pte"
-            )
-        portable_lib._unsafe_reset_threadpool(n)
-    applied = get_pte_threads()
-    if applied != n:
-        raise RuntimeError(f"asked executorch for {n} threads, its threadpool reports {applied}")
-    return applied

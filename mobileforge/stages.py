@@ -308,10 +308,10 @@ def evaluate(job: Job) -> None:
                 job.input["artifact"], data["eval_x"], data["eval_y"], reference_logits
             )
     else:
-        from mobileforge import pte
+        from mobileforge import pte_runtime
 
-        pte.set_pte_threads(job.threads)  # as torch's: the job's share of the cores
-        result = pte.evaluate_pte(
+        pte_runtime.set_pte_threads(job.threads)  # as torch's: the job's share of the cores
+        result = pte_runtime.evaluate_pte(
             job.input["artifact"], data["eval_x"], data["eval_y"], reference_logits
         )
     job.log(

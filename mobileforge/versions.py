@@ -3,7 +3,7 @@
 executorch ships compiled runtime and custom ops built against one torch ABI, so a mismatch
 fails late and obscurely (missing symbols, wrong op schemas). The workflow checks the installed
 distributions' metadata while it builds the DAG (cheap: no import), and the .pte jobs check the
-imported modules again (:func:`mobileforge.pte.check_executorch`).
+imported modules again (:func:`check_executorch`).
 """
 
 from __future__ import annotations
@@ -56,3 +56,21 @@ def executorch_mismatch(torch_version: str | None, executorch_version: str | Non
 def installed_executorch_mismatch() -> str | None:
     """:func:`executorch_mismatch` for the installed distributions (metadata only)."""
     return executorch_mismatch(_installed("torch"), _installed("executorch"))
+
+
+def check_executorch() -> str:
+    """Fail early, in one line, if executorch is missing or not the release pinned for torch.
+
+    Checks the imported modules (the workflow already checked the installed metadata while
+    building the DAG); returns the executorch version without its local tag.
+    """
+    import torch
+
+    try:
+        from executorch.version import __version__ as executorch_version
+    except ImportError:
+        executorch_version = None
+    problem = executorch_mismatch(torch.__version__, executorch_version)
+    if problem:
+        raise RuntimeError(problem)
+    return base_version(executorch_version)

@@ -1,8 +1,9 @@
 """ExecuTorch export/runtime tests on a tiny fused conv-bn-relu-linear model (XNNPACK, host).
 
-The .pte files are really run by ``executorch.runtime``. Vulkan and Core ML programs cannot run
-on this host and their lowering is slow (Core ML int8: ~40 s of quantizer pattern tracing), so
-only the Core ML payload canonicalisation is tested here, on a synthetic payload.
+The .pte files are really run by the ExecuTorch runtime (``mobileforge.pte_runtime``). Vulkan and
+Core ML programs cannot run on this host and their lowering is slow (Core ML int8: ~40 s of
+quantizer pattern tracing), so only the Core ML payload canonicalisation is tested here, on a
+synthetic payload.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ pytest.importorskip("executorch")
 from torch import nn  # noqa: E402
 from torch.ao.quantization.quantize_fx import fuse_fx  # noqa: E402
 
-from mobileforge import pte  # noqa: E402
+from mobileforge import pte, pte_runtime  # noqa: E402
 from mobileforge.versions import executorch_mismatch, installed_executorch_mismatch  # noqa: E402
 
 PRUNE = {"amount": 0.3, "method": "l1_unstructured"}
@@ -86,8 +87,8 @@ def converted_int8(setup: dict) -> torch.fx.GraphModule:
 def _run(buffer: bytes, x: torch.Tensor, tmp_path) -> torch.Tensor:
     path = tmp_path / "m.pte"
     path.write_bytes(buffer)
-    method = pte.load_pte(path)
-    return pte.run_pte(method, x).clone()
+    method = pte_runtime.load_pte(path)
+    return pte_runtime.run_pte(method, x).clone()
 
 
 def test_fp32_matches_eager_and_is_delegated(setup, built, tmp_path) -> None:
@@ -102,7 +103,7 @@ def test_fp32_matches_eager_and_is_delegated(setup, built, tmp_path) -> None:
     assert info["delegate_backend_ids"] == ["XnnpackBackend"]
     assert info["delegated_ops"]["aten.convolution.default"] == 2
     assert info["size_bytes"] == len(buffer)
-    assert pte.pte_delegate_ids(tmp_path / "m.pte") == ["XnnpackBackend"]
+    assert pte_runtime.pte_delegate_ids(tmp_path / "m.pte") == ["XnnpackBackend"]
     # Cross-check the counts with executorch's own devtools utility, which also counts the
     # getitem nodes unpacking delegate outputs as non-delegated.
     import executorch.exir as exir
@@ -257,13 +258,13 @@ def test_evaluate_pte_pads_last_batch(setup, tmp_path) -> None:
         ref = setup["model"](eval_x)
     y = ref.argmax(dim=1)
     y[:3] = (y[:3] + 1) % 10  # 3 of 10 wrong on purpose
-    res = pte.evaluate_pte(path, eval_x, y, ref)
+    res = pte_runtime.evaluate_pte(path, eval_x, y, ref)
     assert res["n"] == 10
     assert res["accuracy"] == pytest.approx(70.0)
     assert res["max_abs_diff"] < 1e-4
-    assert pte.evaluate_pte(path, eval_x, y, None)["max_abs_diff"] is None
+    assert pte_runtime.evaluate_pte(path, eval_x, y, None)["max_abs_diff"] is None
     with pytest.raises(ValueError, match="fixed input shape"):
-        pte.run_pte(pte.load_pte(path), eval_x[:1])
+        pte_runtime.run_pte(pte_runtime.load_pte(path), eval_x[:1])
 
 
 def test_static_batch_model_calibrates_per_sample() -> None:
@@ -280,14 +281,14 @@ def test_static_batch_model_calibrates_per_sample() -> None:
 
 
 def test_runnable_on_host() -> None:
-    assert pte.pte_runnable_on_host("xnnpack") is True
-    assert pte.pte_runnable_on_host("coreml") is False
+    assert pte_runtime.pte_runnable_on_host("xnnpack") is True
+    assert pte_runtime.pte_runnable_on_host("coreml") is False
     from executorch.runtime import Runtime
 
     names = Runtime.get().backend_registry.registered_backend_names
-    assert pte.pte_runnable_on_host("vulkan") is ("VulkanBackend" in names)
+    assert pte_runtime.pte_runnable_on_host("vulkan") is ("VulkanBackend" in names)
     with pytest.raises(ValueError):
-        pte.pte_runnable_on_host("metal")
+        pte_runtime.pte_runnable_on_host("metal")
 
 
 def test_load_names_the_missing_backend(built, tmp_path) -> None:
@@ -297,7 +298,7 @@ def test_load_names_the_missing_backend(built, tmp_path) -> None:
     assert buffer.count(b"XnnpackBackend") == 1
     path = _write(tmp_path, buffer.replace(b"XnnpackBackend", b"MissingBackend"))
     with pytest.raises(RuntimeError, match="needs delegate backend.s. MissingBackend"):
-        pte.load_pte(path)
+        pte_runtime.load_pte(path)
 
 
 def test_bad_arguments_are_refused(setup) -> None:
@@ -347,25 +348,49 @@ def test_installed_pair_is_checked_from_metadata_without_import() -> None:
 
 def test_set_pte_threads(setup, built, tmp_path) -> None:
     gc.collect()
-    original = pte.get_pte_threads()
+    original = pte_runtime.get_pte_threads()
     try:
-        assert pte.set_pte_threads(1) == 1
-        assert pte.get_pte_threads() == 1
-        method = pte.load_pte(_write(tmp_path, built["fp32"][0]))
+        assert pte_runtime.set_pte_threads(1) == 1
+        assert pte_runtime.get_pte_threads() == 1
+        method = pte_runtime.load_pte(_write(tmp_path, built["fp32"][0]))
         with pytest.raises(RuntimeError, match="before load_pte"):
-            pte.set_pte_threads(2)
-        assert pte.set_pte_threads(1) == 1  # no change: allowed
+            pte_runtime.set_pte_threads(2)
+        assert pte_runtime.set_pte_threads(1) == 1  # no change: allowed
         del method
         gc.collect()
-        assert pte.set_pte_threads(2) == 2
+        assert pte_runtime.set_pte_threads(2) == 2
         with pytest.raises(ValueError):
-            pte.set_pte_threads(0)
+            pte_runtime.set_pte_threads(0)
     finally:
         gc.collect()
-        pte.set_pte_threads(original)
+        pte_runtime.set_pte_threads(original)
 
 
 def _write(tmp_path, buffer: bytes):
     path = tmp_path / "t.pte"
     path.write_bytes(buffer)
     return path
+
+
+def test_runtime_runs_a_pte_without_importing_the_compiler(built, tmp_path) -> None:
+    # executorch.runtime would import executorch.exir (seconds per evaluation and benchmark
+    # process); pte_runtime must load, run and resize threads with the bindings alone.
+    import subprocess
+
+    path = _write(tmp_path, built["fp32"][0])
+    code = (
+        "import sys, torch\n"
+        "from mobileforge import pte_runtime\n"
+        "pte_runtime.set_pte_threads(1)\n"
+        f"loaded = pte_runtime.load_pte({str(path)!r})\n"
+        "out = pte_runtime.run_pte(loaded, torch.zeros(loaded.input_shape))\n"
+        "assert out.shape == (1, 10), out.shape\n"
+        "compiler = ('executorch.exir', 'torch._dynamo')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(compiler)))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -36,7 +36,9 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from mobileforge import pte_runtime  # noqa: E402  (imports the runtime only when called)
 from mobileforge.bench.stats import summarize_latencies  # noqa: E402  (numpy only, no torch)
+from mobileforge.versions import check_executorch  # noqa: E402  (no torch at import)
 
 #: Seed of the benchmark input; fixed so every run and runtime sees the same tensor.
 INPUT_SEED = 0
@@ -146,44 +148,14 @@ def pin_cpus(threads: int) -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def executorch_thread_count() -> int:
-    """Size of ExecuTorch's CPU threadpool (the one XNNPACK uses), as the runtime reports it."""
-    from executorch.extension.pybindings import portable_lib
-
-    return int(portable_lib._threadpool_get_thread_count())
-
-
-def set_executorch_threads(n: int) -> tuple[int, str]:
-    """Resize ExecuTorch's threadpool to ``n`` and return ``(size read back, how)``.
-
-    Prefers ``mobileforge.pte.set_pte_threads`` (the exporter's own helper) when it exists, and
-    otherwise calls the pybinding ``_unsafe_reset_threadpool`` itself. "Unsafe" means not while
-    a method is executing; it is called here before anything is loaded. Either way the size is
-    read back from ExecuTorch, not trusted from the setter.
-    """
-    try:
-        from mobileforge.pte import set_pte_threads  # type: ignore[attr-defined]
-    except ImportError:
-        from executorch.extension.pybindings import portable_lib
-
-        portable_lib._unsafe_reset_threadpool(n)
-        how = "executorch.extension.pybindings.portable_lib._unsafe_reset_threadpool"
-    else:
-        set_pte_threads(n)
-        how = "mobileforge.pte.set_pte_threads"
-    return executorch_thread_count(), how
-
-
-def _expected_inputs_hint(fmt: str, method: Any) -> str:
-    """Describe what an ExecuTorch method expects, to turn error 0x10 into something useful."""
-    if fmt != "pte" or method is None:
+def _expected_inputs_hint(loaded: pte_runtime.LoadedPte | None) -> str:
+    """Describe what an ExecuTorch program expects, to turn error 0x10 into something useful."""
+    if loaded is None:
         return ""
     try:
-        meta = method.metadata
-        sizes = [list(meta.input_tensor_meta(i).sizes()) for i in range(meta.num_inputs())]
+        return f" (the program was exported for input sizes {loaded.input_shapes})"
     except Exception:  # metadata is best effort; the original error is what matters
         return ""
-    return f" (the program was exported for input sizes {sizes})"
 
 
 def run(
@@ -211,15 +183,9 @@ def run(
     import torch.jit.mobile  # not imported by ``import torch``
 
     executorch_version: str | None = None
-    runtime_obj: Any = None
     if fmt == "pte":
-        import executorch
-        from executorch.runtime import Runtime
-
-        runtime_obj = Runtime.get()  # imports the pybindings: part of import, not of load
-        executorch_version = getattr(executorch, "__version__", None)
-        if executorch_version is None:
-            from executorch.version import __version__ as executorch_version
+        pte_runtime.bindings()  # part of import, not of load
+        executorch_version = check_executorch()
     import_ms = _ns_to_ms(time.perf_counter_ns() - t0)
 
     torch.set_num_threads(threads)
@@ -233,7 +199,8 @@ def run(
     if fmt == "ptl":
         threads_applied = torch_threads
     else:
-        threads_applied, thread_control = set_executorch_threads(threads)
+        threads_applied = pte_runtime.set_pte_threads(threads)  # read back from the pool
+        thread_control = "executorch threadpool (_unsafe_reset_threadpool)"
     if threads_applied != threads:
         raise RuntimeError(
             f"{RUNTIMES[fmt]} runs {threads_applied} thread(s) after asking for {threads} "
@@ -258,6 +225,7 @@ def run(
     rss_before_load_mb = _current_rss_mb()
     peak_rss_before_load_mb = _peak_rss_mb()
 
+    loaded: pte_runtime.LoadedPte | None = None
     t = time.perf_counter_ns()
     if fmt == "ptl":
         module = torch.jit.mobile._load_for_lite_interpreter(str(artifact))
@@ -266,14 +234,10 @@ def run(
             return module(x)
 
     else:
-        # Keep the Program referenced for as long as its Method runs.
-        program = runtime_obj.load_program(str(artifact))
-        method = program.load_method("forward")
-        if method is None:
-            raise RuntimeError(f"{artifact} has no 'forward' method")
+        program = loaded = pte_runtime.load_pte(artifact)
 
         def infer(x: torch.Tensor) -> Any:
-            return method.execute([x])
+            return program([x])
 
     load_ms = _ns_to_ms(time.perf_counter_ns() - t)
 
@@ -287,7 +251,7 @@ def run(
         except RuntimeError as exc:
             raise RuntimeError(
                 f"first inference failed with input shape {list(input_shape)}"
-                f"{_expected_inputs_hint(fmt, method if fmt == 'pte' else None)}: {exc}"
+                f"{_expected_inputs_hint(loaded)}: {exc}"
             ) from exc
         first_inference_ms = _ns_to_ms(time.perf_counter_ns() - t)
         if cooldown_s > 0:
@@ -312,7 +276,7 @@ def run(
         load_end = os.getloadavg()
 
     # Threads must not have drifted during the run (a runtime resetting its pool on load).
-    after = torch.get_num_threads() if fmt == "ptl" else executorch_thread_count()
+    after = torch.get_num_threads() if fmt == "ptl" else pte_runtime.get_pte_threads()
     if after != threads_applied:
         raise RuntimeError(f"thread count changed during the run: {threads_applied} -> {after}")
 
