@@ -1,8 +1,9 @@
 """Adapter between a Snakemake ``script:`` job and a stage function of :mod:`mobileforge.stages`.
 
 Scripts stay one line: ``run(snakemake, stages.fuse)``. This module sends stderr (progress,
-warnings, tracebacks) to the rule's log, sets torch's thread count to the job's ``threads``,
-and turns a failure into one clear line on the terminal plus the full traceback in the log.
+warnings, tracebacks) to the rule's log, sets torch's thread count to the job's runtime threads
+(its ``threads`` claim divided by the workflow's cores per CPU: :mod:`mobileforge.cpus`), and
+turns a failure into one clear line on the terminal plus the full traceback in the log.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mobileforge import cpus
+
 
 @dataclass
 class Job:
@@ -23,7 +26,7 @@ class Job:
     output: dict[str, Any]
     params: dict[str, Any]
     wildcards: dict[str, str]
-    threads: int = 1
+    threads: int = 1  # runtime threads (torch, ExecuTorch) this job may use
     rule: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -47,7 +50,7 @@ def from_snakemake(smk: Any) -> Job:
         output=_named(smk.output),
         params=_named(smk.params),
         wildcards=_named(smk.wildcards),
-        threads=int(smk.threads),
+        threads=cpus.runtime_threads(int(smk.threads), cpus.share_from_env()),
         rule=smk.rule,
     )
 

@@ -9,7 +9,9 @@ sys.path.insert(0, workflow.basedir)
 # is only byte-identical across runs when Python's hash seed is fixed.
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
-from mobileforge import plan
+from snakemake.exceptions import WorkflowError
+
+from mobileforge import cpus, plan
 from mobileforge.config import ConfigError, canonical, resolve_config
 from mobileforge.versions import installed_executorch_mismatch
 
@@ -20,6 +22,28 @@ except ConfigError as error:
     sys.exit(f"mobileforge: invalid config: {error}")
 if "pte" in MF["formats"] and (problem := installed_executorch_mismatch()):
     sys.exit(f"mobileforge: cannot build .pte artifacts: {problem}")
+
+
+def _cores_per_cpu():
+    # See mobileforge.cpus: with --cores above this machine's CPUs, each job claims the cores
+    # one CPU stands for, so jobs never share a CPU and the longest chain is not stretched.
+    if workflow.nodes is not None:  # a cluster/cloud executor: jobs run on other machines
+        return 1
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # e.g. --lint: no --cores given, nothing runs
+        return 1
+    return cpus.cores_per_cpu(cores or 1, cpus.available_cpus())
+
+
+CORES_PER_CPU = _cores_per_cpu()
+os.environ[cpus.ENV] = str(CORES_PER_CPU)  # jobs turn their claim back into runtime threads
+if CORES_PER_CPU > 1:
+    print(
+        f"mobileforge: --cores {workflow.cores} on {cpus.available_cpus()} CPUs: each job "
+        f"claims {CORES_PER_CPU} cores per runtime thread, so jobs never share a CPU",
+        file=sys.stderr,
+    )
 
 
 def _alternatives(names):
@@ -59,7 +83,7 @@ def get_train_params(wildcards):
 
 
 def get_train_threads(wildcards):
-    return model_settings(wildcards)["train"]["threads"]
+    return model_settings(wildcards)["train"]["threads"] * CORES_PER_CPU
 
 
 def get_train_inputs(wildcards):
@@ -105,7 +129,7 @@ def get_benchmark_threads(wildcards):
     # disturbs the timing; adb devices only need a core to drive the phone.
     if MF["devices"][wildcards.device]["kind"] == "host":
         return workflow.cores or 1
-    return 1
+    return CORES_PER_CPU
 
 
 def get_chw(wildcards):

@@ -9,6 +9,7 @@ rule dataset:
         "logs/dataset/{dataset}-{chw}.log",
     benchmark:
         "benchmarks/dataset/{dataset}-{chw}.tsv"
+    threads: CORES_PER_CPU
     wildcard_constraints:
         dataset="shapes|folder|tensors",
         chw=r"\d+x\d+x\d+",

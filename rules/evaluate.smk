@@ -8,6 +8,7 @@ rule reference:
         "logs/reference/{model}.log",
     benchmark:
         "benchmarks/reference/{model}.tsv"
+    threads: CORES_PER_CPU
     resources:
         mem_mb=3000,
     conda:
@@ -27,6 +28,7 @@ rule evaluate:
         "logs/evaluate/{model}.{fmt}.{stem}.log",
     benchmark:
         "benchmarks/evaluate/{model}.{fmt}.{stem}.tsv"
+    threads: CORES_PER_CPU
     resources:
         mem_mb=3000,
     conda:

@@ -8,6 +8,7 @@ rule export_ptl_fp32:
         "logs/export_ptl/{model}.fp32.{backend}.log",
     benchmark:
         "benchmarks/export_ptl/{model}.fp32.{backend}.tsv"
+    threads: CORES_PER_CPU
     wildcard_constraints:
         backend="cpu|vulkan|metal",
     resources:
@@ -29,6 +30,7 @@ rule export_ptl_int8:
         "logs/export_ptl/{model}.{qvariant}.{engine}.{backend}.log",
     benchmark:
         "benchmarks/export_ptl/{model}.{qvariant}.{engine}.{backend}.tsv"
+    threads: CORES_PER_CPU
     wildcard_constraints:
         backend="cpu",
     resources:
@@ -53,6 +55,7 @@ rule export_pte:
         "logs/export_pte/{model}.{variant}.{backend}.log",
     benchmark:
         "benchmarks/export_pte/{model}.{variant}.{backend}.tsv"
+    threads: CORES_PER_CPU
     wildcard_constraints:
         backend="xnnpack|vulkan|coreml",
     resources:

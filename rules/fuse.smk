@@ -11,6 +11,7 @@ rule fuse:
         "logs/fuse/{model}.log",
     benchmark:
         "benchmarks/fuse/{model}.tsv"
+    threads: CORES_PER_CPU
     resources:
         mem_mb=3000,
     conda:

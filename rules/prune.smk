@@ -10,6 +10,7 @@ rule prune:
         "logs/prune/{model}.{engine}.log",
     benchmark:
         "benchmarks/prune/{model}.{engine}.tsv"
+    threads: CORES_PER_CPU
     resources:
         mem_mb=3000,
     conda:

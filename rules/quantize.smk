@@ -11,6 +11,7 @@ rule quantize:
         "logs/quantize/{model}.{engine}.log",
     benchmark:
         "benchmarks/quantize/{model}.{engine}.tsv"
+    threads: CORES_PER_CPU
     resources:
         mem_mb=3000,
     conda:

@@ -12,6 +12,7 @@ rule summary:
         "logs/summary/summary.log",
     benchmark:
         "benchmarks/summary/summary.tsv"
+    threads: CORES_PER_CPU
     conda:
         "../envs/mobileforge.yaml"
     script:
@@ -36,6 +37,7 @@ rule plots:
         "logs/plots/plots.log",
     benchmark:
         "benchmarks/plots/plots.tsv"
+    threads: CORES_PER_CPU
     conda:
         "../envs/mobileforge.yaml"
     script:
