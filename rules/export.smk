@@ -56,6 +56,7 @@ rule export_pte:
     benchmark:
         "benchmarks/export_pte/{model}.{variant}.{backend}.tsv"
     threads: CORES_PER_CPU
+    priority: 1  # see rules/train.smk
     wildcard_constraints:
         backend="xnnpack|vulkan|coreml",
     resources:

@@ -12,6 +12,7 @@ rule fuse:
     benchmark:
         "benchmarks/fuse/{model}.tsv"
     threads: CORES_PER_CPU
+    priority: 4  # see rules/train.smk
     resources:
         mem_mb=3000,
     conda:

@@ -11,6 +11,7 @@ rule prune:
     benchmark:
         "benchmarks/prune/{model}.{engine}.tsv"
     threads: CORES_PER_CPU
+    priority: 2  # see rules/train.smk
     resources:
         mem_mb=3000,
     conda:

@@ -12,6 +12,7 @@ rule quantize:
     benchmark:
         "benchmarks/quantize/{model}.{engine}.tsv"
     threads: CORES_PER_CPU
+    priority: 3  # see rules/train.smk
     resources:
         mem_mb=3000,
     conda:

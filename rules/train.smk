@@ -11,6 +11,9 @@ rule train:
     benchmark:
         "benchmarks/train/{model}.tsv"
     threads: get_train_threads
+    # Priorities follow the chain (train 5 .. export_pte 1, the rest 0): a ready upstream job
+    # runs before leaves, so ResNet-18's long chain starts early and does not end the run alone.
+    priority: 5
     resources:
         mem_mb=4000,
     conda:
