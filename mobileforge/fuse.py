@@ -1,4 +1,4 @@
-"""Conv-bn(-relu) and linear-relu fusion with FX graph mode, checked against the unfused model.
+"""Conv-bn(-relu) and linear-relu fusion with FX graph mode; the fuse stage checks the outputs.
 
 FX (rather than eager ``fuse_modules``) finds fusable patterns in any traceable user model, not
 only in modules that name their layers for it.
@@ -17,15 +17,3 @@ def fuse(model: torch.nn.Module) -> torch.fx.GraphModule:
 
     with quiet_quantization_warnings():
         return fuse_fx(model.eval())
-
-
-@torch.no_grad()
-def max_output_difference(
-    reference: torch.nn.Module, candidate: torch.nn.Module, inputs: torch.Tensor, batch: int = 256
-) -> float:
-    """Largest absolute difference between the two models' outputs over ``inputs``."""
-    worst = 0.0
-    for start in range(0, len(inputs), batch):
-        chunk = inputs[start : start + batch]
-        worst = max(worst, (reference(chunk) - candidate(chunk)).abs().max().item())
-    return worst

@@ -1,22 +1,3 @@
-rule reference:
-    input:
-        checkpoint="results/{model}/checkpoint.pt",
-        data=get_dataset,
-    output:
-        reference="results/{model}/reference.pt",
-    log:
-        "logs/reference/{model}.log",
-    benchmark:
-        "benchmarks/reference/{model}.tsv"
-    threads: CORES_PER_CPU
-    resources:
-        mem_mb=3000,
-    conda:
-        "../envs/mobileforge.yaml"
-    script:
-        "../scripts/reference.py"
-
-
 rule evaluate:
     input:
         artifact="results/{model}/{fmt}/{stem}.{fmt}",

@@ -5,6 +5,7 @@ rule fuse:
     output:
         fused="results/{model}/fused.pt",
         sidecar="results/{model}/fused.pt.json",
+        reference="results/{model}/reference.pt",
     params:
         fuse=get_fuse_params,
     log:

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mobileforge import capabilities
+from mobileforge.evaluate import collect_logits
 from mobileforge.export_ptl import BackendUnavailable, export_ptl
-from mobileforge.fuse import fuse, max_output_difference
+from mobileforge.fuse import fuse
 from mobileforge.models import build_model
 from mobileforge.prune import prunable_layers, prune_quantized, weight_sparsity
 from mobileforge.quantize import quantize_static, quantized_engine, rebuild_quantized
@@ -34,7 +35,9 @@ def inputs() -> torch.Tensor:
 
 def test_fusion_preserves_outputs_and_removes_batchnorm(model, inputs):
     fused = fuse(model)
-    assert max_output_difference(model, fused, inputs) < 1e-4
+    with torch.no_grad():
+        diff = (collect_logits(model, inputs, 64) - collect_logits(fused, inputs, 64)).abs().max()
+    assert diff < 1e-4
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
 

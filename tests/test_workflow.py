@@ -127,8 +127,9 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     planned = planned_outputs(workdir, write_config(workdir, edited, "added.yaml"))
     assert DOWNSTREAM <= planned
     assert all(path.startswith("results/gamma/") for path in planned - DOWNSTREAM)
-    # checkpoint, reference, fused, int8, pruned, 6 artifacts, 6 evaluations, 12 benchmarks
-    assert len(planned - DOWNSTREAM) == 5 + 6 + 6 + 12
+    # jobs: train, fuse (+ reference logits), int8, prune, 6 artifacts, 6 evaluations,
+    # 12 benchmarks
+    assert len(planned - DOWNSTREAM) == 4 + 6 + 6 + 12
 
 
 def test_two_clean_runs_give_byte_identical_artifacts(run, tmp_path):
