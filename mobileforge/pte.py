@@ -7,13 +7,13 @@ optionally magnitude-pruned in the int8 domain), lowered to one delegate backend
 
 Combinations (executorch 1.5.1, torch 2.13.0, checked on Linux x86-64):
 
-============  ======  ======  ===========  =============================================
-backend       fp32    int8    int8_pruned  runs on this host (:mod:`mobileforge.pte_runtime`)
-============  ======  ======  ===========  =============================================
+============  ======  ======  ===========  ===============================================
+backend       fp32    int8    int8_pruned  runs on this host (``mobileforge.pte_runtime``)
+============  ======  ======  ===========  ===============================================
 xnnpack       yes     yes     yes          yes (``XnnpackBackend`` is in the pip wheel)
 vulkan        yes     yes     yes          no  (no ``VulkanBackend`` in the pip wheel)
 coreml        yes     yes     yes          no  (Core ML runs on Apple OSes only)
-============  ======  ======  ===========  =============================================
+============  ======  ======  ===========  ===============================================
 
 Exports are byte-for-byte reproducible (same model, inputs and versions -> same bytes, also
 across processes and torch thread counts); Core ML needs the canonicalisation described in
