@@ -30,7 +30,6 @@ Every string sent to the device shell goes through ``shlex.quote``; paths and fl
 
 from __future__ import annotations
 
-import hashlib
 import json
 import posixpath
 import re
@@ -45,9 +44,10 @@ from typing import Any
 import adbutils
 from adbutils.errors import AdbError, AdbTimeout
 
+from mobileforge.bench import check_request, tail
 from mobileforge.bench.stats import summarize_latencies
+from mobileforge.files import sha256_file
 
-FORMATS = ("ptl", "pte")
 RUNNERS = {"ptl": "speed_benchmark_torch", "pte": "executor_runner"}
 RUNNER_SOURCES = {
     "ptl": "PyTorch's binaries/speed_benchmark_torch.cc built for Android with "
@@ -126,9 +126,8 @@ def _q(*args: object) -> str:
     return " ".join(shlex.quote(str(a)) for a in args)
 
 
-def _tail(text: str, limit: int = OUTPUT_TAIL_CHARS) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "..." + text[-limit:]
+def _tail(text: str) -> str:
+    return tail(text, OUTPUT_TAIL_CHARS)
 
 
 def connect(serial: str, adb_host: str = "127.0.0.1", adb_port: int = 5037) -> adbutils.AdbDevice:
@@ -282,14 +281,6 @@ def parse_peak_rss_mb(output: str) -> float | None:
     return int(kib) / 1024.0
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _validate_remote_dir(remote_dir: str) -> str:
     norm = posixpath.normpath(remote_dir)
     if not remote_dir.startswith("/") or norm in ("/", "//") or ".." in remote_dir.split("/"):
@@ -358,25 +349,15 @@ def run_adb_benchmark(
     ``timeout_s`` bounds the wait for the runner's output. ``cooldown_s`` sleeps before the
     runner starts, letting the device shed heat from the push.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
     artifact = Path(artifact)
     runner = Path(runner)
-    if not artifact.is_file():
-        raise FileNotFoundError(f"artifact not found: {artifact}")
+    input_shape = [int(d) for d in input_shape]
+    check_request(artifact, fmt, input_shape, threads, warmup, iterations)
     if not runner.is_file():
         raise FileNotFoundError(
             f"{RUNNERS[fmt]} runner not found at {runner}; {fmt} artifacts need "
             f"{RUNNER_SOURCES[fmt]}"
         )
-    if threads < 1 or warmup < 0 or iterations < 1:
-        raise ValueError(
-            f"need threads >= 1, warmup >= 0, iterations >= 1; got {threads}, {warmup}, "
-            f"{iterations}"
-        )
-    input_shape = [int(d) for d in input_shape]
-    if not input_shape or any(d <= 0 for d in input_shape):
-        raise ValueError(f"input_shape must be positive integers, got {input_shape!r}")
     base_dir = _validate_remote_dir(remote_dir)
 
     device = connect(serial, adb_host, adb_port)
@@ -522,7 +503,7 @@ def run_adb_benchmark(
         "device_info": info,
         "adb_server": f"{adb_host}:{adb_port}",
         "runner": str(runner),
-        "runner_sha256": _sha256(runner),
+        "runner_sha256": sha256_file(runner),
         "remote_command": command,
         "null_reasons": null_reasons,
         "samples_ms": samples,

@@ -15,30 +15,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-FORMATS = ("ptl", "pte")
+from mobileforge.bench import check_request, tail
 
 #: How much of the runner's stderr an error message carries.
 STDERR_TAIL_CHARS = 4000
 
 
-def _tail(text: str, limit: int = STDERR_TAIL_CHARS) -> str:
-    text = text.strip()
-    return text if len(text) <= limit else "..." + text[-limit:]
-
-
-def _validate(
-    artifact: Path, fmt: str, input_shape: list[int], threads: int, warmup: int, iterations: int
-) -> None:
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    if not artifact.is_file():
-        raise FileNotFoundError(f"artifact not found: {artifact}")
-    if not input_shape or any(int(d) <= 0 for d in input_shape):
-        raise ValueError(f"input_shape must be positive integers, got {input_shape!r}")
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    if warmup < 0 or iterations < 1:
-        raise ValueError(f"need warmup >= 0 and iterations >= 1, got {warmup}, {iterations}")
+def _tail(text: str) -> str:
+    return tail(text, STDERR_TAIL_CHARS)
 
 
 def run_host_benchmark(
@@ -72,7 +56,7 @@ def run_host_benchmark(
     """
     artifact = Path(artifact).resolve()
     input_shape = [int(d) for d in input_shape]
-    _validate(artifact, fmt, input_shape, threads, warmup, iterations)
+    check_request(artifact, fmt, input_shape, threads, warmup, iterations)
     cmd = [
         sys.executable,
         "-m",
