@@ -148,6 +148,8 @@ def evaluate_pte(
     """
     import torch
 
+    from mobileforge.evaluate import score  # the .ptl path's scoring: one definition of top-1
+
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
     if reference is not None and len(reference) != len(x):
@@ -165,13 +167,9 @@ def evaluate_pte(
         if n < batch:
             part = torch.cat([part, part[-1:].expand(batch - n, *part.shape[1:])])
         outputs.append(run_pte(loaded, part)[:n])
-    logits = torch.cat(outputs) if outputs else torch.empty(0)
-    n = len(x)
-    correct = int((logits.argmax(dim=1) == y.to(logits.device)).sum()) if n else 0
-    max_abs_diff = None
-    if reference is not None and n:
-        max_abs_diff = float((logits - reference.to(logits.dtype)).abs().max())
-    return {"accuracy": 100.0 * correct / n if n else 0.0, "max_abs_diff": max_abs_diff, "n": n}
+    if not outputs:
+        return {"accuracy": 0.0, "max_abs_diff": None, "n": 0}
+    return score(torch.cat(outputs).float(), y, reference)
 
 
 def get_pte_threads() -> int:
