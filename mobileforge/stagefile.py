@@ -16,12 +16,16 @@ import torch
 from mobileforge.files import write_artifact
 
 
-def stage_bytes(state_dict: dict[str, Any], meta: dict[str, Any]) -> bytes:
-    # Saving to a buffer keeps the zip's internal record names independent of the file name,
-    # so two runs give byte-identical files.
+def torch_bytes(obj: Any) -> bytes:
+    """``torch.save`` into memory: the zip's internal record names then do not depend on the
+    file name, so two runs give byte-identical files."""
     buffer = io.BytesIO()
-    torch.save({"state_dict": state_dict, "meta": meta}, buffer)
+    torch.save(obj, buffer)
     return buffer.getvalue()
+
+
+def stage_bytes(state_dict: dict[str, Any], meta: dict[str, Any]) -> bytes:
+    return torch_bytes({"state_dict": state_dict, "meta": meta})
 
 
 def save_stage(

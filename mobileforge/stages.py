@@ -24,14 +24,6 @@ def _versions() -> dict[str, str]:
     return {"torch_version": torch.__version__, "python_version": platform.python_version()}
 
 
-def _tensor_bytes(obj: Any) -> bytes:
-    import torch
-
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    return buffer.getvalue()
-
-
 def dataset(job: Job) -> None:
     """Generate (shapes) or import (folder, tensors) the train/calib/eval splits."""
     from mobileforge import data
@@ -136,7 +128,7 @@ def fuse(job: Job) -> None:
     from mobileforge.data import load_dataset
     from mobileforge.evaluate import collect_logits
     from mobileforge.fuse import fuse as fuse_model
-    from mobileforge.stagefile import save_stage
+    from mobileforge.stagefile import save_stage, torch_bytes
 
     model, meta = chain.load_checkpoint_model(job.input["checkpoint"])
     data = load_dataset(job.input["data"])
@@ -149,7 +141,7 @@ def fuse(job: Job) -> None:
     job.log(f"fused vs unfused max |diff| on {len(data['eval_x'])} eval images: {diff:.3g}")
     if diff > atol:
         raise ValueError(f"fusion changed outputs by {diff:.3g} > fuse.atol {atol}")
-    files.write_bytes_atomic(job.output["reference"], _tensor_bytes(reference))
+    files.write_bytes_atomic(job.output["reference"], torch_bytes(reference))
     save_stage(
         job.output["fused"],
         fused.state_dict(),
