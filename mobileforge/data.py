@@ -420,6 +420,33 @@ def _torch_load_weights_only(path: Path, what: str) -> Any:
         ) from exc
 
 
+def _user_dataset(
+    name: str,
+    source: Path,
+    seed: int,
+    channels: int,
+    classes: list[str],
+    splits: dict[str, torch.Tensor],
+) -> dict[str, Any]:
+    """The dataset record of a user source (``folder``, ``tensors``): its splits, already at
+    the model's input size, and the metadata describing them."""
+    height, width = splits["train_x"].shape[-2:]
+    return {
+        **splits,
+        "classes": classes,
+        "meta": {
+            "name": name,
+            "path": str(source),
+            "seed": int(seed),
+            "height": int(height),
+            "width": int(width),
+            "channels": int(channels),
+            "num_classes": len(classes),
+            "sizes": {s: int(splits[f"{s}_x"].shape[0]) for s in ("train", "calib", "eval")},
+        },
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # folder of images
 # --------------------------------------------------------------------------------------------
@@ -493,24 +520,9 @@ def load_folder(
     y = np.asarray(labels, dtype=np.int64)
     tr, ca, ev = _stratified_split(y, calib_fraction, eval_fraction, seed, str(root))
     yt = torch.from_numpy(y)
-    data = {
-        "train_x": x[tr],
-        "train_y": yt[tr],
-        "calib_x": x[ca],
-        "eval_x": x[ev],
-        "eval_y": yt[ev],
-        "classes": [d.name for d in class_dirs],
-        "meta": {
-            "name": "folder",
-            "path": str(root),
-            "seed": int(seed),
-            "height": int(height),
-            "width": int(width),
-            "channels": int(channels),
-            "num_classes": len(class_dirs),
-            "sizes": {"train": len(tr), "calib": len(ca), "eval": len(ev)},
-        },
-    }
+    splits = {"train_x": x[tr], "train_y": yt[tr], "calib_x": x[ca], "eval_x": x[ev]}
+    classes = [d.name for d in class_dirs]
+    data = _user_dataset("folder", root, seed, channels, classes, {**splits, "eval_y": yt[ev]})
     return _normalise(data)
 
 
@@ -635,28 +647,14 @@ def load_tensors(
         raise ValueError(
             f"{source}: labels go up to {num_classes - 1} but only {len(classes)} class names"
         )
-    data = {
+    splits = {
         "train_x": _resize(train_x, height, width),
         "train_y": train_y.contiguous(),
         "calib_x": _resize(calib_x, height, width),
         "eval_x": _resize(eval_x, height, width),
         "eval_y": eval_y.contiguous(),
-        "classes": list(classes),
-        "meta": {
-            "name": "tensors",
-            "path": str(source),
-            "seed": int(seed),
-            "height": int(height),
-            "width": int(width),
-            "channels": int(channels),
-            "num_classes": len(classes),
-            "sizes": {
-                "train": int(train_x.shape[0]),
-                "calib": int(calib_x.shape[0]),
-                "eval": int(eval_x.shape[0]),
-            },
-        },
     }
+    data = _user_dataset("tensors", source, seed, channels, list(classes), splits)
     if normalize:
         return _normalise(data)
     data["meta"]["mean"] = [0.0] * channels
