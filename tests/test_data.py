@@ -2,7 +2,6 @@
 
 import hashlib
 import os
-import pickle
 import random
 
 import numpy as np
@@ -19,7 +18,7 @@ from mobileforge.data import (
     make_shapes,
     save_dataset,
 )
-from tests.exploit import Exploit
+from tests.exploit import Exploit, write_payload
 
 SMALL = {"train_size": 120, "calib_size": 20, "eval_size": 40}
 
@@ -240,11 +239,7 @@ def test_code_executing_pickles_are_refused(tmp_path, writer, loader):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     payload = {"x": Exploit(marker), "y": torch.zeros(2)}
-    if writer == "torch":
-        torch.save(payload, path)
-    else:
-        with open(path, "wb") as f:
-            pickle.dump(payload, f)
+    write_payload(path, payload, writer)
     with pytest.raises(ValueError) as err:
         if loader == "tensors":
             load_tensors(path, 8, 8)

@@ -1,6 +1,5 @@
 """Training: determinism, learning, accuracy measurement and safe checkpoint loading."""
 
-import pickle
 import re
 
 import pytest
@@ -9,7 +8,7 @@ import torch
 from mobileforge.data import make_shapes
 from mobileforge.models import build_model
 from mobileforge.train import evaluate_accuracy, load_user_checkpoint, train_model
-from tests.exploit import Exploit
+from tests.exploit import Exploit, write_payload
 
 
 @pytest.fixture(scope="module")
@@ -136,11 +135,7 @@ def test_load_user_checkpoint_refuses_code(tmp_path, writer):
     marker = tmp_path / "pwned.txt"
     path = tmp_path / "evil.pt"
     payload = {"conv.weight": torch.zeros(1), "x": Exploit(marker)}
-    if writer == "torch":
-        torch.save(payload, path)
-    else:
-        with open(path, "wb") as f:
-            pickle.dump(payload, f)
+    write_payload(path, payload, writer)
     with pytest.raises(ValueError) as err:
         load_user_checkpoint(path)
     assert str(err.value) == (
