@@ -34,7 +34,8 @@ def build_rows(
             if sidecar.get("engine") not in (None, settings["engine"]):
                 continue  # an int8 artifact for another kernel library than this device runs
             bench = benchmarks.get((path, device))
-            latency = (bench or {}).get("latency_ms", {})
+            measured = bench or {}
+            latency = measured.get("latency_ms", {})
             rows.append(
                 {
                     "model": sidecar["model"],
@@ -53,11 +54,11 @@ def build_rows(
                     "latency_ms_mean": latency.get("mean"),
                     "latency_ms_std": latency.get("std"),
                     "latency_ms_min": latency.get("min"),
-                    "load_ms": (bench or {}).get("load_ms"),
-                    "peak_rss_mb": (bench or {}).get("peak_rss_mb"),
-                    "threads": (bench or {}).get("threads_applied"),
+                    "load_ms": measured.get("load_ms"),
+                    "peak_rss_mb": measured.get("peak_rss_mb"),
+                    "threads": measured.get("threads_applied"),
                     "optimization": sidecar.get("optimization", ""),
-                    "runtime": (bench or {}).get("runtime", ""),
+                    "runtime": measured.get("runtime", ""),
                     "note": _note(bench, settings["kind"]),
                     "artifact": path,
                 }
