@@ -45,6 +45,20 @@ def _zero_points_like(weight: torch.Tensor) -> torch.Tensor:
     return torch.full_like(weight.int_repr(), weight.q_zero_point())
 
 
+def smallest_magnitude_mask(magnitude: torch.Tensor, amount: float) -> torch.Tensor:
+    """True for the ``round(amount * numel)`` entries of smallest ``magnitude``.
+
+    The count is ``torch.nn.utils.prune.L1Unstructured``'s; ties (common among int8 weights) are
+    broken by position with a stable sort, so the choice is deterministic. Both the ``.ptl`` and
+    the ``.pte`` pruning select weights with this.
+    """
+    mask = torch.zeros(magnitude.numel(), dtype=torch.bool)
+    count = round(amount * magnitude.numel())
+    if count:
+        mask[torch.argsort(magnitude.flatten(), stable=True)[:count]] = True
+    return mask.view(magnitude.shape)
+
+
 @torch.no_grad()
 def prune_quantized(model: torch.nn.Module, amount: float, method: str) -> dict[str, Any]:
     """Zero the ``amount`` fraction of smallest-magnitude weights in every quantized layer.
@@ -62,12 +76,9 @@ def prune_quantized(model: torch.nn.Module, amount: float, method: str) -> dict[
         weight = module.weight()
         int_values = weight.int_repr().clone()
         zero_points = _zero_points_like(weight)
-        count = round(amount * weight.numel())
-        if count:
-            magnitude = weight.dequantize().abs().flatten()
-            # Stable sort: ties are broken by position, so pruning is deterministic.
-            smallest = torch.argsort(magnitude, stable=True)[:count]
-            int_values.view(-1)[smallest] = zero_points.reshape(-1)[smallest].to(int_values.dtype)
+        smallest = smallest_magnitude_mask(weight.dequantize().abs(), amount)
+        if smallest.any():
+            int_values[smallest] = zero_points[smallest].to(int_values.dtype)
             module.set_weight_bias(_requantize_like(weight, int_values), module.bias())
         layer_zeros = int((int_values == zero_points).sum())
         layers[name] = layer_zeros / weight.numel()

@@ -269,17 +269,17 @@ def _prune_converted(module: torch.fx.GraphModule, amount: float) -> dict[str, A
     """L1-unstructured pruning of every conv/linear weight of a ``convert_pt2e`` graph.
 
     Same method as the ``.ptl`` path: per weight tensor, the ``amount`` fraction of entries with
-    the smallest float magnitude is zeroed, choosing entries with exactly the rule of
-    ``torch.nn.utils.prune.L1Unstructured`` (k = round(amount * numel), ``topk`` smallest). For an
+    the smallest float magnitude is zeroed, chosen by the ``.ptl`` path's own
+    :func:`mobileforge.prune.smallest_magnitude_mask` (L1Unstructured's count). For an
     int8 weight (a frozen int8 constant feeding a dequantize op) the magnitude is the dequantized
     value ``|(q - zero_point) * scale|``; zeroed entries are set to the zero point, so they
     dequantize to exactly 0, and scales are kept. A conv/linear the quantizer left in float is
     pruned in float. Mutates ``module`` in place and returns pruning statistics.
     """
     import torch
-    from torch.nn.utils import prune as torch_prune
 
-    method = torch_prune.L1Unstructured(amount=amount)
+    from mobileforge.prune import smallest_magnitude_mask
+
     zeros = total = n_int8 = n_float = 0
     done: set[str] = set()  # a weight shared by several layers is pruned (and counted) once
     for node in module.graph.nodes:
@@ -295,9 +295,8 @@ def _prune_converted(module: torch.fx.GraphModule, amount: float) -> dict[str, A
             done.add(constant.target)
         if weight_node.op == "get_attr":  # float weight the quantizer did not annotate
             weight = _get_attr(module, weight_node.target)
-            mask = method.compute_mask(weight.detach(), torch.ones_like(weight))
             with torch.no_grad():
-                weight.mul_(mask)
+                weight.masked_fill_(smallest_magnitude_mask(weight.abs(), amount), 0.0)
             n_float += 1
             zeros += int((weight == 0).sum())
             total += weight.numel()
@@ -328,8 +327,8 @@ def _prune_converted(module: torch.fx.GraphModule, amount: float) -> dict[str, A
         dequantized = (q.to(torch.int64) - zero_point_t).to(torch.float32) * torch.as_tensor(
             scale, dtype=torch.float32
         )
-        mask = method.compute_mask(dequantized, torch.ones_like(dequantized)).bool()
-        pruned = torch.where(mask, q.to(torch.int64), zero_point_t.expand_as(q)).to(q.dtype)
+        smallest = smallest_magnitude_mask(dequantized.abs(), amount)
+        pruned = torch.where(smallest, zero_point_t.expand_as(q), q.to(torch.int64)).to(q.dtype)
         with torch.no_grad():
             q.copy_(pruned)
         n_int8 += 1
