@@ -26,36 +26,50 @@ def architecture(meta: dict[str, Any]) -> torch.nn.Module:
     return build_model(meta["arch"], meta["num_classes"], meta.get("kwargs") or {})
 
 
-def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    state_dict, meta = load_stage(path)
+def _checkpoint_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
     model = architecture(meta)
     model.load_state_dict(state_dict)
-    return model.eval(), meta
+    return model.eval()
 
 
-def load_fused_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    state_dict, meta = load_stage(path)
+def _fused_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
     model = fuse(architecture(meta))
     model.load_state_dict(state_dict)
-    return model.eval(), meta
+    return model.eval()
 
 
-def load_quantized_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    state_dict, meta = load_stage(path)
+def _quantized_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
     fused = fuse(architecture(meta))
     model = rebuild_quantized(
         fused, meta["engine"], meta["per_channel"], example_input(meta), state_dict
     )
-    return model.eval(), meta
+    return model.eval()
+
+
+_REBUILD = {
+    "checkpoint": _checkpoint_model,
+    "fused": _fused_model,
+    "int8": _quantized_model,
+    "int8_pruned": _quantized_model,
+}
+
+
+def load_checkpoint_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    state_dict, meta = load_stage(path)
+    return _checkpoint_model(state_dict, meta), meta
+
+
+def load_fused_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    state_dict, meta = load_stage(path)
+    return _fused_model(state_dict, meta), meta
+
+
+def load_quantized_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
+    state_dict, meta = load_stage(path)
+    return _quantized_model(state_dict, meta), meta
 
 
 def load_stage_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load any stage file, dispatching on the stage recorded in it."""
-    _, meta = load_stage(path)
-    loader = {
-        "checkpoint": load_checkpoint_model,
-        "fused": load_fused_model,
-        "int8": load_quantized_model,
-        "int8_pruned": load_quantized_model,
-    }[meta["stage"]]
-    return loader(path)
+    """Load any stage file, rebuilding the module the stage recorded in it (one read)."""
+    state_dict, meta = load_stage(path)
+    return _REBUILD[meta["stage"]](state_dict, meta), meta
