@@ -14,7 +14,7 @@ import torch
 
 from mobileforge.fuse import fuse
 from mobileforge.models import build_model
-from mobileforge.quantize import rebuild_quantized
+from mobileforge.quantize.fx import rebuild_quantized
 from mobileforge.stagefile import load_stage
 
 

@@ -129,8 +129,8 @@ def fuse(job: Job) -> None:
 
     from mobileforge import chain
     from mobileforge.data import load_dataset
-    from mobileforge.evaluate import collect_logits
     from mobileforge.fuse import fuse as fuse_model
+    from mobileforge.runtime.evaluate import collect_logits
     from mobileforge.stagefile import save_stage, torch_bytes
 
     model, meta = chain.load_checkpoint_model(job.input["checkpoint"])
@@ -158,7 +158,7 @@ def quantize(job: Job) -> None:
     """Post-training static int8 for one engine, calibrated on the calibration split."""
     from mobileforge import chain
     from mobileforge.data import load_dataset
-    from mobileforge.quantize import quantize_static
+    from mobileforge.quantize.fx import quantize_static
     from mobileforge.stagefile import save_stage
 
     fused, meta = chain.load_fused_model(job.input["fused"])
@@ -187,8 +187,8 @@ def quantize(job: Job) -> None:
 def prune(job: Job) -> None:
     """Magnitude-prune the int8 weights; the achieved sparsity goes in the sidecar."""
     from mobileforge import chain
-    from mobileforge.prune import prune_quantized
-    from mobileforge.quantize import quantized_engine
+    from mobileforge.prune.unstructured import prune_quantized
+    from mobileforge.quantize.fx import quantized_engine
     from mobileforge.stagefile import save_stage
 
     model, meta = chain.load_quantized_model(job.input["model"])
@@ -226,8 +226,8 @@ def export_ptl(job: Job) -> None:
     import torch
 
     from mobileforge import chain
-    from mobileforge.export_ptl import export_ptl as export
-    from mobileforge.quantize import quantized_engine
+    from mobileforge.export.ptl import export_ptl as export
+    from mobileforge.quantize.fx import quantized_engine
 
     model, meta = chain.load_stage_model(job.input["model"])
     backend = job.wildcards["backend"]
@@ -246,8 +246,9 @@ def export_ptl(job: Job) -> None:
 
 def export_pte(job: Job) -> None:
     """ExecuTorch program lowered to one backend (fp32, or pt2e int8 calibrated like the .ptl)."""
-    from mobileforge import chain, pte
+    from mobileforge import chain
     from mobileforge.data import load_dataset
+    from mobileforge.export import pte
 
     pte.check_executorch()
     fused, meta = chain.load_fused_model(job.input["fused"])
@@ -288,20 +289,20 @@ def evaluate(job: Job) -> None:
     import torch
 
     from mobileforge.data import load_dataset
-    from mobileforge.quantize import quantized_engine
+    from mobileforge.quantize.fx import quantized_engine
 
     data = load_dataset(job.input["data"])
     reference_logits = torch.load(job.input["reference"], weights_only=True)
     sidecar = files.read_json(files.sidecar_path(job.input["artifact"]))
     if sidecar["format"] == "ptl":
-        from mobileforge.evaluate import evaluate_ptl
+        from mobileforge.runtime.evaluate import evaluate_ptl
 
         with quantized_engine(sidecar["engine"] or torch.backends.quantized.engine):
             result = evaluate_ptl(
                 job.input["artifact"], data["eval_x"], data["eval_y"], reference_logits
             )
     else:
-        from mobileforge import pte_runtime
+        from mobileforge.runtime import pte as pte_runtime
 
         pte_runtime.set_pte_threads(job.threads)  # as torch's: the job's share of the cores
         result = pte_runtime.evaluate_pte(

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from mobileforge import capabilities
-from mobileforge.evaluate import collect_logits
-from mobileforge.export_ptl import BackendUnavailable, export_ptl
+from mobileforge.export.ptl import BackendUnavailable, export_ptl
 from mobileforge.fuse import fuse
 from mobileforge.models import build_model
-from mobileforge.prune import prunable_layers, prune_quantized, weight_sparsity
-from mobileforge.quantize import quantize_static, quantized_engine, rebuild_quantized
+from mobileforge.prune.unstructured import prunable_layers, prune_quantized, weight_sparsity
+from mobileforge.quantize.fx import quantize_static, quantized_engine, rebuild_quantized
+from mobileforge.runtime.evaluate import collect_logits
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """ExecuTorch export/runtime tests on a tiny fused conv-bn-relu-linear model (XNNPACK, host).
 
-The .pte files are really run by the ExecuTorch runtime (``mobileforge.pte_runtime``). Vulkan and
+The .pte files are really run by the ExecuTorch runtime (``mobileforge.runtime.pte``). Vulkan and
 Core ML programs cannot run on this host and their lowering is slow (Core ML int8: ~40 s of
 quantizer pattern tracing), so only the Core ML payload canonicalisation is tested here, on a
 synthetic payload.
@@ -20,7 +20,10 @@ pytest.importorskip("executorch")
 from torch import nn  # noqa: E402
 from torch.ao.quantization.quantize_fx import fuse_fx  # noqa: E402
 
-from mobileforge import pte, pte_runtime  # noqa: E402
+from mobileforge.export import coreml, pte  # noqa: E402
+from mobileforge.prune.pt2e import prune_converted  # noqa: E402
+from mobileforge.quantize.pt2e import quantize_pt2e  # noqa: E402
+from mobileforge.runtime import pte as pte_runtime  # noqa: E402
 from mobileforge.versions import executorch_mismatch, installed_executorch_mismatch  # noqa: E402
 
 PRUNE = {"amount": 0.3, "method": "l1_unstructured"}
@@ -80,7 +83,7 @@ def built(setup: dict) -> dict:
 @pytest.fixture(scope="module")
 def converted_int8(setup: dict) -> torch.fx.GraphModule:
     """The PT2E-converted (unpruned) module export_pte lowers for int8: the numerics to match."""
-    module, _ = pte.quantize_pt2e(setup["model"], setup["x"], "xnnpack", setup["calib"])
+    module, _ = quantize_pt2e(setup["model"], setup["x"], "xnnpack", setup["calib"])
     return module
 
 
@@ -141,10 +144,9 @@ def test_int8_pruned_sparsity_and_numerics(setup, built, converted_int8, tmp_pat
     assert info["prune"]["pruned_int8_tensors"] == 3  # 2 convs + 1 linear, all int8
     assert info["prune"]["pruned_float_tensors"] == 0
     assert PRUNE["amount"] - 0.01 <= info["sparsity"] <= PRUNE["amount"] + 0.05
-    converted, qinfo = pte.quantize_pt2e(
-        setup["model"], setup["x"], "xnnpack", setup["calib"], PRUNE
-    )
-    assert qinfo["sparsity"] == info["sparsity"]
+    converted, _ = quantize_pt2e(setup["model"], setup["x"], "xnnpack", setup["calib"])
+    sparsity, _ = prune_converted(converted, PRUNE)
+    assert sparsity == info["sparsity"]
     # Per int8 weight: exactly the round(amount * numel) entries of smallest dequantized
     # magnitude are zeroed (torch.nn.utils.prune.L1Unstructured's rule), the rest and every
     # scale are untouched.
@@ -197,7 +199,7 @@ def _fake_coreml_payload(root, order: int, weights: bytes) -> None:
     package = root / "model.mlpackage"
     (package / "Data/com.apple.CoreML/weights").mkdir(parents=True)
     (package / "Data/com.apple.CoreML/weights/weight.bin").write_bytes(weights)
-    entries = {"source": "torch", "version": "9.0", pte._COREML_VOLATILE_METADATA[0]: "2026-01-01"}
+    entries = {"source": "torch", "version": "9.0", coreml.VOLATILE_METADATA[0]: "2026-01-01"}
     parts = []
     for key, value in sorted(entries.items(), reverse=bool(order)):
         part = Model_pb2.Model()
@@ -232,7 +234,7 @@ def test_coreml_payload_is_canonicalized(tmp_path) -> None:
     def canonical(name: str, order: int, weights: bytes) -> dict[Path, bytes]:
         root = tmp_path / name
         _fake_coreml_payload(root, order, weights)
-        pte._canonicalize_coreml_dir(root)
+        coreml.canonicalize_payload_dir(root)
         return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
     a, b = canonical("a", 0, b"\x01\x02"), canonical("b", 1, b"\x01\x02")
@@ -276,7 +278,7 @@ def test_static_batch_model_calibrates_per_sample() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.fc(x.reshape(1, 12))  # batch size 1 baked in
 
-    _, info = pte.quantize_pt2e(Pinned().eval(), torch.randn(1, 12), "xnnpack", torch.randn(5, 12))
+    _, info = quantize_pt2e(Pinned().eval(), torch.randn(1, 12), "xnnpack", torch.randn(5, 12))
     assert info["calibration_samples"] == 5
 
 
@@ -380,7 +382,7 @@ def test_runtime_runs_a_pte_without_importing_the_compiler(built, tmp_path) -> N
     path = _write(tmp_path, built["fp32"][0])
     code = (
         "import sys, torch\n"
-        "from mobileforge import pte_runtime\n"
+        "from mobileforge.runtime import pte as pte_runtime\n"
         "pte_runtime.set_pte_threads(1)\n"
         f"loaded = pte_runtime.load_pte({str(path)!r})\n"
         "out = pte_runtime.run_pte(loaded, torch.zeros(loaded.input_shape))\n"

@@ -36,8 +36,8 @@ import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from mobileforge import pte_runtime  # noqa: E402  (imports the runtime only when called)
 from mobileforge.bench.stats import summarize_latencies  # noqa: E402  (numpy only, no torch)
+from mobileforge.runtime import pte as pte_runtime  # noqa: E402  (imports the runtime when called)
 from mobileforge.versions import check_executorch  # noqa: E402  (no torch at import)
 
 #: Seed of the benchmark input; fixed so every run and runtime sees the same tensor.

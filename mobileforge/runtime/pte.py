@@ -148,7 +148,8 @@ def evaluate_pte(
     """
     import torch
 
-    from mobileforge.evaluate import score  # the .ptl path's scoring: one definition of top-1
+    # The .ptl path's scoring: one definition of top-1.
+    from mobileforge.runtime.evaluate import score
 
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
