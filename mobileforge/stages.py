@@ -130,6 +130,7 @@ def fuse(job: Job) -> None:
     from mobileforge import chain
     from mobileforge.data import load_dataset
     from mobileforge.fuse import fuse as fuse_model
+    from mobileforge.macs import count_macs
     from mobileforge.runtime.evaluate import collect_logits
     from mobileforge.stagefile import save_stage, torch_bytes
 
@@ -145,10 +146,13 @@ def fuse(job: Job) -> None:
     if diff > atol:
         raise ValueError(f"fusion changed outputs by {diff:.3g} > fuse.atol {atol}")
     files.write_bytes_atomic(job.output["reference"], torch_bytes(reference))
+    # MACs of one inference travel with the model to every artifact made from it (int8 ones too:
+    # quantized modules cannot be counted).
+    macs = count_macs(fused, meta["input_shape"])
     save_stage(
         job.output["fused"],
         fused.state_dict(),
-        {**meta, "stage": "fused"},
+        {**meta, "stage": "fused", "macs": macs},
         job.output["sidecar"],
         {"fusion_max_abs_diff": diff, "fusion_atol": atol, **_versions()},
     )
@@ -215,6 +219,7 @@ def _artifact_info(meta: dict[str, Any], fmt: str, variant: str, backend: str) -
         "engine": meta.get("engine") if fmt == "ptl" else None,
         "arch": meta["arch"],
         "params": meta["params"],
+        "macs": meta.get("macs"),
         "input_shape": meta["input_shape"],
         "sparsity": meta.get("sparsity"),
         **_versions(),
