@@ -30,3 +30,4 @@ rule all:
         "results/summary.csv",
         "results/report/latency_accuracy.png",
         "results/report/sizes.png",
+        plan.sensitivity_plots(MF),

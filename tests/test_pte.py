@@ -396,3 +396,4 @@ def test_runtime_runs_a_pte_without_importing_the_compiler(built, tmp_path) -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
