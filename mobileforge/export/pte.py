@@ -33,6 +33,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from mobileforge.export import coreml
+from mobileforge.export.xnnpack_patterns import skip_unmatchable_patterns
 from mobileforge.prune.pt2e import prune_amount, prune_converted
 from mobileforge.quantize.pt2e import quantize_pt2e
 from mobileforge.quantize.recipe import Recipe
@@ -133,6 +134,8 @@ def export_pte(
     calibration: torch.Tensor | None = None,
     prune: dict | None = None,
     recipe: Recipe | None = None,
+    *,
+    skip_patterns: bool = True,
 ) -> tuple[bytes, dict[str, Any]]:
     """Export a fused fp32 model to an ExecuTorch program lowered to one delegate backend.
 
@@ -147,6 +150,8 @@ def export_pte(
         prune: pruning settings; required for ``int8_pruned`` and refused otherwise, so a
             config mistake cannot silently produce an unpruned "pruned" artifact.
         recipe: calibration choices and fp32 layers of the int8 variants (default: ``Recipe()``).
+        skip_patterns: skip XNNPACK pattern graphs that cannot match (same bytes, seconds
+            faster: :mod:`mobileforge.export.xnnpack_patterns`); False only to check that.
 
     Returns:
         ``(program bytes, info)``; ``info`` is JSON-serialisable and deterministic. Two exports
@@ -205,6 +210,8 @@ def export_pte(
         with contextlib.ExitStack() as stack:
             if backend == "coreml":
                 payloads = stack.enter_context(coreml.deterministic_payloads())
+            if backend == "xnnpack" and skip_patterns:
+                stack.enter_context(skip_unmatchable_patterns())
             edge = to_edge_transform_and_lower(exported, partitioner=[partitioner])
         if backend == "coreml":
             info["lowering"]["canonicalized_payloads"] = len(payloads)
