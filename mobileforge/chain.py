@@ -14,6 +14,7 @@ import torch
 
 from mobileforge.fuse import fuse
 from mobileforge.models import build_model
+from mobileforge.prune.channel import resize
 from mobileforge.quantize.fx import rebuild_quantized
 from mobileforge.quantize.recipe import Recipe
 from mobileforge.stagefile import load_stage
@@ -33,14 +34,22 @@ def _checkpoint_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch
     return model.eval()
 
 
-def _fused_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
+def _fused_architecture(meta: dict[str, Any]) -> torch.nn.Module:
+    """The fused architecture, with a channel-pruned model's structure where recorded."""
     model = fuse(architecture(meta))
+    if "pruned_structure" in meta:
+        resize(model, meta["pruned_structure"])
+    return model
+
+
+def _fused_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
+    model = _fused_architecture(meta)
     model.load_state_dict(state_dict)
     return model.eval()
 
 
 def _quantized_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
-    fused = fuse(architecture(meta))
+    fused = _fused_architecture(meta)
     recipe = Recipe.from_record(meta["recipe"])
     model = rebuild_quantized(fused, meta["engine"], recipe, example_input(meta), state_dict)
     return model.eval()
@@ -49,6 +58,7 @@ def _quantized_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.
 _REBUILD = {
     "checkpoint": _checkpoint_model,
     "fused": _fused_model,
+    "pruned": _fused_model,
     "int8": _quantized_model,
     "int8_pruned": _quantized_model,
 }
@@ -67,6 +77,11 @@ def load_fused_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dic
 def load_quantized_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:
     state_dict, meta = load_stage(path)
     return _quantized_model(state_dict, meta), meta
+
+
+def rebuild_stage(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
+    """The module of a stage's weights and metadata (what :func:`load_stage_model` returns)."""
+    return _REBUILD[meta["stage"]](state_dict, meta)
 
 
 def load_stage_model(path: str | os.PathLike[str]) -> tuple[torch.nn.Module, dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -65,6 +66,19 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def compressed_size(data: bytes) -> int:
+    """Bytes of ``data`` in a zip archive at deflate level 9 (``zip -9``), what a download of the
+    artifact costs where the store or the app bundle compresses it."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    member = zipfile.ZipInfo("artifact", date_time=(1980, 1, 1, 0, 0, 0))
+    with zipfile.ZipFile(buffer, "w") as archive:
+        # A ZipInfo member takes its own compression, not the archive's: name it.
+        archive.writestr(member, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+    return buffer.tell()
 
 
 def sidecar_path(artifact: str | os.PathLike[str]) -> Path:

@@ -102,7 +102,7 @@ def evaluate_accuracy(
 def _train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
+    loss_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
     y: torch.Tensor,
     batch_size: int,
@@ -131,7 +131,7 @@ def _train_epoch(
             group["lr"] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         logits = model(xb)
-        loss = criterion(logits, yb)
+        loss = loss_of(logits, yb, xb)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"train: loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
@@ -148,6 +148,27 @@ def _train_epoch(
     return loss_sum / seen, 100.0 * correct / seen, step - first_step
 
 
+def _loss(
+    criterion: nn.Module, teacher: nn.Module | None, distillation: float, temperature: float
+) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The training loss of (logits, labels, images): cross-entropy, or distillation with it."""
+    if teacher is None:
+        return lambda logits, labels, _images: criterion(logits, labels)
+    if not 0.0 <= distillation <= 1.0 or temperature <= 0:
+        raise ValueError(f"need distillation in [0, 1] and temperature > 0, got {distillation}, "
+                         f"{temperature}")  # fmt: skip
+    teacher.eval()
+
+    def distilled(logits: torch.Tensor, labels: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            target = torch.log_softmax(teacher(images) / temperature, dim=1)
+        student = torch.log_softmax(logits / temperature, dim=1)
+        kd = nn.functional.kl_div(student, target, reduction="batchmean", log_target=True)
+        return distillation * temperature**2 * kd + (1 - distillation) * criterion(logits, labels)
+
+    return distilled
+
+
 def train_model(
     model: nn.Module,
     data: dict[str, Any],
@@ -156,6 +177,9 @@ def train_model(
     lr: float,
     seed: int,
     log: Callable[[str], Any] = print,
+    teacher: nn.Module | None = None,
+    distillation: float = 0.5,
+    temperature: float = 2.0,
     **extra: Any,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``data["train_x"/"train_y"]``; return the per-epoch history.
@@ -172,6 +196,10 @@ def train_model(
             (BatchNorm cannot train on one).
         seed: seeds shuffling, flips and dropout.
         log: called with each log line.
+        teacher: if given, knowledge distillation (recovery fine-tuning of a pruned model): the
+            loss is ``distillation * T^2 * KL(teacher || model at temperature T)`` plus
+            ``(1 - distillation) *`` cross-entropy with the labels, the teacher in eval mode
+            on the same (flipped) images.
         **extra: overrides of :data:`TRAIN_DEFAULTS`.
 
     Returns:
@@ -211,6 +239,7 @@ def train_model(
         nesterov=bool(cfg["nesterov"]) and cfg["momentum"] > 0,
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
+    loss_of = _loss(criterion, teacher, distillation, temperature)
     steps_per_epoch = n // batch_size + (1 if n % batch_size >= 2 else 0)
     total = steps_per_epoch * epochs
     warmup = min(total - 1, int(round(cfg["warmup_epochs"] * steps_per_epoch)))
@@ -229,7 +258,7 @@ def train_model(
             for epoch in range(1, epochs + 1):
                 start = time.perf_counter()
                 loss, train_acc, steps = _train_epoch(
-                    model, optimizer, criterion, x, y, batch_size, gen, lr_at, step, cfg, epoch
+                    model, optimizer, loss_of, x, y, batch_size, gen, lr_at, step, cfg, epoch
                 )
                 step += steps
                 model.eval()

@@ -167,9 +167,8 @@ def export_pte(
         ``size_bytes``, ``executorch_version``, ``torch_version``.
     """
     import torch
-    from executorch.exir import to_edge_transform_and_lower
 
-    et_version = check_executorch()
+    check_executorch()
     if backend not in PTE_BACKENDS:
         raise ValueError(f"unknown .pte backend {backend!r}; expected one of {PTE_BACKENDS}")
     if variant not in PTE_VARIANTS:
@@ -196,15 +195,38 @@ def export_pte(
     }
     with torch.no_grad():
         if variant == "fp32":
-            exported = torch.export.export(model, (example_input,))
+            program = model
         else:
             assert calibration is not None
-            converted, qinfo = quantize_pt2e(model, example_input, backend, calibration, recipe)
+            program, qinfo = quantize_pt2e(model, example_input, backend, calibration, recipe)
             info.update(qinfo)
             if variant == "int8_pruned":
-                info["sparsity"], info["prune"] = prune_converted(converted, prune)
-            exported = torch.export.export(converted, (example_input,))
+                info["sparsity"], info["prune"] = prune_converted(program, prune)
+    buffer, lowering = lower(program, example_input, backend, variant, skip_patterns=skip_patterns)
+    info.update(lowering)
+    return buffer, info
 
+
+def lower(
+    module: torch.nn.Module,
+    example_input: torch.Tensor,
+    backend: str,
+    variant: str,
+    *,
+    skip_patterns: bool = True,
+) -> tuple[bytes, dict[str, Any]]:
+    """Export ``module`` (fp32, or a converted PT2E graph), lower it to ``backend``, serialise.
+
+    Returns the program bytes and the lowering record: ``lowering``, the delegation counts,
+    ``size_bytes``, ``executorch_version`` and ``torch_version``.
+    """
+    import torch
+    from executorch.exir import to_edge_transform_and_lower
+
+    info: dict[str, Any] = {}
+    example_input = example_input.detach().to(torch.float32).contiguous()
+    with torch.no_grad():
+        exported = torch.export.export(module, (example_input,))
         partitioner, info["lowering"] = _partitioner(backend, variant)
         payloads: list[str] = []
         with contextlib.ExitStack() as stack:
@@ -218,8 +240,7 @@ def export_pte(
             info["lowering"]["dropped_metadata"] = list(coreml.VOLATILE_METADATA)
         info.update(_delegation_counts(edge.exported_program().graph_module))
         buffer = edge.to_executorch().buffer
-
     info["size_bytes"] = len(buffer)
-    info["executorch_version"] = et_version
+    info["executorch_version"] = check_executorch()
     info["torch_version"] = base_version(torch.__version__)
     return buffer, info

@@ -58,23 +58,62 @@ def _constant_arg(module: torch.fx.GraphModule, arg: Any) -> Any:
     return arg
 
 
-def _prune_weights(module: torch.fx.GraphModule, amount: float) -> dict[str, Any]:
-    """L1-unstructured pruning of every conv/linear weight of a ``convert_pt2e`` graph.
+class _Weight:
+    """One prunable weight of a converted graph: an int8 constant (with its dequantization) or a
+    float one the quantizer left alone, with the original values to prune from."""
 
-    Same method as the ``.ptl`` path: per weight tensor, the ``amount`` fraction of entries with
-    the smallest float magnitude is zeroed, chosen by the ``.ptl`` path's own
-    :func:`mobileforge.prune.unstructured.smallest_magnitude_mask` (L1Unstructured's count). For an
-    int8 weight (a frozen int8 constant feeding a dequantize op) the magnitude is the dequantized
-    value ``|(q - zero_point) * scale|``; zeroed entries are set to the zero point, so they
-    dequantize to exactly 0, and scales are kept. A conv/linear the quantizer left in float is
-    pruned in float. Mutates ``module`` in place and returns pruning statistics.
-    """
+    def __init__(self, tensor: torch.Tensor, scale: Any = None, zero_point: Any = None) -> None:
+        import torch
+
+        self.tensor = tensor
+        self.original = tensor.detach().clone()
+        self.is_int8 = scale is not None
+        if self.is_int8:
+            self.zero_point = torch.as_tensor(zero_point, dtype=torch.int64)
+            self.magnitude = (
+                (self.original.to(torch.int64) - self.zero_point).to(torch.float32)
+                * torch.as_tensor(scale, dtype=torch.float32)
+            ).abs()
+        else:
+            self.magnitude = self.original.abs()
+
+    def zeros(self) -> int:
+        import torch
+
+        if self.is_int8:
+            return int((self.tensor.to(torch.int64) == self.zero_point).sum())
+        return int((self.tensor == 0).sum())
+
+    def prune(self, amount: float) -> int:
+        """Set the tensor to its original pruned by ``amount``; returns its zero count."""
+        import torch
+
+        from mobileforge.prune.unstructured import smallest_magnitude_mask
+
+        smallest = smallest_magnitude_mask(self.magnitude, amount)
+        with torch.no_grad():
+            if self.is_int8:
+                zero = self.zero_point.expand_as(self.original)
+                values = torch.where(smallest, zero, self.original.to(torch.int64))
+                self.tensor.copy_(values.to(self.original.dtype))
+                return int((values == zero).sum())
+            self.tensor.copy_(self.original.masked_fill(smallest, 0.0))
+            return int((self.tensor == 0).sum())
+
+
+def _layer_name(node: torch.fx.Node) -> str:
+    """The module a conv/linear node came from (the deepest ``nn_module_stack`` entry)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [path for path, _ in stack.values()]
+    return paths[-1] if paths else node.name
+
+
+def prunable_weights(module: torch.fx.GraphModule) -> dict[str, _Weight]:
+    """Every conv/linear weight of a ``convert_pt2e`` graph, by the layer it belongs to."""
     import torch
 
-    from mobileforge.prune.unstructured import smallest_magnitude_mask
-
-    zeros = total = n_int8 = n_float = 0
-    done: set[str] = set()  # a weight shared by several layers is pruned (and counted) once
+    weights: dict[str, _Weight] = {}
+    seen: set[str] = set()  # a weight shared by several layers is pruned (and counted) once
     for node in module.graph.nodes:
         if node.op != "call_function" or _op_base_name(node.target) not in _PRUNABLE_OPS:
             continue
@@ -83,16 +122,11 @@ def _prune_weights(module: torch.fx.GraphModule, amount: float) -> dict[str, Any
             raise ValueError(f"cannot prune {node.name}: its weight is not a graph value")
         constant = weight_node if weight_node.op == "get_attr" else weight_node.args[0]
         if isinstance(constant, torch.fx.Node) and constant.op == "get_attr":
-            if constant.target in done:
+            if constant.target in seen:
                 continue
-            done.add(constant.target)
+            seen.add(constant.target)
         if weight_node.op == "get_attr":  # float weight the quantizer did not annotate
-            weight = _get_attr(module, weight_node.target)
-            with torch.no_grad():
-                weight.masked_fill_(smallest_magnitude_mask(weight.abs(), amount), 0.0)
-            n_float += 1
-            zeros += int((weight == 0).sum())
-            total += weight.numel()
+            weights[_layer_name(node)] = _Weight(_get_attr(module, weight_node.target))
             continue
         if weight_node.op != "call_function" or _op_base_name(weight_node.target) not in (
             _DEQUANTIZE_OPS
@@ -116,30 +150,68 @@ def _prune_weights(module: torch.fx.GraphModule, amount: float) -> dict[str, Any
             shape[axis] = -1
             scale = torch.as_tensor(scale).reshape(shape)
             zero_point = torch.as_tensor(zero_point).reshape(shape)
-        zero_point_t = torch.as_tensor(zero_point, dtype=torch.int64)
-        dequantized = (q.to(torch.int64) - zero_point_t).to(torch.float32) * torch.as_tensor(
-            scale, dtype=torch.float32
-        )
-        smallest = smallest_magnitude_mask(dequantized.abs(), amount)
-        pruned = torch.where(smallest, zero_point_t.expand_as(q), q.to(torch.int64)).to(q.dtype)
-        with torch.no_grad():
-            q.copy_(pruned)
-        n_int8 += 1
-        zeros += int((pruned.to(torch.int64) == zero_point_t).sum())
-        total += q.numel()
-    if n_int8 + n_float == 0:
+        weights[_layer_name(node)] = _Weight(q, scale, zero_point)
+    if not weights:
         raise ValueError("int8_pruned: the model has no conv/linear weights to prune")
+    return weights
+
+
+class ConvertedLayers:
+    """Like :class:`mobileforge.prune.unstructured.QuantizedLayers`, for a converted graph."""
+
+    def __init__(self, module: torch.fx.GraphModule) -> None:
+        self.model = module
+        self.weights = prunable_weights(module)
+        self.sizes = {name: weight.original.numel() for name, weight in self.weights.items()}
+        self._touched: set[str] = set()
+
+    def apply(self, amounts: dict[str, float]) -> torch.fx.GraphModule:
+        for name in self._touched | set(amounts):
+            self.weights[name].prune(amounts.get(name, 0.0))
+        self._touched = {name for name, amount in amounts.items() if amount}
+        return self.model
+
+    def sparsity(self) -> float:
+        """Share of zero weights (int8: at their zero point) over every prunable weight."""
+        zeros = sum(weight.zeros() for weight in self.weights.values())
+        return zeros / sum(self.sizes.values())
+
+
+def _prune_weights(
+    module: torch.fx.GraphModule, amount: float, layer_amounts: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """L1-unstructured pruning of every conv/linear weight of a ``convert_pt2e`` graph.
+
+    Same method as the ``.ptl`` path: per weight tensor, the ``amount`` fraction (or
+    ``layer_amounts[layer]``, 0 where absent) of entries with the smallest float magnitude is
+    zeroed, chosen by the ``.ptl`` path's own
+    :func:`mobileforge.prune.unstructured.smallest_magnitude_mask` (L1Unstructured's count). For an
+    int8 weight (a frozen int8 constant feeding a dequantize op) the magnitude is the dequantized
+    value ``|(q - zero_point) * scale|``; zeroed entries are set to the zero point, so they
+    dequantize to exactly 0, and scales are kept. A conv/linear the quantizer left in float is
+    pruned in float. Mutates ``module`` in place and returns pruning statistics.
+    """
+    weights = prunable_weights(module)
+    zeros = total = 0
+    for name, weight in weights.items():
+        zeros += weight.prune(amount if layer_amounts is None else layer_amounts.get(name, 0.0))
+        total += weight.original.numel()
+    n_int8 = sum(weight.is_int8 for weight in weights.values())
     return {
         "pruned_int8_tensors": n_int8,
-        "pruned_float_tensors": n_float,
+        "pruned_float_tensors": len(weights) - n_int8,
         "pruned_elements_total": total,
         "sparsity": zeros / total,
     }
 
 
 def prune_converted(module: torch.fx.GraphModule, prune: dict) -> tuple[float, dict[str, Any]]:
-    """Prune a ``convert_pt2e`` module in place; returns (sparsity, record for the sidecar)."""
+    """Prune a ``convert_pt2e`` module in place; returns (sparsity, record for the sidecar).
+
+    ``prune["layer_amounts"]`` (optional) gives each layer its own amount (see
+    :mod:`mobileforge.prune.allocation`); without it every weight loses ``prune["amount"]``.
+    """
     amount = prune_amount(prune)
-    stats = _prune_weights(module, amount)
+    stats = _prune_weights(module, amount, prune.get("layer_amounts"))
     sparsity = stats.pop("sparsity")
     return sparsity, {"method": "l1_unstructured", "amount": amount, **stats}

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-METHODS = ("l1_unstructured",)
+METHODS = ("l1_unstructured",)  # int8-domain methods; channel pruning is mobileforge.prune.channel
 
 
 def prunable_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -59,28 +59,68 @@ def smallest_magnitude_mask(magnitude: torch.Tensor, amount: float) -> torch.Ten
     return mask.view(magnitude.shape)
 
 
-@torch.no_grad()
-def prune_quantized(model: torch.nn.Module, amount: float, method: str) -> dict[str, Any]:
-    """Zero the ``amount`` fraction of smallest-magnitude weights in every quantized layer.
+def _pruned_like(weight: torch.Tensor, amount: float) -> tuple[torch.Tensor, int]:
+    """``weight`` with its ``amount`` smallest (dequantized) entries at the zero point; zeros."""
+    int_values = weight.int_repr().clone()
+    zero_points = _zero_points_like(weight)
+    smallest = smallest_magnitude_mask(weight.dequantize().abs(), amount)
+    if smallest.any():
+        int_values[smallest] = zero_points[smallest].to(int_values.dtype)
+        weight = _requantize_like(weight, int_values)
+    return weight, int((int_values == zero_points).sum())
 
+
+class QuantizedLayers:
+    """The prunable int8 layers of an FX model, pruned in place and back to their originals.
+
+    ``apply(amounts)`` leaves every layer at its original weights pruned by ``amounts[name]``
+    (0 for layers not named): calls are not cumulative, so a search can try many allocations on
+    one model.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.modules = dict(prunable_layers(model))
+        if not self.modules:
+            raise ValueError("the model has no quantized conv/linear weights to prune")
+        self.originals = {name: module.weight() for name, module in self.modules.items()}
+        self.sizes = {name: weight.numel() for name, weight in self.originals.items()}
+        self._touched: set[str] = set()
+
+    @torch.no_grad()
+    def apply(self, amounts: dict[str, float]) -> torch.nn.Module:
+        for name in self._touched | set(amounts):
+            module = self.modules[name]
+            weight, _ = _pruned_like(self.originals[name], amounts.get(name, 0.0))
+            module.set_weight_bias(weight, module.bias())
+        self._touched = {name for name, amount in amounts.items() if amount}
+        return self.model
+
+
+@torch.no_grad()
+def prune_quantized(
+    model: torch.nn.Module,
+    amount: float,
+    method: str,
+    layer_amounts: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Zero the smallest-magnitude weights in every quantized layer, in place.
+
+    Each layer loses ``layer_amounts[name]`` (0 where absent) when given, else ``amount``.
     Returns achieved sparsity (zero int8 weights / all int8 weights, counted after pruning,
     including weights that were already zero) and the per-layer figures.
     """
     if method not in METHODS:
         raise ValueError(f"prune method {method!r} is not one of {', '.join(METHODS)}")
-    if not 0 <= amount < 1:
-        raise ValueError(f"prune amount {amount} is outside [0, 1)")
+    for value in [amount, *(layer_amounts or {}).values()]:
+        if not 0 <= value < 1:
+            raise ValueError(f"prune amount {value} is outside [0, 1)")
     layers: dict[str, float] = {}
     zeros = total = 0
     for name, module in prunable_layers(model):
-        weight = module.weight()
-        int_values = weight.int_repr().clone()
-        zero_points = _zero_points_like(weight)
-        smallest = smallest_magnitude_mask(weight.dequantize().abs(), amount)
-        if smallest.any():
-            int_values[smallest] = zero_points[smallest].to(int_values.dtype)
-            module.set_weight_bias(_requantize_like(weight, int_values), module.bias())
-        layer_zeros = int((int_values == zero_points).sum())
+        chosen = amount if layer_amounts is None else layer_amounts.get(name, 0.0)
+        weight, layer_zeros = _pruned_like(module.weight(), chosen)
+        module.set_weight_bias(weight, module.bias())
         layers[name] = layer_zeros / weight.numel()
         zeros += layer_zeros
         total += weight.numel()

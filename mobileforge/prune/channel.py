@@ -1,0 +1,157 @@
+"""Structured channel pruning of the fused fp32 model with Torch-Pruning.
+
+Whole output channels of conv/linear layers are removed, so the pruned model has physically
+smaller layers: fewer multiply-accumulates, smaller weights, real speed on dense kernels.
+Torch-Pruning's dependency graph removes the matching input channels of every consumer and keeps
+residual adds, concatenations and depthwise groups consistent, which is what lets user models
+through. Channels are ranked by the L2 norm of their group's weights
+(``GroupMagnitudeImportance``), per layer (``scope: layer``: each layer loses ``amount`` of its
+channels) or across layers (``scope: global``). The first layer (its outputs feed everything,
+its inputs are the image) and the classifier's outputs are never pruned.
+
+A pruned model is saved as the state_dict plus its structure (:func:`pruned_structure`: the new
+channel counts of every resized module and the shape of every tensor) and rebuilt from the
+architecture by :func:`resize` before loading the weights: nothing is unpickled but tensors and
+numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from mobileforge.macs import count_macs
+
+#: Integer attributes Torch-Pruning rewrites when it resizes a module, by module type.
+_SHAPE_ATTRIBUTES: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (nn.modules.conv._ConvNd, ("in_channels", "out_channels", "groups")),
+    (nn.Linear, ("in_features", "out_features")),
+    (nn.modules.batchnorm._BatchNorm, ("num_features",)),
+    (nn.GroupNorm, ("num_channels",)),
+    (nn.PReLU, ("num_parameters",)),
+)
+
+
+def _shape_attributes(module: nn.Module) -> tuple[str, ...]:
+    for kind, attributes in _SHAPE_ATTRIBUTES:
+        if isinstance(module, kind):
+            return attributes
+    return ()
+
+
+def channel_counts(model: nn.Module) -> dict[str, dict[str, int]]:
+    """``{module: {attribute: value}}`` of every module whose shape attributes exist."""
+    counts = {}
+    for name, module in model.named_modules():
+        attributes = _shape_attributes(module)
+        if attributes:
+            counts[name] = {attr: int(getattr(module, attr)) for attr in attributes}
+    return counts
+
+
+def tensor_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """Shape of every parameter and buffer, by state_dict key."""
+    return {key: list(value.shape) for key, value in model.state_dict().items()}
+
+
+def pruned_structure(model: nn.Module) -> dict[str, Any]:
+    """What a pruned model's stage records to be rebuilt: channel counts and tensor shapes."""
+    return {"counts": channel_counts(model), "shapes": tensor_shapes(model)}
+
+
+def resize(model: nn.Module, structure: dict[str, Any]) -> nn.Module:
+    """Give ``model`` (the unpruned architecture) the pruned structure, in place.
+
+    Shape attributes come from ``structure["counts"]``; every parameter and buffer gets an
+    empty tensor of its recorded shape, which ``load_state_dict`` (or quantization) then fills.
+    """
+    for name, attributes in structure["counts"].items():
+        module = model.get_submodule(name)
+        for attr, value in attributes.items():
+            setattr(module, attr, value)
+    with torch.no_grad():
+        for key, shape in structure["shapes"].items():
+            owner_name, _, leaf = key.rpartition(".")
+            owner = model.get_submodule(owner_name) if owner_name else model
+            current = getattr(owner, leaf, None)
+            if not isinstance(current, torch.Tensor) or list(current.shape) == list(shape):
+                continue
+            empty = torch.empty(shape, dtype=current.dtype)
+            if isinstance(current, nn.Parameter):
+                setattr(owner, leaf, nn.Parameter(empty, requires_grad=current.requires_grad))
+            else:
+                owner.register_buffer(leaf, empty)
+    return model
+
+
+def _layers_in_call_order(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Conv and linear modules in the order one forward pass calls them."""
+    order: list[nn.Module] = []
+    hooks = [
+        module.register_forward_hook(lambda m, *_: order.append(m))
+        for module in model.modules()
+        if isinstance(module, nn.modules.conv._ConvNd | nn.Linear)
+    ]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return list(dict.fromkeys(order))
+
+
+def prune_channels(
+    model: nn.Module,
+    example: torch.Tensor,
+    amount: float,
+    scope: str = "layer",
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Remove ``amount`` of the channels of ``model`` in place; returns the record for sidecars."""
+    import torch_pruning as tp
+
+    if not 0 <= amount < 1:
+        raise ValueError(f"prune.amount {amount} is outside [0, 1)")
+    if scope not in ("layer", "global"):
+        raise ValueError(f"prune.scope must be 'layer' or 'global', got {scope!r}")
+    model.eval()
+    layers = _layers_in_call_order(model, example)
+    if len(layers) < 2:
+        raise ValueError("channel pruning needs at least two conv/linear layers")
+    kept = [layers[0], layers[-1]]  # first layer and classifier outputs
+    before = {"macs": count_macs(model, example.shape), "params": _params(model)}
+    pruner = tp.pruner.BasePruner(
+        model,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=amount,
+        global_pruning=scope == "global",
+        ignored_layers=kept,
+    )
+    pruner.step()
+    after = {"macs": count_macs(model, example.shape), "params": _params(model)}
+    log(
+        f"channel pruning {amount} ({scope}): MACs {before['macs']:,} -> {after['macs']:,}, "
+        f"parameters {before['params']:,} -> {after['params']:,}"
+    )
+    return {
+        "method": "channel",
+        "amount": amount,
+        "scope": scope,
+        "importance": "torch_pruning.importance.GroupMagnitudeImportance(p=2)",
+        "kept_layers": [_name_of(model, layer) for layer in kept],
+        "before": before,
+        "after": after,
+    }
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _name_of(model: nn.Module, target: nn.Module) -> str:
+    return next(name for name, module in model.named_modules() if module is target)
