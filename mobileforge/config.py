@@ -165,6 +165,11 @@ def _validate(instance: dict[str, Any], schema: dict[str, Any], prefix: str) -> 
     errors = sorted(validator.iter_errors(instance), key=lambda err: list(err.absolute_path))
     if errors:
         error = errors[0]
+        while error.validator == "oneOf" and error.context:
+            # "a number or a list of numbers": report what is wrong with the branch that has
+            # the instance's shape (a type mismatch is only the other branch talking).
+            shaped = [e for e in error.context if e.validator != "type"] or error.context
+            error = max(shaped, key=lambda e: len(e.absolute_path))
         parts = [prefix] if prefix else []
         parts += [str(part) for part in error.absolute_path]
         if "propertyNames" in error.absolute_schema_path:

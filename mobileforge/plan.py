@@ -4,12 +4,14 @@ Torch-free: the Snakefile calls this while building the DAG. All path convention
 the rules, the summary and the tests agree on one layout:
 
     results/data/<dataset>-<H>x<W>.pt
-    results/<model>/checkpoint.pt | fused.pt | int8.<engine>.pt | int8_pruned.<engine>.pt
+    results/<model>/checkpoint.pt | fused.pt | int8.<engine>.pt
     results/<model>/reference.pt                       fp32 logits on the eval split
-    results/<model>/sensitivity/<ptl.<engine>|pte.<backend>>.json   int8 damage per layer
-    results/<model>/pte/int8.<backend>.recipe.json     the .pte int8 calibration + fp32 layers
+    results/<model>/pruned-channel-<amount>.pt         channel-pruned, fine-tuned fused fp32
+    results/<model>/int8_pruned-<method>-<amount>.<engine>.pt   FX int8 of a prune point
+    results/<model>/sensitivity/<qvariant>.<ptl.<engine>|pte.<backend>>.json   int8 damage
+    results/<model>/pte/<qvariant>.<backend>.recipe.json   .pte int8 calibration + fp32 layers
     results/<model>/ptl/fp32.<backend>.ptl
-    results/<model>/ptl/<int8|int8_pruned>.<engine>.cpu.ptl
+    results/<model>/ptl/<int8 variant>.<engine>.cpu.ptl
     results/<model>/pte/<variant>.<backend>.pte
     results/<model>/eval/<format>/<stem>.json          accuracy of the artifact itself
     results/<model>/bench/<format>/<stem>.<device>.json
@@ -23,16 +25,91 @@ from typing import Any
 from mobileforge.config import RUNNABLE_BACKENDS
 
 RESULTS = "results"
-INT8_VARIANTS = ("int8", "int8_pruned")
+PRUNE_METHODS = ("l1_unstructured", "channel")
+#: Methods that prune the fp32 model before calibration (their own int8, sensitivity and
+#: recipe); the others prune the int8 weights of the ``int8`` variant.
+PRUNE_BEFORE_INT8 = ("channel",)
 # int8 .ptl exists only for CPU kernels; ExecuTorch lowers int8 (pt2e) to each of its backends.
 INT8_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack", "vulkan", "coreml")}
+
+
+@dataclass(frozen=True)
+class PrunePoint:
+    """One pruning recipe of a model: a method and an amount (a sweep has several)."""
+
+    method: str
+    amount: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}-{self.amount:g}"
+
+    @property
+    def variant(self) -> str:
+        """The variant name of its int8 artifacts, e.g. ``int8_pruned-channel-0.5``."""
+        return f"int8_pruned-{self.label}"
+
+    @property
+    def before_int8(self) -> bool:
+        return self.method in PRUNE_BEFORE_INT8
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def prune_points(settings: dict[str, Any]) -> list[PrunePoint]:
+    """Every (method, amount) of a model's ``prune`` block: lists make a sweep (their product)."""
+    points = {
+        PrunePoint(method, float(amount))
+        for method in _as_list(settings["method"])
+        for amount in _as_list(settings["amount"])
+    }
+    return sorted(points, key=lambda p: (PRUNE_METHODS.index(p.method), p.amount))
+
+
+def prune_point(config: dict[str, Any], model: str, variant: str) -> PrunePoint:
+    """The prune point a pruned variant name stands for (KeyError if the model has none)."""
+    for point in prune_points(config["models"][model]["prune"]):
+        if point.variant == variant:
+            return point
+    raise KeyError(f"{model} has no prune point named {variant!r}")
+
+
+def int8_variants(config: dict[str, Any], model: str) -> list[str]:
+    """The int8 variants of ``model``: ``int8`` and one per prune point, as configured."""
+    variants = ["int8"] if "int8" in config["variants"] else []
+    if "int8_pruned" in config["variants"]:
+        variants += [point.variant for point in prune_points(config["models"][model]["prune"])]
+    return variants
+
+
+def calibrated_variants(config: dict[str, Any], model: str) -> list[str]:
+    """int8 variants with a calibration of their own: ``int8`` and prune-before-int8 points.
+
+    Points that prune int8 weights reuse the ``int8`` calibration, which is then needed even
+    when ``int8`` itself is not a configured variant.
+    """
+    points = prune_points(config["models"][model]["prune"])
+    pruned = "int8_pruned" in config["variants"]
+    own = [p.variant for p in points if pruned and p.before_int8]
+    needs_int8 = "int8" in config["variants"] or (pruned and not all(p.before_int8 for p in points))
+    return (["int8"] if needs_int8 else []) + own
+
+
+def fused_path(model: str, qvariant: str) -> str:
+    """The fp32 stage a calibrated variant quantizes: ``fused.pt`` or its pruned model."""
+    if qvariant == "int8":
+        return f"{RESULTS}/{model}/fused.pt"
+    label = qvariant.removeprefix("int8_pruned-")
+    return f"{RESULTS}/{model}/pruned-{label}.pt"
 
 
 @dataclass(frozen=True)
 class Artifact:
     model: str
     fmt: str  # "ptl" | "pte"
-    variant: str  # "fp32" | "int8" | "int8_pruned"
+    variant: str  # "fp32" | "int8" | "int8_pruned-<method>-<amount>"
     backend: str
     engine: str | None  # the int8 kernel library of a .ptl int8 artifact, else None
 
@@ -59,36 +136,42 @@ def dataset_path(config: dict[str, Any], model: str) -> str:
     return f"{RESULTS}/data/{name}-{channels}x{height}x{width}.pt"
 
 
-def sensitivity_path(model: str, fmt: str, key: str) -> str:
-    """Per-layer int8 sensitivity of ``model`` for one quantizer: FX engine or .pte backend."""
-    return f"{RESULTS}/{model}/sensitivity/{fmt}.{key}.json"
+def sensitivity_path(model: str, qvariant: str, fmt: str, key: str) -> str:
+    """Per-layer int8 sensitivity of one calibrated variant for one quantizer (FX engine or
+    .pte backend)."""
+    return f"{RESULTS}/{model}/sensitivity/{qvariant}.{fmt}.{key}.json"
 
 
-def pte_recipe_path(model: str, backend: str) -> str:
-    return f"{RESULTS}/{model}/pte/int8.{backend}.recipe.json"
+def pte_recipe_path(model: str, qvariant: str, backend: str) -> str:
+    return f"{RESULTS}/{model}/pte/{qvariant}.{backend}.recipe.json"
+
+
+def _calibrations(config: dict[str, Any], model: str) -> list[tuple[str, str, str]]:
+    """(calibrated variant, format, FX engine or .pte backend) of every int8 calibration."""
+    own = calibrated_variants(config, model)
+    found = set()
+    for fmt in config["formats"]:
+        for backend in config["backends"][fmt]:
+            if backend not in INT8_BACKENDS[fmt]:
+                continue
+            keys = engines_needed(config) if fmt == "ptl" else [backend]
+            found |= {(qvariant, fmt, key) for qvariant in own for key in keys}
+    return sorted(found)
 
 
 def sensitivities(config: dict[str, Any], model: str) -> list[str]:
-    """The sensitivity files of ``model``: one per quantizer its int8 artifacts are built with."""
-    keys = {
-        (artifact.fmt, artifact.engine or artifact.backend)
-        for artifact in artifacts(config, model)
-        if artifact.variant in INT8_VARIANTS
-    }
-    return [sensitivity_path(model, fmt, key) for fmt, key in sorted(keys)]
+    """The sensitivity files of ``model``: one per calibration of its int8 artifacts."""
+    return [sensitivity_path(model, *calibration) for calibration in _calibrations(config, model)]
 
 
 def int8_decisions(config: dict[str, Any], model: str) -> list[str]:
     """Where each of ``model``'s int8 calibrations records its fp32 layers and budget steps."""
-    paths = set()
-    for artifact in artifacts(config, model):
-        if artifact.variant not in INT8_VARIANTS:
-            continue
-        if artifact.fmt == "ptl":
-            paths.add(f"{RESULTS}/{model}/int8.{artifact.engine}.pt.json")
-        else:
-            paths.add(pte_recipe_path(model, artifact.backend))
-    return sorted(paths)
+    return [
+        f"{RESULTS}/{model}/{qvariant}.{key}.pt.json"
+        if fmt == "ptl"
+        else pte_recipe_path(model, qvariant, key)
+        for qvariant, fmt, key in _calibrations(config, model)
+    ]
 
 
 def sensitivity_plots(config: dict[str, Any]) -> list[str]:
@@ -107,13 +190,13 @@ def engines_needed(config: dict[str, Any]) -> list[str]:
 def artifacts(config: dict[str, Any], model: str) -> list[Artifact]:
     """Every artifact built for ``model``; only combinations that can exist."""
     found: list[Artifact] = []
-    variants = config["variants"]
+    variants = (["fp32"] if "fp32" in config["variants"] else []) + int8_variants(config, model)
     for fmt in config["formats"]:
         for backend in config["backends"][fmt]:
             for variant in variants:
-                if variant in INT8_VARIANTS and backend not in INT8_BACKENDS[fmt]:
+                if variant != "fp32" and backend not in INT8_BACKENDS[fmt]:
                     continue
-                if fmt == "ptl" and variant in INT8_VARIANTS:
+                if fmt == "ptl" and variant != "fp32":
                     for engine in engines_needed(config):
                         found.append(Artifact(model, fmt, variant, backend, engine))
                 else:

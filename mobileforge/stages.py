@@ -190,6 +190,7 @@ def sensitivity(job: Job) -> None:
         job.output["sensitivity"],
         {
             "model": meta["model"],
+            "variant": job.wildcards["qvariant"],
             "format": fmt,
             "quantizer": key,
             "recipe": recipe.as_record(),
@@ -259,6 +260,7 @@ def quantize(job: Job) -> None:
         {
             **meta,
             "stage": "int8",
+            "variant": job.wildcards["qvariant"],
             "engine": engine,
             "recipe": recipe.as_record(),
             "int8_budget": _budget_summary(budget),
@@ -309,6 +311,7 @@ def quantize_pte(job: Job) -> None:
         {
             "stage": "int8_recipe",
             "model": meta["model"],
+            "variant": job.wildcards["qvariant"],
             "backend": backend,
             "recipe": recipe.with_fp32_layers(budget["fp32_layers"]).as_record(),
             "quantize": settings,
@@ -318,26 +321,126 @@ def quantize_pte(job: Job) -> None:
     )
 
 
+#: Calibration images each per-layer pruning damage is measured on (ranking only; the budget
+#: is checked on the whole calibration split).
+PRUNE_PROBE_IMAGES = 64
+
+
+def _unstructured_within_budget(job: Job, layers: Any, fused: Any) -> tuple[Any, dict[str, Any]]:
+    """Per-layer l1 amounts by sensitivity, at the largest overall amount within the budget."""
+    from mobileforge.prune.allocation import Target, damage_curves, fit_budget
+    from mobileforge.quantize.budget import measure
+    from mobileforge.runtime.evaluate import collect_logits
+
+    calibration, labels, fp32_logits, _ = _control(job, fused)
+    settings = job.params["prune"]
+
+    def logits(model: Any, images: Any) -> Any:
+        return collect_logits(model, images, batch_size=256)
+
+    target = Target(
+        sizes=layers.sizes,
+        prune=layers.apply,
+        logits=logits,
+        loss=lambda model: measure(fp32_logits, logits(model, calibration), labels),
+    )
+    curves = damage_curves(target, calibration[:PRUNE_PROBE_IMAGES], job.log)
+    return fit_budget(target, curves, settings["amount"], settings["accuracy_budget"], job.log)
+
+
+def _prune_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What an artifact's sidecar keeps of its pruning decision."""
+    return {"met": record["within_budget"], "reason": record["reason"]}
+
+
 def prune(job: Job) -> None:
-    """Magnitude-prune the int8 weights; the achieved sparsity goes in the sidecar."""
+    """l1-unstructured pruning of the int8 weights, per-layer amounts within the budget."""
     from mobileforge import chain
-    from mobileforge.prune.unstructured import prune_quantized
+    from mobileforge.prune.unstructured import QuantizedLayers, weight_sparsity
     from mobileforge.quantize.fx import quantized_engine
     from mobileforge.stagefile import save_stage
 
     model, meta = chain.load_quantized_model(job.input["model"])
-    settings = job.params["prune"]
+    fused, _ = chain.load_fused_model(job.input["fused"])
     with quantized_engine(meta["engine"]):
-        stats = prune_quantized(model, settings["amount"], settings["method"])
+        model, record = _unstructured_within_budget(job, QuantizedLayers(model), fused)
+        sparsity = weight_sparsity(model)
         state_dict = model.state_dict()
-    job.log(f"pruned {stats['pruned_weights']} weights: sparsity {stats['sparsity']:.4f}")
+    job.log(f"sparsity {sparsity:.4f} at overall amount {record['amount']:.4g}")
+    prune = {"method": "l1_unstructured", **record}
     save_stage(
         job.output["model"],
         state_dict,
-        {**meta, "stage": "int8_pruned", "prune": settings, "sparsity": stats["sparsity"]},
+        {
+            **meta,
+            "stage": "int8_pruned",
+            "variant": job.wildcards["uvariant"],
+            "prune": {key: prune[key] for key in ("method", "amount", "requested_amount")},
+            "prune_budget": _prune_summary(record),
+            "sparsity": sparsity,
+        },
         job.output["sidecar"],
-        {"layer_sparsity": stats["layers"], **_versions()},
+        {"prune": prune, **_versions()},
     )
+
+
+def prune_channel(job: Job) -> None:
+    """Remove channels of the fused fp32 model, then fine-tune it distilled from the unpruned."""
+    import copy
+
+    import torch
+
+    from mobileforge import chain
+    from mobileforge import train as training
+    from mobileforge.data import load_dataset
+    from mobileforge.prune.channel import prune_channels, pruned_structure
+    from mobileforge.stagefile import save_stage
+
+    fused, meta = chain.load_fused_model(job.input["fused"])
+    data = load_dataset(job.input["data"])
+    settings = job.params["prune"]
+    teacher = copy.deepcopy(fused).eval()
+    record = prune_channels(
+        fused, chain.example_input(meta), settings["amount"], settings["scope"], job.log
+    )
+    finetune, train = settings["finetune"], settings["train"]
+    if finetune["epochs"] > 0:
+        history = training.train_model(
+            fused,
+            {"train_x": data["train_x"], "train_y": data["train_y"]},  # the train split only
+            epochs=finetune["epochs"],
+            batch_size=train["batch_size"],
+            lr=finetune["lr"],
+            seed=train["seed"],
+            momentum=train["momentum"],
+            weight_decay=train["weight_decay"],
+            teacher=teacher,
+            distillation=finetune["distillation"],
+            temperature=finetune["temperature"],
+            warmup_epochs=min(1.0, 0.25 * finetune["epochs"]),
+            log=job.log,
+        )
+        record["finetune"] = {**finetune, "history": history["epochs"]}
+    fused.eval()
+    state_dict = {key: value.detach().clone() for key, value in fused.state_dict().items()}
+    pruned_meta = {
+        **meta,
+        "stage": "pruned",
+        "pruned_structure": pruned_structure(fused),
+        "macs": record["after"]["macs"],
+        "params": record["after"]["params"],
+        "pruned": {key: record[key] for key in ("method", "amount", "scope")},
+    }
+    # The saved stage must rebuild from architecture + structure + weights alone.
+    rebuilt = chain.rebuild_stage(state_dict, pruned_meta)
+    example = data["calib_x"][:2]
+    with torch.no_grad():
+        if not torch.equal(rebuilt(example), fused(example)):
+            raise RuntimeError("the pruned model does not rebuild from its recorded structure")
+    save_stage(
+        job.output["model"], state_dict, pruned_meta, job.output["sidecar"],
+        {"prune": record, **_versions()},
+    )  # fmt: skip
 
 
 def _budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
@@ -368,6 +471,9 @@ def _artifact_info(
         "sparsity": meta.get("sparsity"),
         "fp32_layers": None if recipe is None else recipe["fp32_layers"],
         "int8_budget": budget,
+        # l1 points: from the int8_pruned stage; channel points: from the pruned fp32 stage.
+        "prune": meta.get("prune") or meta.get("pruned"),
+        "prune_budget": meta.get("prune_budget"),
         **_versions(),
     }
 
@@ -382,7 +488,7 @@ def export_ptl(job: Job) -> None:
 
     model, meta = chain.load_stage_model(job.input["model"])
     backend = job.wildcards["backend"]
-    variant = "fp32" if meta["stage"] == "fused" else meta["stage"]
+    variant = meta.get("variant", "fp32")
     engine = meta.get("engine", torch.backends.quantized.engine)
     with quantized_engine(engine):
         data, info = export(model, backend, chain.example_input(meta), log=job.log)
@@ -390,32 +496,51 @@ def export_ptl(job: Job) -> None:
         job.output["artifact"],
         data,
         job.output["sidecar"],
-        {**_artifact_info(meta, "ptl", variant, backend), **info},
+        {
+            **_artifact_info(meta, "ptl", variant, backend),
+            **info,
+            "compressed_bytes": files.compressed_size(data),
+        },
     )
     job.log(f"wrote {record['artifact']}: {record['size_bytes']} B via {info['optimization']}")
 
 
 def export_pte(job: Job) -> None:
-    """ExecuTorch program lowered to one backend (fp32, or pt2e int8 calibrated like the .ptl)."""
+    """ExecuTorch program lowered to one backend: fp32; int8 with the recipe quantize_pte chose;
+    or, for unstructured prune points, that int8 with per-layer amounts within the budget."""
     from mobileforge import chain
     from mobileforge.data import load_dataset
     from mobileforge.export import pte
+    from mobileforge.prune.pt2e import ConvertedLayers
+    from mobileforge.quantize.pt2e import quantize_pt2e
     from mobileforge.quantize.recipe import Recipe
 
     pte.check_executorch()
     fused, meta = chain.load_fused_model(job.input["fused"])
-    variant = job.wildcards["variant"]
-    backend = job.wildcards["backend"]
-    # int8 variants take their calibration and fp32 layers from the quantize_pte job's recipe;
-    # params carry prune settings only for the variant that prunes (rerun triggers).
-    recipe = calibration = decision = None
-    if "recipe" in job.input:
+    variant, backend = job.wildcards["variant"], job.wildcards["backend"]
+    example = chain.example_input(meta)
+    decision = extra = None
+    if "recipe" not in job.input:
+        data, info = pte.export_pte(fused, example, backend, "fp32")
+    else:
         decision = files.read_json(job.input["recipe"])
         recipe = Recipe.from_record(decision["recipe"])
         calibration = load_dataset(job.input["data"])["calib_x"]
-    data, info = pte.export_pte(
-        fused, chain.example_input(meta), backend, variant, calibration, job.params["prune"], recipe
-    )
+        if job.params["prune"] is None:  # int8 of the fused or of a channel-pruned model
+            data, info = pte.export_pte(fused, example, backend, "int8", calibration, None, recipe)
+        else:  # params carry prune settings only for points that prune int8 weights
+            converted, info = quantize_pt2e(fused, example, backend, calibration, recipe)
+            layers = ConvertedLayers(converted)
+            _, record = _unstructured_within_budget(job, layers, fused)
+            data, lowering = pte.lower(converted, example, backend, "int8_pruned")
+            info.update(lowering, sparsity=layers.sparsity())
+            extra = {
+                "prune": {"method": "l1_unstructured", **record},
+                "prune_budget": _prune_summary(record),
+            }
+    # export_pte reports no pruning for unpruned programs: the model's own (channel) pruning
+    # record from _artifact_info must not be overwritten by those blanks.
+    info = {key: value for key, value in info.items() if value is not None}
     record = files.write_artifact(
         job.output["artifact"],
         data,
@@ -423,8 +548,10 @@ def export_pte(job: Job) -> None:
         {
             **_artifact_info(meta, "pte", variant, backend, decision),
             **info,
-            "sparsity": info.get("sparsity"),
+            "variant": variant,
             "optimization": f"to_edge_transform_and_lower({backend})",
+            "compressed_bytes": files.compressed_size(data),
+            **(extra or {}),
         },
     )
     job.log(f"wrote {record['artifact']}: {record['size_bytes']} B")

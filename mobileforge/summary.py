@@ -13,10 +13,10 @@ import pandas as pd
 
 COLUMNS = [
     "model", "variant", "format", "backend", "device", "engine", "params", "size_bytes",
-    "sparsity", "fp32_layers", "fp32_layer_names", "accuracy", "accuracy_delta", "max_abs_diff",
-    "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "latency_ms_min",
-    "load_ms", "peak_rss_mb", "threads", "speedup", "best", "optimization", "runtime", "note",
-    "artifact",
+    "compressed_bytes", "prune_method", "prune_amount", "sparsity", "fp32_layers",
+    "fp32_layer_names", "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50",
+    "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "latency_ms_min", "load_ms",
+    "peak_rss_mb", "threads", "speedup", "best", "optimization", "runtime", "note", "artifact",
 ]  # fmt: skip
 
 
@@ -47,6 +47,11 @@ def build_rows(
                     "engine": sidecar.get("engine") or "",
                     "params": sidecar.get("params"),
                     "size_bytes": sidecar["size_bytes"],
+                    "compressed_bytes": sidecar.get("compressed_bytes"),
+                    "prune_method": (sidecar.get("prune") or {}).get("method"),
+                    # The amount actually applied (an unstructured point may stop short of the
+                    # requested amount to stay within the accuracy budget: see note).
+                    "prune_amount": (sidecar.get("prune") or {}).get("amount"),
                     "sparsity": sidecar.get("sparsity"),
                     # Layers the int8 accuracy budget kept in fp32: how many, which.
                     "fp32_layers": _count(sidecar.get("fp32_layers")),
@@ -63,7 +68,7 @@ def build_rows(
                     "threads": measured.get("threads_applied"),
                     "optimization": sidecar.get("optimization", ""),
                     "runtime": measured.get("runtime", ""),
-                    "note": _note(bench, settings["kind"], sidecar.get("int8_budget")),
+                    "note": _note(bench, settings["kind"], sidecar),
                     "artifact": path,
                 }
             )
@@ -78,10 +83,12 @@ def _names(layers: list[str] | None) -> str | None:
     return None if layers is None else " ".join(layers)
 
 
-def _note(bench: dict[str, Any] | None, kind: str, budget: dict[str, Any] | None) -> str:
+def _note(bench: dict[str, Any] | None, kind: str, sidecar: dict[str, Any]) -> str:
     notes = []
-    if budget is not None and not budget["met"]:
-        notes.append(f"int8 accuracy budget not met: {budget['reason']}")
+    for key, what in (("int8_budget", "int8 accuracy budget"), ("prune_budget", "pruning")):
+        decision = sidecar.get(key)
+        if decision is not None and not decision["met"]:
+            notes.append(f"{what}: {decision['reason']}")
     if bench is None:
         notes.append(f"not benchmarked: {kind} cannot run it")
     else:

@@ -50,12 +50,20 @@ def _alternatives(names):
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
+AMOUNT = r"[0-9.]+(e-[0-9]+)?"  # a prune amount as plan.PrunePoint writes it ({amount:g})
+
+
+# variant: any artifact variant; ivariant: any int8 one; qvariant: those calibrated from an fp32
+# stage (int8, channel-pruned points); uvariant: those pruned in int8 (l1_unstructured points).
 wildcard_constraints:
     model=_alternatives(MF["models"]),
     device=_alternatives(MF["devices"]),
     engine="x86|qnnpack",
-    variant="fp32|int8|int8_pruned",
-    qvariant="int8|int8_pruned",
+    variant=rf"fp32|int8|int8_pruned-[a-z0-9_]+-{AMOUNT}",
+    ivariant=rf"int8|int8_pruned-[a-z0-9_]+-{AMOUNT}",
+    qvariant=rf"int8|int8_pruned-channel-{AMOUNT}",
+    uvariant=rf"int8_pruned-l1_unstructured-{AMOUNT}",
+    point=rf"channel-{AMOUNT}",
     fmt="ptl|pte",
 
 
@@ -127,31 +135,79 @@ def _sensitivity_input(wildcards, fmt, key):
     # Without a budget nothing is kept in fp32, so int8 does not wait for the ranking.
     if model_settings(wildcards)["quantize"]["accuracy_budget"] is None:
         return {}
-    return {"sensitivity": plan.sensitivity_path(wildcards.model, fmt, key)}
+    return {"sensitivity": plan.sensitivity_path(wildcards.model, wildcards.qvariant, fmt, key)}
+
+
+def get_fused(wildcards):
+    return plan.fused_path(wildcards.model, wildcards.qvariant)
 
 
 def get_quantize_inputs(wildcards):
-    return {"data": get_dataset(wildcards), **_sensitivity_input(wildcards, "ptl", wildcards.engine)}
+    sensitivity = _sensitivity_input(wildcards, "ptl", wildcards.engine)
+    return {"fused": get_fused(wildcards), "data": get_dataset(wildcards), **sensitivity}
 
 
 def get_quantize_pte_inputs(wildcards):
     sensitivity = _sensitivity_input(wildcards, "pte", wildcards.backend)
-    return {"data": get_dataset(wildcards), **sensitivity}
+    return {"fused": get_fused(wildcards), "data": get_dataset(wildcards), **sensitivity}
+
+
+def _point(wildcards, variant):
+    return plan.prune_point(MF, wildcards.model, variant)
 
 
 def get_export_pte_inputs(wildcards):
-    if wildcards.variant == "fp32":
-        return {}
-    recipe = plan.pte_recipe_path(wildcards.model, wildcards.backend)
-    return {"data": get_dataset(wildcards), "recipe": recipe}
+    variant, model = wildcards.variant, wildcards.model
+    if variant == "fp32":
+        return {"fused": plan.fused_path(model, "int8")}
+    if variant == "int8" or _point(wildcards, variant).before_int8:
+        qvariant = variant  # calibrated from its own fp32 stage
+    else:
+        qvariant = "int8"  # int8 weights pruned after the int8 calibration
+    return {
+        "fused": plan.fused_path(model, qvariant),
+        "data": get_dataset(wildcards),
+        "recipe": plan.pte_recipe_path(model, qvariant, wildcards.backend),
+    }
+
+
+def _unstructured_params(wildcards, variant):
+    point = _point(wildcards, variant)
+    return canonical(
+        {
+            "method": point.method,
+            "amount": point.amount,
+            "accuracy_budget": MF["selection"]["accuracy_budget"],
+        }
+    )
 
 
 def get_prune_params(wildcards):
-    return canonical(model_settings(wildcards)["prune"])
+    return _unstructured_params(wildcards, wildcards.uvariant)
 
 
 def get_pte_prune_params(wildcards):
-    return get_prune_params(wildcards) if wildcards.variant == "int8_pruned" else None
+    # Only points that prune int8 weights prune at export; the rest are unpruned programs of
+    # their (possibly channel-pruned) model.
+    if wildcards.variant in ("fp32", "int8") or _point(wildcards, wildcards.variant).before_int8:
+        return None
+    return _unstructured_params(wildcards, wildcards.variant)
+
+
+def get_prune_channel_params(wildcards):
+    settings = model_settings(wildcards)
+    point = _point(wildcards, f"int8_pruned-{wildcards.point}")
+    prune = settings["prune"]
+    train = settings["train"]
+    return canonical(
+        {
+            "method": point.method,
+            "amount": point.amount,
+            "scope": prune["scope"],
+            "finetune": prune["finetune"],
+            "train": {key: train[key] for key in ("batch_size", "momentum", "weight_decay", "seed")},
+        }
+    )
 
 
 def get_sensitivity_plot_inputs(wildcards):

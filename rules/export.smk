@@ -22,14 +22,14 @@ rule export_ptl_fp32:
 # int8 models run on CPU kernels only: no GPU backend exists for them.
 rule export_ptl_int8:
     input:
-        model="results/{model}/{qvariant}.{engine}.pt",
+        model="results/{model}/{ivariant}.{engine}.pt",
     output:
-        artifact="results/{model}/ptl/{qvariant}.{engine}.{backend}.ptl",
-        sidecar="results/{model}/ptl/{qvariant}.{engine}.{backend}.ptl.json",
+        artifact="results/{model}/ptl/{ivariant}.{engine}.{backend}.ptl",
+        sidecar="results/{model}/ptl/{ivariant}.{engine}.{backend}.ptl.json",
     log:
-        "logs/export_ptl/{model}.{qvariant}.{engine}.{backend}.log",
+        "logs/export_ptl/{model}.{ivariant}.{engine}.{backend}.log",
     benchmark:
-        "benchmarks/export_ptl/{model}.{qvariant}.{engine}.{backend}.tsv"
+        "benchmarks/export_ptl/{model}.{ivariant}.{engine}.{backend}.tsv"
     threads: CORES_PER_CPU
     wildcard_constraints:
         backend="cpu",
@@ -44,7 +44,6 @@ rule export_ptl_int8:
 rule export_pte:
     input:
         unpack(get_export_pte_inputs),
-        fused="results/{model}/fused.pt",
     output:
         artifact="results/{model}/pte/{variant}.{backend}.pte",
         sidecar="results/{model}/pte/{variant}.{backend}.pte.json",

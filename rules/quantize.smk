@@ -1,15 +1,15 @@
 rule sensitivity:
     input:
-        fused="results/{model}/fused.pt",
+        fused=get_fused,
         data=get_dataset,
     output:
-        sensitivity="results/{model}/sensitivity/{fmt}.{key}.json",
+        sensitivity="results/{model}/sensitivity/{qvariant}.{fmt}.{key}.json",
     params:
         quantize=get_sensitivity_params,
     log:
-        "logs/sensitivity/{model}.{fmt}.{key}.log",
+        "logs/sensitivity/{model}.{qvariant}.{fmt}.{key}.log",
     benchmark:
-        "benchmarks/sensitivity/{model}.{fmt}.{key}.tsv"
+        "benchmarks/sensitivity/{model}.{qvariant}.{fmt}.{key}.tsv"
     threads: CORES_PER_CPU
     priority: 3  # see rules/train.smk
     wildcard_constraints:
@@ -22,19 +22,19 @@ rule sensitivity:
         "../scripts/sensitivity.py"
 
 
+# int8 of the fused model (qvariant int8) or of a channel-pruned one (int8_pruned-channel-*).
 rule quantize:
     input:
         unpack(get_quantize_inputs),
-        fused="results/{model}/fused.pt",
     output:
-        model="results/{model}/int8.{engine}.pt",
-        sidecar="results/{model}/int8.{engine}.pt.json",
+        model="results/{model}/{qvariant}.{engine}.pt",
+        sidecar="results/{model}/{qvariant}.{engine}.pt.json",
     params:
         quantize=get_quantize_params,
     log:
-        "logs/quantize/{model}.{engine}.log",
+        "logs/quantize/{model}.{qvariant}.{engine}.log",
     benchmark:
-        "benchmarks/quantize/{model}.{engine}.tsv"
+        "benchmarks/quantize/{model}.{qvariant}.{engine}.tsv"
     threads: CORES_PER_CPU
     priority: 3  # see rules/train.smk
     resources:
@@ -49,15 +49,14 @@ rule quantize:
 rule quantize_pte:
     input:
         unpack(get_quantize_pte_inputs),
-        fused="results/{model}/fused.pt",
     output:
-        recipe="results/{model}/pte/int8.{backend}.recipe.json",
+        recipe="results/{model}/pte/{qvariant}.{backend}.recipe.json",
     params:
         quantize=get_pte_quantize_params,
     log:
-        "logs/quantize_pte/{model}.{backend}.log",
+        "logs/quantize_pte/{model}.{qvariant}.{backend}.log",
     benchmark:
-        "benchmarks/quantize_pte/{model}.{backend}.tsv"
+        "benchmarks/quantize_pte/{model}.{qvariant}.{backend}.tsv"
     threads: CORES_PER_CPU
     priority: 3  # see rules/train.smk
     wildcard_constraints:

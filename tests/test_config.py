@@ -15,7 +15,12 @@ def test_default_config_resolves_with_defaults_filled(default_raw):
     config = resolve_config(default_raw)
     mobilenet = config["models"]["mobilenet_v2"]
     assert mobilenet["kwargs"]["width_mult"] == 0.5
-    assert mobilenet["prune"] == {"amount": 0.3, "method": "l1_unstructured"}
+    assert mobilenet["prune"] == {
+        "amount": 0.3,
+        "method": "l1_unstructured",
+        "scope": "layer",
+        "finetune": {"epochs": 2, "lr": 0.01, "temperature": 2.0, "distillation": 0.5},
+    }
     assert mobilenet["num_classes"] == config["dataset"]["num_classes"]
     assert config["devices"]["host"]["engine"] == "x86"
     assert config["devices"]["host"]["iterations"] == config["benchmark"]["iterations"]
@@ -28,7 +33,7 @@ def test_model_settings_override_defaults_deeply(tiny_raw):
     assert config["models"]["beta"]["prune"]["amount"] == 0.5
     assert config["models"]["alpha"]["prune"]["amount"] == 0.3
     # The sibling keys of an overridden dict survive the merge.
-    assert config["models"]["beta"]["prune"]["method"] == "l1_unstructured"
+    assert config["models"]["beta"]["prune"]["method"] == ["l1_unstructured", "channel"]
     assert config["models"]["beta"]["train"]["batch_size"] == 32
 
 
@@ -62,6 +67,19 @@ def _mutate(raw: dict, path: str, value) -> dict:
         ("models.alpha.arch", "nosuchpkg_xyz.nets:build", "models.alpha.arch", "cannot import"),
         ("models.alpha.prune", {"amount": 1.0}, "models.alpha.prune.amount", "must be < 1"),
         ("models.alpha.prune", {"amount": -0.1}, "models.alpha.prune.amount", "minimum"),
+        # A sweep: the failing point is named by its place in the list.
+        (
+            "models.alpha.prune",
+            {"amount": [0.3, 1.5]},
+            "models.alpha.prune.amount.1",
+            "must be < 1",
+        ),
+        (
+            "models.alpha.prune",
+            {"method": ["channel", "ln"]},
+            "models.alpha.prune.method.1",
+            "'ln' is not one of",
+        ),  # fmt: skip
         ("models.bad/name", {"arch": "tinycnn"}, "models.bad/name", "[A-Za-z0-9_-]+"),
         ("devices.my phone", {"kind": "host"}, "devices.my phone", "[A-Za-z0-9_-]+"),
         ("backends.ptl", ["opengl"], "backends.ptl.0", "'opengl' is not one of"),

@@ -64,21 +64,38 @@ def run(tmp_path_factory):
     return workdir, config, yaml.safe_load(config.read_text())
 
 
+L1 = "int8_pruned-l1_unstructured-0.3"  # the tiny config's two prune points
+CHANNEL = "int8_pruned-channel-0.3"
+
+
 def test_summary_has_every_artifact_device_pair(run):
     workdir, _, _ = run
     frame = pd.read_csv(workdir / "results/summary.csv")
     for column in ["model", "variant", "format", "backend", "device", "engine", "params",
-                   "size_bytes", "sparsity", "accuracy", "accuracy_delta", "max_abs_diff",
-                   "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std",
-                   "load_ms", "threads", "speedup", "artifact", "best"]:  # fmt: skip
+                   "size_bytes", "compressed_bytes", "prune_method", "prune_amount", "sparsity",
+                   "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50",
+                   "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "load_ms", "threads",
+                   "speedup", "artifact", "best"]:  # fmt: skip
         assert column in frame.columns
-    assert len(frame) == 2 * 6  # (3 ptl + 3 pte artifacts) x 2 devices
+    assert len(frame) == 2 * 8  # (fp32, int8, 2 prune points) x 2 formats x 2 devices
+    assert set(frame["variant"]) == {"fp32", "int8", L1, CHANNEL}
     assert frame["latency_ms_p50"].notna().all()
     assert frame["accuracy"].notna().all()
     fp32 = frame[frame["variant"] == "fp32"]
     assert (fp32["accuracy_delta"] == 0).all() and (fp32["speedup"] == 1).all()
-    pruned = frame[frame["variant"] == "int8_pruned"]
-    assert (pruned["sparsity"] >= 0.3).all()
+    unstructured = frame[frame["variant"] == L1]
+    # Zeros compress: the pruned artifact's download is smaller than the int8 one's.
+    int8 = frame[frame["variant"] == "int8"].set_index(["format", "device"])
+    for _, row in unstructured.iterrows():
+        assert row["sparsity"] >= row["prune_amount"] - 0.01
+        assert (
+            row["compressed_bytes"] < int8.loc[(row["format"], row["device"]), "compressed_bytes"]
+        )
+    channel = frame[frame["variant"] == CHANNEL]
+    assert (channel["prune_method"] == "channel").all()
+    assert (channel["params"] < int8["params"].iloc[0]).all()  # physically smaller layers
+    for _, row in channel.iterrows():
+        assert row["size_bytes"] < int8.loc[(row["format"], row["device"]), "size_bytes"]
     assert frame.groupby("device")["best"].sum().to_dict() == {"host": 1, "host2": 1}
     for path in frame["artifact"]:
         assert (workdir / path).is_file()
@@ -89,42 +106,48 @@ def test_rerun_with_nothing_changed_plans_nothing(run):
     assert planned_outputs(workdir, config) == set()
 
 
-def test_editing_one_models_prune_amount_replans_only_its_pruned_chain(run):
+def _branch(model: str, variant: str, fmts: tuple[str, ...] = ("ptl", "pte")) -> set[str]:
+    """The artifacts, evaluations and benchmarks of one int8 variant, plus its stage files."""
+    m = f"results/{model}"
+    stems = {"ptl": f"{variant}.x86.cpu", "pte": f"{variant}.xnnpack"}
+    planned = {f"{m}/{variant}.x86.pt"} if "ptl" in fmts else set()
+    for fmt in fmts:
+        stem = stems[fmt]
+        planned |= {f"{m}/{fmt}/{stem}.{fmt}", f"{m}/eval/{fmt}/{stem}.json"}
+        planned |= {f"{m}/bench/{fmt}/{stem}.{device}.json" for device in ("host", "host2")}
+    if variant.startswith("int8_pruned-channel") or variant == "int8":
+        if "pte" in fmts:
+            planned.add(f"{m}/pte/{variant}.xnnpack.recipe.json")
+    return planned
+
+
+def _sensitivities(model: str, variant: str, fmts: tuple[str, ...] = ("ptl", "pte")) -> set[str]:
+    keys = {"ptl": "ptl.x86", "pte": "pte.xnnpack"}
+    return {f"results/{model}/sensitivity/{variant}.{keys[fmt]}.json" for fmt in fmts}
+
+
+def test_adding_a_sweep_point_plans_only_its_branches(run):
     workdir, _, raw = run
     edited = copy.deepcopy(raw)
-    edited["models"]["alpha"]["prune"] = {"amount": 0.5}
-    planned = planned_outputs(workdir, write_config(workdir, edited, "prune.yaml"))
-    m = "results/alpha"
-    assert planned == {
-        f"{m}/int8_pruned.x86.pt",
-        f"{m}/ptl/int8_pruned.x86.cpu.ptl",
-        f"{m}/pte/int8_pruned.xnnpack.pte",
-        f"{m}/eval/ptl/int8_pruned.x86.cpu.json",
-        f"{m}/eval/pte/int8_pruned.xnnpack.json",
-        *(
-            f"{m}/bench/{fmt}/{stem}.{device}.json"
-            for fmt, stem in [("ptl", "int8_pruned.x86.cpu"), ("pte", "int8_pruned.xnnpack")]
-            for device in ("host", "host2")
-        ),  # fmt: skip
-        *DOWNSTREAM,
-    }
+    edited["models"]["alpha"]["prune"] = {"amount": [0.3, 0.5]}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "sweep.yaml"))
+    new_l1, new_channel = "int8_pruned-l1_unstructured-0.5", "int8_pruned-channel-0.5"
+    assert planned == (
+        _branch("alpha", new_l1)
+        | _branch("alpha", new_channel)
+        | {"results/alpha/pruned-channel-0.5.pt"}
+        | _sensitivities("alpha", new_channel)
+        | {"results/report/sensitivity/alpha.png"}
+        | DOWNSTREAM
+    )
 
 
-def _int8_chain(model: str, fmts: tuple[str, ...] = ("ptl", "pte")) -> set[str]:
-    """Everything downstream of one model's int8 calibration, in the given formats."""
-    m = f"results/{model}"
-    stems = {
-        "ptl": ["int8.x86.cpu", "int8_pruned.x86.cpu"],
-        "pte": ["int8.xnnpack", "int8_pruned.xnnpack"],
-    }
-    planned = {f"{m}/int8.x86.pt", f"{m}/int8_pruned.x86.pt"} if "ptl" in fmts else set()
-    if "pte" in fmts:
-        planned.add(f"{m}/pte/int8.xnnpack.recipe.json")
-    for fmt in fmts:
-        for stem in stems[fmt]:
-            planned |= {f"{m}/{fmt}/{stem}.{fmt}", f"{m}/eval/{fmt}/{stem}.json"}
-            planned |= {f"{m}/bench/{fmt}/{stem}.{device}.json" for device in ("host", "host2")}
-    return planned | {f"results/report/sensitivity/{model}.png"} | DOWNSTREAM
+def test_removing_a_sweep_point_drops_only_that_point(run):
+    workdir, _, raw = run
+    edited = copy.deepcopy(raw)
+    edited["models"]["alpha"]["prune"] = {"method": "l1_unstructured"}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "fewer.yaml"))
+    assert planned == {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
 
 
 def test_editing_the_accuracy_budget_replans_int8_but_not_the_sensitivity(run):
@@ -132,7 +155,12 @@ def test_editing_the_accuracy_budget_replans_int8_but_not_the_sensitivity(run):
     edited = copy.deepcopy(raw)
     edited["models"]["alpha"]["quantize"] = {"accuracy_budget": 0.5, "max_fp32_layers": 2}
     planned = planned_outputs(workdir, write_config(workdir, edited, "budget.yaml"))
-    assert planned == _int8_chain("alpha")
+    # Every calibration reruns (the l1 point prunes the int8 weights, so it follows int8); the
+    # channel-pruned fp32 model and every sensitivity stay.
+    assert planned == (
+        _branch("alpha", "int8") | _branch("alpha", L1) | _branch("alpha", CHANNEL)
+        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+    )  # fmt: skip
 
 
 def test_editing_calibration_replans_the_sensitivity_too(run):
@@ -140,11 +168,11 @@ def test_editing_calibration_replans_the_sensitivity_too(run):
     edited = copy.deepcopy(raw)
     edited["models"]["alpha"]["quantize"] = {"observer": "minmax"}
     planned = planned_outputs(workdir, write_config(workdir, edited, "observer.yaml"))
-    sensitivities = {
-        "results/alpha/sensitivity/ptl.x86.json",
-        "results/alpha/sensitivity/pte.xnnpack.json",
-    }
-    assert planned == _int8_chain("alpha") | sensitivities
+    assert planned == (
+        _branch("alpha", "int8") | _branch("alpha", L1) | _branch("alpha", CHANNEL)
+        | _sensitivities("alpha", "int8") | _sensitivities("alpha", CHANNEL)
+        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+    )  # fmt: skip
 
 
 def test_editing_reduce_range_replans_only_the_ptl_int8_chain(run):
@@ -152,13 +180,18 @@ def test_editing_reduce_range_replans_only_the_ptl_int8_chain(run):
     edited = copy.deepcopy(raw)
     edited["models"]["alpha"]["quantize"] = {"reduce_range": True}
     planned = planned_outputs(workdir, write_config(workdir, edited, "reduce.yaml"))
-    assert planned == _int8_chain("alpha", ("ptl",)) | {"results/alpha/sensitivity/ptl.x86.json"}
+    ptl = ("ptl",)
+    assert planned == (
+        _branch("alpha", "int8", ptl) | _branch("alpha", L1, ptl) | _branch("alpha", CHANNEL, ptl)
+        | _sensitivities("alpha", "int8", ptl) | _sensitivities("alpha", CHANNEL, ptl)
+        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+    )  # fmt: skip
 
 
 def test_sensitivity_and_budget_records(run):
     workdir, _, _ = run
     for key in ("ptl.x86", "pte.xnnpack"):
-        record = json.loads((workdir / f"results/alpha/sensitivity/{key}.json").read_text())
+        record = json.loads((workdir / f"results/alpha/sensitivity/int8.{key}.json").read_text())
         assert [layer["rank"] for layer in record["layers"]] == list(range(1, 7))
         assert record["control_images"] == 32  # the calibration images (2 batches of 16)
     sidecar = json.loads((workdir / "results/alpha/int8.x86.pt.json").read_text())
@@ -179,7 +212,7 @@ def test_editing_one_device_replans_only_its_benchmarks(run):
     planned = planned_outputs(workdir, write_config(workdir, edited, "device.yaml"))
     assert DOWNSTREAM <= planned
     benches = planned - DOWNSTREAM
-    assert len(benches) == 6
+    assert len(benches) == 8  # one per artifact
     assert all(path.endswith(".host2.json") and "/bench/" in path for path in benches)
 
 
@@ -192,9 +225,9 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     assert DOWNSTREAM | {plot} <= planned
     own = planned - DOWNSTREAM - {plot}
     assert all(path.startswith("results/gamma/") for path in own)
-    # jobs: train, fuse (+ reference logits), 2 sensitivities, int8 (FX), int8 recipe (.pte),
-    # prune, 6 artifacts, 6 evaluations, 12 benchmarks (and the sensitivity plot)
-    assert len(own) == 7 + 6 + 6 + 12
+    # jobs: train, fuse (+ reference logits), 4 sensitivities, 2 int8 (FX), 2 int8 recipes
+    # (.pte), 2 prunes, 8 artifacts, 8 evaluations, 16 benchmarks (and the sensitivity plot)
+    assert len(own) == 12 + 8 + 8 + 16
 
 
 def test_two_clean_runs_give_byte_identical_artifacts(run, tmp_path):
@@ -202,9 +235,11 @@ def test_two_clean_runs_give_byte_identical_artifacts(run, tmp_path):
     again = tmp_path / "again"
     again.mkdir()
     stems = [
-        "checkpoint.pt", "fused.pt", "int8.x86.pt", "int8_pruned.x86.pt", "ptl/fp32.cpu.ptl",
-        "ptl/int8.x86.cpu.ptl", "ptl/int8_pruned.x86.cpu.ptl", "pte/fp32.xnnpack.pte",
-        "pte/int8.xnnpack.pte", "pte/int8_pruned.xnnpack.pte",
+        "checkpoint.pt", "fused.pt", "int8.x86.pt", "ptl/fp32.cpu.ptl", "ptl/int8.x86.cpu.ptl",
+        "pte/fp32.xnnpack.pte", "pte/int8.xnnpack.pte", "pruned-channel-0.3.pt",
+        *(f"{variant}.x86.pt" for variant in (L1, CHANNEL)),
+        *(f"ptl/{variant}.x86.cpu.ptl" for variant in (L1, CHANNEL)),
+        *(f"pte/{variant}.xnnpack.pte" for variant in (L1, CHANNEL)),
     ]  # fmt: skip
     targets = [f"results/alpha/{stem}" for stem in stems]
     snakemake(again, config, *targets)
