@@ -54,3 +54,35 @@ def summarize_latencies(samples_ms: Sequence[float]) -> dict[str, float | int]:
         "p99": float(p99),
         "trimmed_mean": float(trimmed.mean()),
     }
+
+
+#: Per-run statistics whose median over the runs is reported.
+_MEDIAN_OF = ("p50", "p90", "p99", "mean", "std", "trimmed_mean")
+
+
+def combine_runs(runs: Sequence[dict[str, float | int]]) -> dict[str, float | int | None]:
+    """Combine the :func:`summarize_latencies` of ``runs`` fresh processes of one benchmark.
+
+    One process's numbers depend on where its memory landed, which cores and clocks it got and
+    what else ran: rerunning the same benchmark moved its p50 by 3-7 % here. So each statistic
+    is the median over the runs of that run's statistic (``p50`` is the median of the medians),
+    ``min``/``max``/``count`` cover every sample, and the spread between runs is reported:
+
+    * ``cv``: the run-to-run coefficient of variation of the per-run p50s (sample standard
+      deviation over mean); None for a single run, which cannot show its own spread;
+    * ``runs``: how many processes; ``p50_runs``: each run's p50, in order.
+    """
+    if not runs:
+        raise ValueError("no runs to combine")
+    combined: dict[str, float | int | None] = {
+        key: float(np.median([float(run[key]) for run in runs])) for key in _MEDIAN_OF
+    }
+    p50s = np.asarray([float(run["p50"]) for run in runs])
+    combined["min"] = float(min(float(run["min"]) for run in runs))
+    combined["max"] = float(max(float(run["max"]) for run in runs))
+    combined["count"] = int(sum(int(run["count"]) for run in runs))
+    combined["runs"] = len(runs)
+    combined["p50_runs"] = [float(p) for p in p50s]  # type: ignore[assignment]
+    mean = float(p50s.mean())
+    combined["cv"] = float(p50s.std(ddof=1) / mean) if len(runs) > 1 and mean > 0 else None
+    return combined
