@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mobileforge import files, plan
+from mobileforge import files
 
 FAILED_DIR = Path(".mobileforge/failed")
 #: Longest error kept in a note (the job's log has all of it).
@@ -61,6 +61,7 @@ def salvage(config: dict[str, Any], summary_path: str = "results/summary.csv") -
 
     Returns None when there is nothing to summarise (no artifact was built).
     """
+    from mobileforge import plan
     from mobileforge.summary import build_rows, summarize  # pandas: only now
 
     built = [a for a in plan.all_artifacts(config) if Path(a.path).is_file()]

@@ -342,7 +342,18 @@ def run_adb_benchmark(
 
     work.check_gone()
     phone.require_online()
-    probe = work.probe()
+    retries_used = 0
+    while True:  # the probe is cut or hangs like any command (once per phone and run)
+        try:
+            probe = work.probe()
+            break
+        except DeviceDisconnected as cut:
+            if retries_used >= retries:
+                raise
+            retries_used += 1
+            work.recover(cut)
+        except DeviceHung as hung:
+            raise work.hung(hung) from hung
     info = {"serial": serial, **probe["info"], "cpu_max_freq_khz": probe["max_freq_khz"]}
     null_reasons: dict[str, str] = {}
     warnings: list[str] = []
@@ -397,7 +408,6 @@ def run_adb_benchmark(
         return thermal.parse_snapshot(work.shell(thermal.SNAPSHOT_COMMAND).stdout)
 
     runs: list[dict[str, Any]] = []
-    retries_used = 0
     needs_prepare = True
     while len(runs) < repeats:
         try:
