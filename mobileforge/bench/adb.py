@@ -63,7 +63,6 @@ from mobileforge.bench.adbconn import (
 )
 from mobileforge.bench.runstate import RunState
 from mobileforge.bench.stats import combine_runs, summarize_latencies
-from mobileforge.files import sha256_file
 
 __all__ = [
     "AdbBenchmarkError",
@@ -373,8 +372,8 @@ def run_adb_benchmark(
         warnings.append(f"unpinned: {unpinned}")
 
     files = [
-        (runner, RUNNERS[fmt], 0o755, sha256_file(runner)),
-        (artifact, artifact.name, 0o644, sha256_file(artifact)),
+        (runner, RUNNERS[fmt], 0o755, state.sha256(runner)),
+        (artifact, artifact.name, 0o644, state.sha256(artifact)),
     ]
     remote = [pushcache.cached_path(base, sha, name) for _, name, _, sha in files]
     args = _runner_args(fmt, remote[1], input_shape, threads, warmup, iterations)

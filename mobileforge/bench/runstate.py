@@ -7,7 +7,9 @@ device this keeps, under ``.mobileforge/runs/<run id>/`` of the working director
 * ``<device key>.probe.json``: the phone's properties and shell capabilities (probed once per
   phone and run, not once per job);
 * ``<device key>.gone.json``: the phone vanished or hung, why and when, so the run's remaining
-  jobs on it fail fast instead of waiting for it again one by one.
+  jobs on it fail fast instead of waiting for it again one by one;
+* ``sha256.json``: digests of the files pushed, by path, size and mtime (a 40 MiB runner is
+  hashed once per run, not once per job).
 
 Folders of earlier runs are removed after a day. Without a run id (the library called
 directly) nothing is written and nothing is shared.
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mobileforge.files import write_json_atomic
+from mobileforge.files import sha256_file, write_json_atomic
 
 RUN_ID_ENV = "MOBILEFORGE_RUN_ID"
 STATE_DIR = Path(".mobileforge/runs")
@@ -82,6 +84,32 @@ class RunState:
 
     def clear_gone(self) -> None:
         self._drop("gone")
+
+    def sha256(self, path: Path) -> str:
+        """sha256 of ``path``, remembered for the run while its size and mtime stay the same."""
+        st = path.stat()
+        stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+        if self.folder is None:
+            digests = self._memory.setdefault("sha256", {})
+        else:
+            digests = self._read_shared("sha256") or {}
+        if stamp not in digests:
+            digests[stamp] = sha256_file(path)
+            if self.folder is not None:
+                self._write_shared("sha256", digests)
+        return digests[stamp]
+
+    def _read_shared(self, what: str) -> dict[str, Any] | None:
+        assert self.folder is not None
+        try:
+            return json.loads((self.folder / f"{what}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _write_shared(self, what: str, value: dict[str, Any]) -> None:
+        assert self.folder is not None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.folder / f"{what}.json", value)
 
 
 def _sweep(base: Path, keep: str) -> None:
