@@ -204,8 +204,11 @@ def get_summary_devices(wildcards):
 
 
 def salvage_results(log):
-    # onerror: the summary and plots of whatever succeeded (mobileforge.salvage); imported only
-    # now, pandas and matplotlib are no business of a run that goes well.
+    # onerror: the summary and plots of whatever succeeded (mobileforge.salvage), when this run
+    # was to build the summary (not for a run asking for one benchmark); imported only now,
+    # pandas and matplotlib are no business of a run that goes well.
+    if not any(job.rule.name == "summary" for job in workflow.dag.jobs):
+        return
     from mobileforge.salvage import salvage
 
     try:

@@ -60,7 +60,8 @@ def prepare_command(base: str, wanted: list[str]) -> str:
     relative = [posixpath.relpath(path, base) for path in wanted]
     folders = sorted({posixpath.dirname(path) for path in relative})
     parts = [
-        f"pkill -f {q(process_pattern(cache + '/'))} 2>/dev/null",
+        # A run folder left behind means a cut run, whose runner may still be executing.
+        f"ls -d {q(base)}/run-* >/dev/null 2>&1 && pkill -f {q(process_pattern(cache + '/'))}",
         f"rm -rf {q(base)}/run-*",
         f"mkdir -p {q(cache)} && cd {q(base)} && touch -c {q(*folders)} 2>/dev/null",
         *(f"[ -f {q(path)} ] && echo {MARK}have{i}" for i, path in enumerate(relative)),
