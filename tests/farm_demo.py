@@ -73,6 +73,7 @@ def overheads(workdir: Path) -> list[dict]:
                 "pushed": len(result["pushed"]),
                 "runner_s": timing["runner_s"],
                 "in_job_overhead_s": timing["job_s"] - timing["runner_s"],
+                "startup_s": timing["startup_s"],
                 "process_overhead_s": timing["process_s"] - timing["runner_s"],
                 "snakemake_job_overhead_s": snakemake_s - timing["runner_s"],
                 "round_trips": timing["round_trips"],
@@ -111,7 +112,8 @@ def main() -> int:
         rows = overheads(workdir)
         for row in rows:
             print(row)
-        for key in ("in_job_overhead_s", "process_overhead_s", "snakemake_job_overhead_s"):
+        keys = ("in_job_overhead_s", "startup_s", "process_overhead_s", "snakemake_job_overhead_s")
+        for key in keys:
             values = [row[key] for row in rows]
             print(f"{key}: median {median(values):.3f} s, max {max(values):.3f} s")
         for i, phone in enumerate(phones):
