@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -345,21 +346,30 @@ def test_old_executor_runner_is_told_to_upgrade(
 
 # -- disconnects and hangs ------------------------------------------------------------------
 def _unplug_when_runner_starts(phone, replug_after_s: float | None) -> threading.Event:
-    """Unplug the phone 0.3 s into its first runner command (replug later, if asked)."""
+    """Unplug the phone once its first runner process has started (replug later, if asked).
+
+    That runner sleeps 60 s first, so the unplug cuts it mid-run; later runners do not sleep.
+    """
     done = threading.Event()
 
-    def unplug() -> None:
+    def unplug_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while not runs_log(phone.root) and time.monotonic() < deadline:
+            time.sleep(0.05)
         phone.unplug()
-        (phone.root / "runner_sleep").write_text("0")  # the retry runs at normal speed
         if replug_after_s is not None:
             threading.Timer(replug_after_s, phone.replug).start()
         done.set()
 
     def hook(command: str) -> None:
-        if "--report_pep" in command and not done.is_set() and "pkill" not in command:
-            threading.Timer(0.3, unplug).start()
+        if "--report_pep" not in command:
+            return
+        if done.is_set():
+            (phone.root / "runner_sleep").write_text("0")  # the retry runs at normal speed
+        else:
+            threading.Thread(target=unplug_once_started, daemon=True).start()
 
-    (phone.root / "runner_sleep").write_text("60")  # a long run, cut by the unplug
+    (phone.root / "runner_sleep").write_text("60")
     phone.on_shell = hook
     return done
 
@@ -423,6 +433,26 @@ def test_hung_phone_times_out_once_then_fails_fast(
     with pytest.raises(DeviceGone, match="failing fast"):
         bench(adb_server, phone, tiny_ptl, light, state=state, timeouts=timeouts)
     assert phone.shell_log[hung_commands:] == ["echo ok"]  # one short re-check, nothing else
+
+
+def test_phone_hanging_mid_run_is_caught_by_the_heartbeat_not_the_run_timeout(
+    adb_server, phones, tiny_ptl: Path, light: Path
+) -> None:
+    phone = phones()
+    state = RunState("hangs-mid-run", run_id="")
+    bench(adb_server, phone, tiny_ptl, light, state=state)  # probed and cached while healthy
+    (phone.root / "runner_sleep").write_text("120")  # a long, silent run ...
+
+    def hang_when_the_runner_starts(command: str) -> None:
+        if "--report_pep" in command:
+            phone.hang = True  # ... during which the phone stops answering anything new
+
+    phone.on_shell = hang_when_the_runner_starts
+    timeouts = {"command_s": 1.0, "run_s": 300, "wait_for_device_s": 5}
+    with pytest.raises(DeviceHung, match="stopped answering while running") as info:
+        bench(adb_server, phone, tiny_ptl, light, state=state, timeouts=timeouts)
+    assert phone.serial in str(info.value) and "--report_pep=true" in str(info.value)
+    assert state.gone() is not None
 
 
 def test_slow_runner_on_a_healthy_phone_is_not_taken_for_a_hung_phone(

@@ -220,9 +220,16 @@ class _Job:
         self.job = job
         self.round_trips = 0
 
-    def shell(self, command: str, timeout_s: float | None = None, what: str | None = None) -> Any:
+    def shell(
+        self,
+        command: str,
+        timeout_s: float | None = None,
+        what: str | None = None,
+        heartbeat: bool = False,
+    ) -> Any:
         self.round_trips += 1
-        return self.phone.shell(command, timeout_s or self.timeouts["command_s"], what)
+        heartbeat_s = self.timeouts["command_s"] if heartbeat else None
+        return self.phone.shell(command, timeout_s or self.timeouts["command_s"], what, heartbeat_s)
 
     def check_gone(self) -> None:
         """Fail at once if an earlier job of this run found the phone gone and it still is."""
@@ -267,7 +274,9 @@ class _Job:
     def hung(self, error: DeviceHung, kill_pattern: str | None = None) -> AdbBenchmarkError:
         """A command timed out: is the phone hung (mark it gone) or only the runner slow?"""
         try:
-            alive = self.phone.shell("echo ok", self.timeouts["command_s"]).stdout.strip() == "ok"
+            alive = not error.confirmed and (
+                self.phone.shell("echo ok", self.timeouts["command_s"]).stdout.strip() == "ok"
+            )
         except AdbBenchmarkError:
             alive = False
         if not alive:
@@ -454,7 +463,7 @@ def _one_run(
     print(f"mobileforge: running on {work.phone.serial}: {invocation}", file=sys.stderr, flush=True)
     started_unix = time.time()
     t = time.perf_counter()
-    result = work.shell(command, work.timeouts["run_s"], what=invocation)
+    result = work.shell(command, work.timeouts["run_s"], what=invocation, heartbeat=True)
     wall_s = time.perf_counter() - t
     parts = _split_run_output(result.stdout, mark)
     values, texts = parts["values"], parts["text"]

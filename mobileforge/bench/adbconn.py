@@ -49,7 +49,12 @@ class DeviceDisconnected(AdbBenchmarkError):
 
 
 class DeviceHung(AdbBenchmarkError):
-    """The phone accepted a command and then did not finish it in time."""
+    """The phone accepted a command and then did not finish it in time.
+
+    ``confirmed``: a second command found the phone unresponsive too (not merely a slow run).
+    """
+
+    confirmed = False
 
 
 class DeviceGone(AdbBenchmarkError):
@@ -183,27 +188,56 @@ class Phone:
             time.sleep(WAIT_POLL_S)
 
     # -- commands ---------------------------------------------------------------------------
-    def shell(self, command: str, timeout_s: float, what: str | None = None) -> ShellResult:
+    def shell(
+        self,
+        command: str,
+        timeout_s: float,
+        what: str | None = None,
+        heartbeat_s: float | None = None,
+    ) -> ShellResult:
         """Run an already-quoted shell command (protocol v2), all of it within ``timeout_s``.
 
-        ``what`` is the part of the command an error names (default: all of it).
+        ``what`` is the part of the command an error names (default: all of it). With
+        ``heartbeat_s``, each time the command has been silent that long a second connection
+        runs ``echo`` (bounded by ``heartbeat_s`` too): a phone that stopped answering is then
+        :class:`DeviceHung` at once, instead of after the whole ``timeout_s`` of a long run.
         """
         what = what or command
         deadline = time.monotonic() + timeout_s
         out, err = io.BytesIO(), io.BytesIO()
         code: int | None = None
         try:
-            conn = self._device.open_transport(timeout=timeout_s)
+            conn = self._device.open_transport(timeout=min(timeout_s, heartbeat_s or timeout_s))
         except (AdbError, OSError, EOFError) as exc:
             raise self._cut(what, exc) from exc
+        buffer = bytearray()
+
+        def need(n: int) -> bytes:
+            while len(buffer) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                conn.conn.settimeout(min(left, heartbeat_s or left))
+                try:
+                    chunk = conn.conn.recv(65536)
+                except TimeoutError:
+                    if heartbeat_s and time.monotonic() < deadline:
+                        self._heartbeat(what, heartbeat_s)
+                    continue
+                if not chunk:
+                    raise EOFError(f"Expected {n} bytes, got {len(buffer)}")
+                buffer.extend(chunk)
+            data = bytes(buffer[:n])
+            del buffer[:n]
+            return data
+
         try:
             conn.send_command(f"shell,v2:{command}")
             conn.check_okay()
             while code is None:
-                conn.conn.settimeout(max(0.01, deadline - time.monotonic()))
-                header = conn.read_exact(5)
+                header = need(5)
                 length = int.from_bytes(header[1:5], "little")
-                data = conn.read_exact(length) if length else b""
+                data = need(length) if length else b""
                 if header[0] == 1:
                     out.write(data)
                 elif header[0] == 2:
@@ -225,6 +259,22 @@ class Phone:
             out.getvalue().decode("utf-8", errors="replace"),
             err.getvalue().decode("utf-8", errors="replace"),
         )
+
+    def _heartbeat(self, what: str, timeout_s: float) -> None:
+        """Does the phone still answer while a long command is silent? DeviceHung if not."""
+        try:
+            answer = self.shell("echo ok", timeout_s).stdout.strip()
+        except DeviceDisconnected:
+            raise  # the cable, not a hang: the caller's retry logic handles it
+        except AdbBenchmarkError as exc:
+            answer = str(exc)
+        if answer != "ok":
+            hung = DeviceHung(
+                f"{self.where} stopped answering while running: {_short(what)} (a second "
+                f"`echo` got no answer within {timeout_s:g} s, benchmark.timeouts.command_s)"
+            )
+            hung.confirmed = True
+            raise hung
 
     def _cut(self, command: str, exc: BaseException) -> AdbBenchmarkError:
         if isinstance(exc, AdbTimeout):
