@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,7 +23,7 @@ from statistics import median
 
 import yaml
 
-from mobileforge.bench import timeline
+from mobileforge.bench import farm, timeline
 from tests.adb_server import AdbServer
 from tests.conftest import REPO
 from tests.emulated_phone import EmulatedPhone
@@ -54,7 +55,10 @@ def config(workdir: Path, port: int, phones: list[EmulatedPhone], repeats: int) 
 def snakemake(workdir: Path, config: Path, cores: int, *args: str) -> None:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                "--configfile", str(config), "--cores", str(cores), *args]  # fmt: skip
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=3600)
+    env = {**os.environ, farm.LOCK_DIR_ENV: str(workdir / "locks")}  # ports differ every time
+    result = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600
+    )
     if result.returncode != 0:
         raise SystemExit(f"snakemake failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 

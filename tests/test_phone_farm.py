@@ -7,6 +7,7 @@ config entries on one of them, and a run where one phone is offline.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 import yaml
 
 from mobileforge import plan
-from mobileforge.bench import timeline
+from mobileforge.bench import farm, timeline
 from mobileforge.config import resolve_config
 from tests.conftest import REPO
 from tests.runners import LIGHT_RUNNER, runs_log, write_runner
@@ -42,7 +43,11 @@ BASE = {
 def smk(workdir: Path, config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
                "--configfile", str(config), "--cores", "2", *args]  # fmt: skip
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=1200)
+    # Phones of a test come and go with random ports: their locks stay out of the host's folder.
+    env = {**os.environ, farm.LOCK_DIR_ENV: str(workdir / "locks")}
+    result = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200
+    )
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout}\n{result.stderr}")
     return result
