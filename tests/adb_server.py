@@ -17,9 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import adbutils
 import pytest
 
+from mobileforge.bench.adbconn import _Client
 from tests.emulated_phone import EmulatedPhone
 
 
@@ -71,7 +71,9 @@ class AdbServer:
         deadline = time.monotonic() + 15
         while True:
             try:
-                adbutils.AdbClient("127.0.0.1", self.port).server_version()
+                # mobileforge's client: adbutils' own one runs `adb start-server` (a second
+                # server, on 5037, with the real HOME) when this one is not listening yet.
+                _Client("127.0.0.1", self.port, 3.0).server_version()
                 return self
             except Exception as error:
                 if self._proc.poll() is not None or time.monotonic() > deadline:
@@ -91,7 +93,7 @@ class AdbServer:
         return result.stdout + result.stderr
 
     def state(self, serial: str) -> str | None:
-        infos = adbutils.AdbClient("127.0.0.1", self.port).list()
+        infos = _Client("127.0.0.1", self.port, 10.0).list()
         return {info.serial: info.state for info in infos}.get(serial)
 
     def wait_state(self, serial: str, state: str | None, timeout_s: float = 30) -> None:

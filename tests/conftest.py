@@ -26,6 +26,25 @@ def default_raw() -> dict:
     return yaml.safe_load((REPO / "config.yaml").read_text())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_default_adb_server_spawned():
+    """No test may start an adb server on the side.
+
+    adbutils' connections run `adb start-server` (port 5037, the user's ~/.android) when the
+    server they ask for does not answer; mobileforge's client never does, and neither may a
+    test helper that forgets to use it.
+    """
+    import adbutils._adb
+
+    connection = adbutils._adb.AdbConnection
+    original = connection._safe_connect
+    connection._safe_connect = connection._create_socket
+    try:
+        yield
+    finally:
+        connection._safe_connect = original
+
+
 @pytest.fixture(scope="session")
 def adb_server(tmp_path_factory: pytest.TempPathFactory):
     """The real adb server on a free loopback port, for the whole session (tests/adb_server)."""
