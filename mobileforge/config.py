@@ -82,8 +82,9 @@ def resolve_config(
     """Validate ``raw`` and return the resolved config.
 
     The result has defaults filled in at every level, ``models[name]`` replaced by the merged and
-    validated settings of that model, and every device given its ``engine``, ``warmup`` and
-    ``iterations``. Relative paths (checkpoint, dataset path) are checked against ``base_dir``.
+    validated settings of that model, and every device given its ``engine``, ``warmup``,
+    ``iterations``, ``repeats`` and ``cooldown``. Relative paths (checkpoint, dataset path) are
+    checked against ``base_dir``.
     """
     schema = load_schema()
     config = copy.deepcopy(dict(raw))
@@ -113,8 +114,10 @@ def resolve_config(
 
     for name, device in config["devices"].items():
         device.setdefault("engine", DEFAULT_ENGINE[device["kind"]])
-        for key in ("warmup", "iterations"):
-            device.setdefault(key, config["benchmark"][key])
+        for key in ("warmup", "iterations", "repeats", "cooldown"):
+            device.setdefault(key, copy.deepcopy(config["benchmark"][key]))
+        if device["kind"] == "host":
+            device.pop("remote_dir", None)  # a phone's folder: not a host setting
         if device["kind"] == "adb":
             for key in ("serial", "runner"):
                 if key not in device:

@@ -122,3 +122,19 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset | tuple):
         return sorted(obj) if isinstance(obj, set | frozenset) else list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc``), None where unknown.
+
+    A job's whole cost includes interpreter start-up and imports, which no timer inside the job
+    sees.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as fh:
+            uptime = float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")

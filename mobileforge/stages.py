@@ -592,7 +592,14 @@ def evaluate(job: Job) -> None:
 
 @without_torch
 def benchmark(job: Job) -> None:
-    """Time the artifact on one device; never two benchmarks on one device at once."""
+    """Time the artifact on one device, ``repeats`` processes; one benchmark per device at once.
+
+    A failure is also written down (:mod:`mobileforge.salvage`), so a run that ends in errors
+    can still build the summary from what succeeded, with the error in the failed row's note.
+    """
+    startup_s = files.process_age_s()  # interpreter, Snakemake's script preamble, imports
+    from mobileforge import salvage
+    from mobileforge.bench import farm
     from mobileforge.bench.devicelock import device_lock
 
     device = job.params["device"]
@@ -605,28 +612,46 @@ def benchmark(job: Job) -> None:
         "threads": device["threads"],
         "warmup": device["warmup"],
         "iterations": device["iterations"],
+        "repeats": device["repeats"],
+        "cooldown": device["cooldown"],
     }
-    with device_lock(name):
-        if device["kind"] == "host":
-            from mobileforge.bench.host import run_host_benchmark
+    key = farm.device_key(device)
+    try:
+        with device_lock(key):
+            if device["kind"] == "host":
+                from mobileforge.bench.host import run_host_repeats
 
-            result = run_host_benchmark(artifact, engine=sidecar.get("engine"), **common)
-        else:
-            from mobileforge.bench.adb import run_adb_benchmark
+                result = run_host_repeats(artifact, engine=sidecar.get("engine"), **common)
+            else:
+                from mobileforge.bench.adb import run_adb_benchmark
+                from mobileforge.bench.runstate import RunState
 
-            result = run_adb_benchmark(
-                artifact,
-                serial=device["serial"],
-                runner=device["runner"] if sidecar["format"] == "ptl" else device["pte_runner"],
-                adb_host=device["adb_host"],
-                adb_port=device["adb_port"],
-                **common,
-            )
+                operations = job.params["operations"]
+                result = run_adb_benchmark(
+                    artifact,
+                    serial=device["serial"],
+                    runner=job.input["runner"],
+                    adb_host=device["adb_host"],
+                    adb_port=device["adb_port"],
+                    remote_dir=device["remote_dir"],
+                    timeouts=operations["timeouts"],
+                    retries=operations["retries"],
+                    state=RunState(key),
+                    job=f"benchmark of {artifact} on {name}",
+                    **common,
+                )
+    except Exception as error:
+        salvage.record_failure(job.output["benchmark"], artifact, name, error)
+        raise
+    salvage.clear_failure(job.output["benchmark"])
     latency = result["latency_ms"]
+    cv = latency.get("cv")
     job.log(
-        f"{artifact} on {name}: p50 {latency['p50']:.3f} ms, p90 {latency['p90']:.3f} ms, "
-        f"threads {result.get('threads_applied')}"
+        f"{artifact} on {name}: p50 {latency['p50']:.3f} ms (median of {latency['runs']} runs, "
+        f"run-to-run CV {'n/a' if cv is None else f'{cv:.1%}'}), p90 {latency['p90']:.3f} ms, "
+        f"threads {result.get('threads_applied') or result.get('threads_requested')}"
     )
+    result["timing"].update(startup_s=startup_s, process_s=files.process_age_s())
     files.write_json_atomic(
         job.output["benchmark"],
         {**result, "artifact": artifact, "device": name, "device_kind": device["kind"]},
@@ -648,7 +673,7 @@ def summary(job: Job) -> None:
         record = files.read_json(path)
         benchmarks[(record["artifact"], record["device"])] = record
     rows = build_rows(artifacts, evaluations, benchmarks, job.params["devices"])
-    frame = summarize(rows, job.params["accuracy_budget"])
+    frame = summarize(rows, job.params["accuracy_budget"], job.params["unstable_cv"])
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")
     files.write_bytes_atomic(job.output["summary"], buffer.getvalue().encode())

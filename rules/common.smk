@@ -3,6 +3,7 @@
 import os
 import re
 import sys
+import time
 
 sys.path.insert(0, workflow.basedir)
 # Jobs inherit this: TorchScript serialises class constants in set order, so an unfrozen .ptl
@@ -12,8 +13,14 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 from snakemake.exceptions import WorkflowError
 
 from mobileforge import cpus, plan
+from mobileforge.bench import farm
+from mobileforge.bench.runstate import RUN_ID_ENV
 from mobileforge.config import ConfigError, canonical, resolve_config
 from mobileforge.versions import installed_executorch_mismatch
+
+# One id per workflow run, inherited by its jobs: they share what they learn about each phone
+# (probes, a phone found gone) within the run, not across runs (mobileforge.bench.runstate).
+os.environ.setdefault(RUN_ID_ENV, f"{os.getpid()}-{time.time_ns()}")
 
 try:
     MF = resolve_config(config)
@@ -48,6 +55,20 @@ if CORES_PER_CPU > 1:
 
 def _alternatives(names):
     return "|".join(re.escape(name) for name in names) or "(?!)"
+
+
+def _devices_of_kind(kind):
+    return [name for name, device in MF["devices"].items() if device["kind"] == kind]
+
+
+HOST_DEVICES = _alternatives(_devices_of_kind("host"))
+ADB_DEVICES = _alternatives(_devices_of_kind("adb"))
+# One Snakemake resource of capacity 1 per physical phone: N phones run N benchmarks at once,
+# two config entries on one phone take turns, and none waits for host cores.
+PHONES = farm.phone_resources(MF["devices"])
+for _phone in PHONES:
+    if _phone not in workflow.global_resources:  # a --resources value given by the user wins
+        workflow.register_resource(_phone, 1)
 
 
 AMOUNT = r"[0-9.]+(e-[0-9]+)?"  # a prune amount as plan.PrunePoint writes it ({amount:g})
@@ -219,15 +240,43 @@ def get_sensitivity_plot_inputs(wildcards):
 
 
 def get_device_params(wildcards):
-    return canonical(MF["devices"][wildcards.device])
+    # Only the runner of the artifact's own format: a new executor_runner reruns .pte only.
+    device = dict(MF["devices"][wildcards.device])
+    device.pop("pte_runner" if wildcards.fmt == "ptl" else "runner", None)
+    return canonical(device)
+
+
+def get_bench_operations(wildcards, resources):
+    # How long to wait for a phone and how often to retry change no measurement: taking
+    # `resources` makes this a derived param, which Snakemake leaves out of the rerun trigger.
+    return canonical(
+        {
+            "retries": MF["benchmark"]["retries"],
+            "timeouts": MF["benchmark"]["timeouts"],
+        }
+    )
+
+
+def get_adb_runner(wildcards):
+    device = MF["devices"][wildcards.device]
+    return device["runner"] if wildcards.fmt == "ptl" else device["pte_runner"]
+
+
+def _claims_phone(resource):
+    def claim(wildcards):
+        return int(wildcards.device in PHONES[resource])
+
+    return claim
+
+
+def get_phone_resources():
+    return {resource: _claims_phone(resource) for resource in PHONES}
 
 
 def get_benchmark_threads(wildcards):
     # A host benchmark takes every core Snakemake manages, so no other job runs beside it and
-    # disturbs the timing; adb devices only need a core to drive the phone.
-    if MF["devices"][wildcards.device]["kind"] == "host":
-        return workflow.cores or 1
-    return CORES_PER_CPU
+    # disturbs the timing (phone jobs claim none: they wait on the phone, not on this CPU).
+    return workflow.cores or 1
 
 
 def get_chw(wildcards):
@@ -250,3 +299,19 @@ def get_summary_devices(wildcards):
             for name, device in MF["devices"].items()
         }
     )
+
+
+def salvage_results(log):
+    # onerror: the summary and plots of whatever succeeded (mobileforge.salvage), when this run
+    # was to build the summary (not for a run asking for one benchmark); imported only now,
+    # pandas and matplotlib are no business of a run that goes well.
+    if not any(job.rule.name == "summary" for job in workflow.dag.jobs):
+        return
+    from mobileforge.salvage import salvage
+
+    try:
+        message = salvage(MF)
+    except Exception as error:  # never mask the run's own errors
+        message = f"mobileforge: could not build a partial summary: {error}"
+    if message:
+        print(message, file=sys.stderr)

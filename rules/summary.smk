@@ -1,3 +1,10 @@
+# A run that ends in errors still gets results/summary.csv and the plots, built from what
+# succeeded, failed benchmarks with their error in `note` (mobileforge.salvage); Snakemake still
+# exits non-zero.
+onerror:
+    salvage_results(log)
+
+
 rule summary:
     input:
         unpack(summary_inputs),
@@ -8,6 +15,7 @@ rule summary:
     params:
         devices=get_summary_devices,
         accuracy_budget=MF["selection"]["accuracy_budget"],
+        unstable_cv=MF["benchmark"]["unstable_cv"],
     log:
         "logs/summary/summary.log",
     benchmark:

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from mobileforge.bench.devicelock import device_lock
-from mobileforge.bench.host import run_host_benchmark
-from mobileforge.bench.stats import summarize_latencies
+from mobileforge.bench.host import run_host_benchmark, run_host_repeats
+from mobileforge.bench.stats import combine_runs, summarize_latencies
 
 SHAPE = [1, 3, 16, 16]
 CPUS = len(os.sched_getaffinity(0))
@@ -101,6 +101,18 @@ def test_summarize_latencies_rejects_nonsense(bad: list[float]) -> None:
         summarize_latencies(bad)
 
 
+def test_combine_runs_reports_median_of_medians_and_run_to_run_cv() -> None:
+    runs = [summarize_latencies([p] * 10) for p in (10.0, 12.0, 11.0)]
+    combined = combine_runs(runs)
+    assert combined["p50"] == 11.0 and combined["p50_runs"] == [10.0, 12.0, 11.0]
+    assert combined["cv"] == pytest.approx(1.0 / 11.0)  # sample std 1.0 over mean 11.0
+    assert combined["min"] == 10.0 and combined["max"] == 12.0 and combined["count"] == 30
+    assert combined["trimmed_mean"] == 11.0 and combined["runs"] == 3
+    assert combine_runs(runs[:1])["cv"] is None  # one run cannot show its spread
+    with pytest.raises(ValueError):
+        combine_runs([])
+
+
 # -- host benchmark -------------------------------------------------------------------------
 def _check_common(result: dict, fmt: str, threads: int, iterations: int) -> None:
     assert RESULT_KEYS <= result.keys()
@@ -138,6 +150,21 @@ def test_pte_host_benchmark_applies_threads(models: dict[str, Path], threads: in
     assert result["runtime"] == "executorch"
     assert result["executorch_version"]
     assert "threadpool" in result["thread_control"] or "pte" in result["thread_control"]
+
+
+def test_host_repeats_run_fresh_processes_and_combine_them(models: dict[str, Path]) -> None:
+    result = run_host_repeats(models["ptl"], "ptl", SHAPE, 1, 1, 8, repeats=2,
+                              cooldown={"pause_s": 0.1})  # fmt: skip
+    assert result["repeats"] == 2 and len(result["runs"]) == 2
+    starts = [run["process_start_unix"] for run in result["runs"]]
+    assert starts[0] < starts[1]  # two processes, one after the other
+    assert result["latency_ms"] == combine_runs([run["latency_ms"] for run in result["runs"]])
+    for run in result["runs"]:
+        assert len(run["samples_ms"]) == 8 and run["cooldown"]["pause_s"] == 0.1
+        assert {"zones", "cur_freq_khz"} <= run["thermal_before"].keys()
+    assert "samples_ms" not in result and result["threads_applied"] == 1
+    assert result["timing"]["runner_s"] <= result["timing"]["job_s"]
+    json.dumps(result)
 
 
 def test_quantized_engine_is_set_before_load_and_recorded(models: dict[str, Path]) -> None:

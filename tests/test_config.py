@@ -50,6 +50,23 @@ def test_adb_device_gets_qnnpack_engine_unless_overridden(tiny_raw, tmp_path):
     assert config["devices"]["host2"]["engine"] == "qnnpack"
 
 
+def test_benchmark_defaults_reach_every_device_and_a_device_may_override(tiny_raw):
+    tiny_raw["benchmark"]["cooldown"] = {"below_c": 45}
+    tiny_raw["devices"]["host2"]["cooldown"] = {"pause_s": 2}
+    tiny_raw["devices"]["host2"]["repeats"] = 5
+    config = resolve_config(tiny_raw)
+    host, host2 = config["devices"]["host"], config["devices"]["host2"]
+    assert host["repeats"] == config["benchmark"]["repeats"] == 2
+    assert host["cooldown"] == {"pause_s": 0, "below_c": 45, "max_wait_s": 300, "poll_s": 5,
+                                "zones": ""}  # fmt: skip
+    # A device's cooldown replaces the default one; its unset keys take their defaults.
+    assert host2["cooldown"] == {"pause_s": 2, "max_wait_s": 300, "poll_s": 5, "zones": ""}
+    assert host2["repeats"] == 5
+    assert config["benchmark"]["retries"] == 2 and config["benchmark"]["unstable_cv"] == 0.05
+    assert config["benchmark"]["timeouts"] == {"command_s": 30, "run_s": 600,
+                                               "wait_for_device_s": 60}  # fmt: skip
+
+
 def _mutate(raw: dict, path: str, value) -> dict:
     raw = copy.deepcopy(raw)
     node = raw
@@ -88,6 +105,10 @@ def _mutate(raw: dict, path: str, value) -> dict:
         ("models.alpha.tarin", {}, "models.alpha", "unknown key"),
         ("devices.phone", {"kind": "adb", "runner": "x"}, "devices.phone.serial", "required"),
         ("models.data", {"arch": "tinycnn"}, "models.data", "reserved"),
+        ("benchmark.repeats", 0, "benchmark.repeats", "minimum"),
+        ("benchmark.cooldown", {"below": 40}, "benchmark.cooldown", "unknown key"),
+        ("benchmark.timeouts", {"run_s": 0}, "benchmark.timeouts.run_s", "0"),
+        ("devices.host.cooldown", {"pause_s": -1}, "devices.host.cooldown.pause_s", "minimum"),
         (
             "devices.phone",
             {"kind": "adb", "serial": "S", "runner": "nope"},

@@ -96,3 +96,35 @@ def test_unrunnable_artifact_is_sized_but_has_no_latency(frame):
     assert row["size_bytes"].item() == 1000
     assert math.isnan(row["latency_ms_p50"].item())
     assert "not benchmarked" in row["note"].item()
+
+
+def test_failed_and_unrun_benchmarks_keep_their_rows_with_a_note():
+    sidecar = _sidecar("fp32", "ptl", "cpu")
+    path = sidecar["artifact"]
+    error = "DeviceNotConnected: device 'X' is in state 'offline'"
+    failures = {(path, "phone"): error}
+    planned = {(path, "host"), (path, "phone")}
+    rows = build_rows([sidecar], {}, {}, DEVICES, failures, planned)
+    notes = {row["device"]: row["note"] for row in rows}
+    assert notes["phone"] == f"benchmark failed: {error}"
+    assert notes["host"].startswith("not benchmarked: the run ended before")
+    assert all(row["latency_ms_p50"] is None for row in rows)
+
+
+def test_spread_thermal_and_thread_columns_and_the_unstable_flag():
+    sidecar = _sidecar("fp32", "ptl", "cpu")
+    steady = {**_bench(2.0), "threads_applied": None, "threads_requested": 2,
+              "affinity": [6, 7], "thermal": {"before_c": 38.5, "after_c": 44.0}}  # fmt: skip
+    steady["latency_ms"] = {**steady["latency_ms"], "cv": 0.01, "runs": 3, "trimmed_mean": 2.1}
+    shaky = {**steady, "affinity": None}
+    shaky["latency_ms"] = {**steady["latency_ms"], "cv": 0.12}
+    benchmarks = {(sidecar["artifact"], "phone"): steady, (sidecar["artifact"], "host"): shaky}
+    frame = summarize(build_rows([sidecar], {}, benchmarks, DEVICES), 1.0, unstable_cv=0.05)
+    phone = frame[frame["device"] == "phone"].iloc[0]
+    assert phone["threads"] == 2 and phone["affinity"] == "6,7"  # requested: no thread flag
+    assert phone["repeats"] == 3 and phone["latency_cv"] == 0.01 and not phone["unstable"]
+    assert phone["latency_ms_trimmed_mean"] == 2.1
+    assert (phone["temp_c_before"], phone["temp_c_after"]) == (38.5, 44.0)
+    host = frame[frame["device"] == "host"].iloc[0]
+    assert host["unstable"] and host["affinity"] == "unpinned"
+    assert host["note"] == "unstable: run-to-run CV 12.0% > 5.0%"

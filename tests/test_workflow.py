@@ -245,3 +245,26 @@ def test_two_clean_runs_give_byte_identical_artifacts(run, tmp_path):
     snakemake(again, config, *targets)
     for target in targets:
         assert (again / target).read_bytes() == (workdir / target).read_bytes(), target
+
+
+def test_timeouts_and_retries_rerun_nothing_but_cooldown_reruns_the_benchmarks(run):
+    workdir, _, raw = run
+    edited = copy.deepcopy(raw)
+    edited["benchmark"]["retries"] = 5
+    edited["benchmark"]["timeouts"] = {"command_s": 3, "run_s": 60, "wait_for_device_s": 1}
+    assert planned_outputs(workdir, write_config(workdir, edited, "ops.yaml")) == set()
+    edited["benchmark"]["cooldown"] = {"pause_s": 1}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "cool.yaml"))
+    assert planned - DOWNSTREAM and all("/bench/" in p for p in planned - DOWNSTREAM)
+    assert len(planned - DOWNSTREAM) == 16  # every benchmark of both devices
+
+
+def test_benchmark_results_combine_repeats_with_thermal_snapshots(run):
+    workdir, _, _ = run
+    result = json.loads((workdir / "results/alpha/bench/pte/fp32.xnnpack.host.json").read_text())
+    assert result["repeats"] == 2 and len(result["runs"]) == 2
+    assert result["latency_ms"]["runs"] == 2 and result["latency_ms"]["cv"] is not None
+    for run_ in result["runs"]:
+        assert run_["latency_ms"]["count"] == 5 and run_["ended_unix"] > run_["started_unix"]
+        assert {"zones", "cur_freq_khz"} <= run_["thermal_before"].keys()
+    assert result["timing"]["process_s"] >= result["timing"]["job_s"] > 0

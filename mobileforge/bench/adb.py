@@ -1,7 +1,6 @@
-"""Benchmark an artifact on an Android device over adb, with the ``adbutils`` client.
+"""Benchmark an artifact on an Android phone over adb: ``repeats`` runner processes.
 
-The device runs a native benchmark binary; this module pushes it and the artifact, runs it
-pinned to the chosen cores, parses its per-iteration output and cleans up:
+The phone runs a native benchmark binary:
 
 * ``ptl``: PyTorch's ``speed_benchmark_torch`` (``binaries/speed_benchmark_torch.cc``, built
   with ``BUILD_LITE_INTERPRETER`` so it loads with ``_load_for_mobile``). Flags used:
@@ -10,20 +9,31 @@ pinned to the chosen cores, parses its per-iteration output and cleans up:
   per timed iteration (``<t>`` is a float printed by iostream, e.g. ``"1234"`` or
   ``"1.23457e+06"``). It has no thread flag and reports neither load time nor first
   inference, so those are recorded as null with the reason.
-* ``pte``: ExecuTorch's ``examples/portable/executor_runner`` (v1.3 or later), which takes
-  ``--model_path --num_executions --cpu_threads --print_output=none`` and logs
-  ``Model loaded in <x> ms.``, ``Resetting threadpool with num threads = <n>`` and one
-  ``Iteration <i> of <n>: <x> ms`` per execution. Android builds log to logcat (tag
-  ``ExecuTorch``), POSIX builds to stderr; both are read. It has no warm-up flag, so one
-  process runs ``1 + warmup + iterations`` executions: the first is the first inference, the
-  next ``warmup`` are discarded, the rest are the samples. It fills inputs with ones in the
+* ``pte``: ExecuTorch's ``examples/portable/executor_runner`` (v1.3 or later: older ones reject
+  ``--print_output``), which takes ``--model_path --num_executions --cpu_threads
+  --print_output=none`` and logs ``Model loaded in <x> ms.``, ``Resetting threadpool with num
+  threads = <n>`` and one ``Iteration <i> of <n>: <x> ms`` per execution. Android builds log to
+  logcat (tag ``ExecuTorch``), POSIX builds to stderr; both are read. It has no warm-up flag,
+  so one process runs ``1 + warmup + iterations`` executions: the first is the first inference,
+  the next ``warmup`` are discarded, the rest are the samples. It fills inputs with ones in the
   shapes stored in the program, so ``input_shape`` is informational for ``pte``.
 
+Round trips, per job: the server's device list, one shell command sweeping stale runs and
+listing the push cache (:mod:`~mobileforge.bench.pushcache`; runner and artifact are pushed only
+when that content is not on the phone yet), then one shell command per run that reads thermal
+zones and CPU frequencies, runs the runner, reads them again and removes its folder. Device
+properties and shell capabilities are probed once per phone and workflow run
+(:mod:`~mobileforge.bench.probes`, :mod:`~mobileforge.bench.runstate`).
+
 Threads: the runner is started under ``taskset`` with a mask of ``threads`` CPUs (the fastest
-cores by ``cpuinfo_max_freq``, highest index first on ties, since big cores are numbered last on
-big.LITTLE SoCs). ``executor_runner`` additionally gets ``--cpu_threads``; for
-``speed_benchmark_torch`` the thread pool size cannot be set, which the result says.
-Peak memory comes from ``time -v`` (toybox or GNU) when the device has one, else null.
+cores by ``cpuinfo_max_freq``); ``executor_runner`` also gets ``--cpu_threads``. Without
+``taskset`` (or a CPU list) it runs unpinned, with a note. Peak memory comes from ``time -v``
+(toybox or GNU) when the phone has one.
+
+Faults: a cut connection (:class:`DeviceDisconnected`) is retried up to ``retries`` times per job
+after waiting for the phone to come back (``timeouts.wait_for_device_s``); a phone that does not
+come back, or hangs, is marked gone for the rest of the run, so its remaining jobs fail at once.
+A runner that crashes is not retried: its exit code and output tail are the error.
 
 Every string sent to the device shell goes through ``shlex.quote``; paths and flags included.
 """
@@ -34,19 +44,35 @@ import json
 import posixpath
 import re
 import secrets
-import shlex
-import socket
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import adbutils
-from adbutils.errors import AdbError, AdbTimeout
+from mobileforge.bench import check_request, pushcache, tail, thermal
+from mobileforge.bench import probes as probing
+from mobileforge.bench.adbconn import (
+    AdbBenchmarkError,
+    AdbServerUnreachable,
+    DeviceDisconnected,
+    DeviceGone,
+    DeviceHung,
+    DeviceNotConnected,
+    Phone,
+)
+from mobileforge.bench.runstate import RunState
+from mobileforge.bench.stats import combine_runs, summarize_latencies
 
-from mobileforge.bench import check_request, tail
-from mobileforge.bench.stats import summarize_latencies
-from mobileforge.files import sha256_file
+__all__ = [
+    "AdbBenchmarkError",
+    "AdbServerUnreachable",
+    "DeviceDisconnected",
+    "DeviceGone",
+    "DeviceHung",
+    "DeviceNotConnected",
+    "run_adb_benchmark",
+]
 
 RUNNERS = {"ptl": "speed_benchmark_torch", "pte": "executor_runner"}
 RUNNER_SOURCES = {
@@ -55,185 +81,25 @@ RUNNER_SOURCES = {
     "pte": "ExecuTorch's examples/portable/executor_runner (v1.3+) built for Android with "
     "-DEXECUTORCH_BUILD_EXECUTOR_RUNNER=ON -DEXECUTORCH_BUILD_XNNPACK=ON",
 }
-DEVICE_PROPS = {
-    "brand": "ro.product.brand",
-    "manufacturer": "ro.product.manufacturer",
-    "model": "ro.product.model",
-    "android_release": "ro.build.version.release",
-    "sdk": "ro.build.version.sdk",
-    "abi": "ro.product.cpu.abi",
-    "soc_model": "ro.soc.model",
-}
-#: Places a ``time`` binary with ``-v`` (max RSS) may live; ``time`` alone would hit mksh's
-#: ``time`` keyword, which has no ``-v``.
-TIME_BINARIES = ("/system/bin/time", "/usr/bin/time")
-SHORT_TIMEOUT_S = 60.0
+DEFAULT_REMOTE_DIR = "/data/local/tmp/mobileforge"
+DEFAULT_TIMEOUTS = {"command_s": 30.0, "run_s": 600.0, "wait_for_device_s": 60.0}
+#: How long a job re-checks a phone an earlier job of the run found gone or hung.
+RECHECK_S = 2.0
 OUTPUT_TAIL_CHARS = 3000
 
 _PEP_RE = re.compile(r"PyTorchObserver\s+(\{.*\})")
 _ET_ITER_RE = re.compile(r"Iteration (\d+) of (\d+): ([0-9.eE+-]+) ms")
 _ET_LOAD_RE = re.compile(r"Model loaded in ([0-9.eE+-]+) ms")
 _ET_THREADS_RE = re.compile(r"Resetting threadpool with num threads = (-?\d+)")
-_MAXRSS_RE = re.compile(
-    r"Max RSS \(KiB\):\s*(\d+)|Maximum resident set size \(kbytes\):\s*(\d+)", re.IGNORECASE
-)
+_OLD_RUNNER_RE = re.compile(r"unknown command line flag '?print_output")
 
-
-class AdbBenchmarkError(RuntimeError):
-    """A device benchmark could not run or produced no usable numbers."""
-
-
-class AdbServerUnreachable(AdbBenchmarkError):
-    """Nothing answers on the adb server address."""
-
-
-class DeviceNotConnected(AdbBenchmarkError):
-    """The requested serial is not among the server's devices in state ``device``."""
-
-
-# -- adbutils without hidden side effects ---------------------------------------------------
-class _Connection(adbutils.AdbConnection):
-    """adbutils' connection, minus its fallback of running ``adb start-server`` on failure.
-
-    A benchmark job must not start a daemon (on the default port, whatever port it was asked
-    to use) as a side effect; an unreachable server is reported instead.
-    """
-
-    def _safe_connect(self) -> socket.socket:
-        return self._create_socket()
-
-
-class _Client(adbutils.AdbClient):
-    """``adbutils.AdbClient`` whose connections never spawn an adb server (see above)."""
-
-    def __init__(self, host: str, port: int, socket_timeout: float | None = None) -> None:
-        super().__init__(host, port, socket_timeout)
-        self._mf_timeout = socket_timeout
-
-    def make_connection(self, timeout: float | None = None) -> adbutils.AdbConnection:
-        timeout = timeout or self._mf_timeout
-        try:
-            conn = _Connection(self.host, self.port)
-        except TimeoutError as exc:
-            raise AdbTimeout("connect to adb server timeout") from exc
-        if timeout:
-            conn.conn.settimeout(timeout)
-        return conn
-
-
-def _q(*args: object) -> str:
-    """Quote every word for the device shell; the only way commands are built here."""
-    return " ".join(shlex.quote(str(a)) for a in args)
+#: Re-exported for callers and tests that parse runner output.
+parse_peak_rss_mb = probing.parse_peak_rss_mb
+_q = pushcache.q
 
 
 def _tail(text: str) -> str:
     return tail(text, OUTPUT_TAIL_CHARS)
-
-
-def connect(serial: str, adb_host: str = "127.0.0.1", adb_port: int = 5037) -> adbutils.AdbDevice:
-    """Return the device ``serial`` from the adb server at ``adb_host:adb_port``.
-
-    Checks the server answers (plain TCP connect, 3 s) and the serial is listed in state
-    ``device``, so the two common mistakes get messages that say what to do.
-    """
-    try:
-        with socket.create_connection((adb_host, adb_port), timeout=3.0):
-            pass
-    except OSError as exc:
-        raise AdbServerUnreachable(
-            f"adb server not reachable at {adb_host}:{adb_port} ({exc}); start it with "
-            f"`adb start-server` (or `adb -P {adb_port} start-server` for a non-default port) "
-            "on the machine the phone is plugged into"
-        ) from exc
-    client = _Client(adb_host, adb_port, socket_timeout=SHORT_TIMEOUT_S)
-    try:
-        infos = client.list()
-    except AdbError as exc:
-        raise AdbServerUnreachable(
-            f"adb server at {adb_host}:{adb_port} did not answer host:devices: {exc}"
-        ) from exc
-    states = {info.serial: info.state for info in infos}
-    if states.get(serial) != "device":
-        listed = ", ".join(f"{s} ({st})" for s, st in sorted(states.items())) or "none"
-        why = "not connected" if serial not in states else f"in state {states[serial]!r}"
-        raise DeviceNotConnected(
-            f"device {serial!r} is {why} on adb server {adb_host}:{adb_port}; "
-            f"connected serials: {listed}"
-        )
-    return client.device(serial)
-
-
-def _shell(device: adbutils.AdbDevice, command: str, timeout: float = SHORT_TIMEOUT_S) -> Any:
-    """Run an already-quoted command; returns adbutils' ShellReturn (exit code + output)."""
-    try:
-        return device.shell2(command, timeout=timeout, v2=True)
-    except AdbTimeout as exc:
-        raise AdbBenchmarkError(
-            f"no answer from {device.serial} within {timeout} s for: {command} (the process "
-            "may still be running on the device)"
-        ) from exc
-
-
-def _check(result: Any, what: str) -> str:
-    if result.returncode != 0:
-        raise AdbBenchmarkError(
-            f"{what} failed on the device (exit {result.returncode}): {_tail(result.output)}"
-        )
-    return str(result.output)
-
-
-def device_info(device: adbutils.AdbDevice) -> dict[str, Any]:
-    """Brand, model, Android release, ABI ... via ``getprop`` (empty answers become None)."""
-    info: dict[str, Any] = {"serial": device.serial}
-    for key, prop in DEVICE_PROPS.items():
-        res = _shell(device, _q("getprop", prop))
-        value = res.output.strip() if res.returncode == 0 else ""
-        info[key] = value or None
-    return info
-
-
-_CPU_PROBE = (
-    "cat /sys/devices/system/cpu/online 2>/dev/null; "
-    "for c in /sys/devices/system/cpu/cpu[0-9]*; do n=${c##*cpu}; "
-    'f=$(cat "$c/cpufreq/cpuinfo_max_freq" 2>/dev/null); echo "cpu $n ${f:-0}"; done'
-)
-
-
-def _parse_cpu_list(text: str) -> set[int]:
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        cpus.update(range(int(lo), int(hi or lo) + 1))
-    return cpus
-
-
-def choose_cpus(probe_output: str, threads: int) -> tuple[list[int], dict[int, int]]:
-    """Pick ``threads`` online CPUs, fastest first (max frequency, then highest index)."""
-    freqs: dict[int, int] = {}
-    online: set[int] | None = None
-    for line in probe_output.splitlines():
-        fields = line.split()
-        if len(fields) == 3 and fields[0] == "cpu" and fields[1].isdigit():
-            freqs[int(fields[1])] = int(fields[2]) if fields[2].isdigit() else 0
-        elif re.fullmatch(r"[0-9,\-]+", line.strip() or "x"):
-            online = _parse_cpu_list(line)
-    candidates = sorted(online if online is not None else freqs)
-    if not candidates:
-        raise AdbBenchmarkError(f"could not list the device's CPUs: {_tail(probe_output)}")
-    if threads > len(candidates):
-        raise AdbBenchmarkError(
-            f"{threads} threads requested but the device has {len(candidates)} online CPU(s) "
-            f"{candidates}; lower the device's 'threads'"
-        )
-    ranked = sorted(candidates, key=lambda c: (freqs.get(c, 0), c), reverse=True)
-    return sorted(ranked[:threads]), freqs
-
-
-def cpu_mask(cpus: list[int]) -> str:
-    """Hex affinity mask without ``0x`` (accepted by toybox and util-linux ``taskset``)."""
-    return format(sum(1 << c for c in cpus), "x")
 
 
 def parse_pep_samples(output: str) -> list[float]:
@@ -272,52 +138,158 @@ def parse_executor_runner(output: str) -> dict[str, Any]:
     }
 
 
-def parse_peak_rss_mb(output: str) -> float | None:
-    """Max RSS from toybox or GNU ``time -v`` output, in MiB."""
-    matches = _MAXRSS_RE.findall(output)
-    if not matches:
+def _runner_args(
+    fmt: str, model: str, input_shape: list[int], threads: int, warmup: int, iterations: int
+) -> list[str]:
+    if fmt == "ptl":
+        return [
+            f"--model={model}",
+            f"--input_dims={','.join(str(d) for d in input_shape)}",
+            "--input_type=float",
+            f"--warmup={warmup}",
+            f"--iter={iterations}",
+            "--report_pep=true",
+        ]
+    return [
+        f"--model_path={model}",
+        f"--num_executions={1 + warmup + iterations}",
+        f"--cpu_threads={threads}",
+        "--print_output=none",
+    ]
+
+
+def _run_command(mark: str, run_dir: str, invocation: str, fmt: str) -> str:
+    """One round trip: snapshot, runner (exit code and device-clock times), snapshot, clean up.
+
+    Runner stdout lands between the ``t0`` and ``rc`` markers, its stderr on the stderr
+    channel; the markers carry a random token, so no runner output can fake them.
+    """
+    snap = thermal.SNAPSHOT_COMMAND
+    parts = [
+        *(["logcat -c 2>/dev/null"] if fmt == "pte" else []),
+        f"echo {mark}before",
+        snap,
+        f"mkdir -p {_q(run_dir)} && cd {_q(run_dir)} && echo {mark}t0 $(date +%s.%N) && "
+        f"{invocation}",
+        f"printf '\\n{mark}rc %s\\n' \"$?\"",
+        f"echo {mark}t1 $(date +%s.%N)",
+        f"echo {mark}after",
+        snap,
+        *([f"echo {mark}logcat", "logcat -d -s ExecuTorch:I 2>/dev/null"] if fmt == "pte" else []),
+        f"cd / && rm -rf {_q(run_dir)}",
+        f"echo {mark}end",
+    ]
+    return "; ".join(parts)
+
+
+def _split_run_output(stdout: str, mark: str) -> dict[str, Any]:
+    """Sections and marker values (``t0``, ``rc``, ``t1``) of a run command's stdout."""
+    texts: dict[str, list[str]] = {}
+    values: dict[str, str] = {}
+    current: list[str] | None = None
+    for line in stdout.splitlines():
+        if line.startswith(mark):
+            name, _, value = line[len(mark) :].partition(" ")
+            values[name] = value.strip()
+            current = texts.setdefault(name, [])
+        elif current is not None:
+            current.append(line)
+    return {"text": {k: "\n".join(v) for k, v in texts.items()}, "values": values}
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
         return None
-    kib = next(g for g in matches[-1] if g)
-    return int(kib) / 1024.0
 
 
-def _validate_remote_dir(remote_dir: str) -> str:
-    norm = posixpath.normpath(remote_dir)
-    if not remote_dir.startswith("/") or norm in ("/", "//") or ".." in remote_dir.split("/"):
-        raise ValueError(f"remote_dir must be an absolute device path below /, got {remote_dir!r}")
-    return norm
+class _Job:
+    """One benchmark job on one phone: the steps of :func:`run_adb_benchmark`."""
 
+    def __init__(
+        self,
+        phone: Phone,
+        state: RunState,
+        timeouts: Mapping[str, float],
+        job: str,
+    ) -> None:
+        self.phone = phone
+        self.state = state
+        self.timeouts = {**DEFAULT_TIMEOUTS, **timeouts}
+        self.job = job
+        self.round_trips = 0
 
-def _find_time_binary(device: adbutils.AdbDevice) -> str | None:
-    for candidate in TIME_BINARIES:
-        res = _shell(device, _q(candidate, "-v", "true"))
-        if res.returncode == 0 and parse_peak_rss_mb(res.output) is not None:
-            return candidate
-    return None
+    def shell(
+        self,
+        command: str,
+        timeout_s: float | None = None,
+        what: str | None = None,
+        heartbeat: bool = False,
+    ) -> Any:
+        self.round_trips += 1
+        heartbeat_s = self.timeouts["command_s"] if heartbeat else None
+        return self.phone.shell(command, timeout_s or self.timeouts["command_s"], what, heartbeat_s)
 
+    def check_gone(self) -> None:
+        """Fail at once if an earlier job of this run found the phone gone and it still is."""
+        gone = self.state.gone()
+        if gone is None:
+            return
+        try:
+            back = self.phone.state() == "device"
+            back = back and self.phone.shell("echo ok", RECHECK_S).stdout.strip() == "ok"
+        except AdbBenchmarkError:
+            back = False
+        if back:
+            self.state.clear_gone()
+            return
+        since = time.strftime("%H:%M:%S", time.localtime(gone["since_unix"]))
+        raise DeviceGone(
+            f"phone {self.phone.where} has been gone since {since} (found by {gone['job']}: "
+            f"{gone['reason']}); failing fast instead of waiting for it again"
+        )
 
-def _push(device: adbutils.AdbDevice, src: Path, dst: str, mode: int) -> None:
-    """Push one file (size checked afterwards); adbutils' bare "FAIL" gets context here."""
-    try:
-        device.sync.push(src, dst, mode=mode, check=True)
-    except AdbError as exc:
-        raise AdbBenchmarkError(
-            f"pushing {src} to {device.serial}:{dst} failed ({exc}); is the directory "
-            "writable by the shell user (use remote_dir under /data/local/tmp)?"
-        ) from exc
+    def mark_gone(self, error: AdbBenchmarkError) -> None:
+        self.state.mark_gone(str(error), self.job)
 
+    def probe(self) -> dict[str, Any]:
+        cached = self.state.probe()
+        if cached is not None:
+            return cached
+        result = self.shell(probing.PROBE_COMMAND)
+        found = probing.parse_probe(result.stdout)
+        self.state.save_probe(found)
+        return found
 
-def _cleanup(device: adbutils.AdbDevice, run_dir: str) -> None:
-    """Remove this run's directory; a failure is logged, never masks the benchmark's error."""
-    try:
-        res = _shell(device, _q("rm", "-rf", run_dir))
-        problem = _tail(str(res.output)) if res.returncode != 0 else None
-    except (AdbError, AdbBenchmarkError, OSError) as exc:
-        problem = str(exc)
-    if problem:
-        print(
-            f"mobileforge: could not remove {run_dir} on {device.serial}: {problem}",
-            file=sys.stderr,
+    def recover(self, error: DeviceDisconnected) -> float:
+        """After a cut connection: wait for the phone (bounded) or mark it gone."""
+        print(f"mobileforge: {error}; waiting for the phone", file=sys.stderr, flush=True)
+        try:
+            return self.phone.wait_for_device(self.timeouts["wait_for_device_s"])
+        except DeviceGone as gone:
+            self.mark_gone(gone)
+            raise DeviceGone(f"{gone} after: {error}") from error
+
+    def hung(self, error: DeviceHung, kill_pattern: str | None = None) -> AdbBenchmarkError:
+        """A command timed out: is the phone hung (mark it gone) or only the runner slow?"""
+        try:
+            alive = not error.confirmed and (
+                self.phone.shell("echo ok", self.timeouts["command_s"]).stdout.strip() == "ok"
+            )
+        except AdbBenchmarkError:
+            alive = False
+        if not alive:
+            self.mark_gone(error)
+            return error
+        if kill_pattern:
+            try:
+                self.phone.shell(f"pkill -f {_q(kill_pattern)}", self.timeouts["command_s"])
+            except AdbBenchmarkError:
+                pass
+        return AdbBenchmarkError(
+            f"{error}; the phone still answers, so the runner itself did not finish within "
+            f"benchmark.timeouts.run_s ({self.timeouts['run_s']:g} s)"
         )
 
 
@@ -332,101 +304,202 @@ def run_adb_benchmark(
     iterations: int,
     adb_host: str = "127.0.0.1",
     adb_port: int = 5037,
-    remote_dir: str = "/data/local/tmp/mobileforge",
-    timeout_s: float = 600,
-    cooldown_s: float = 0.0,
+    remote_dir: str = DEFAULT_REMOTE_DIR,
+    repeats: int = 1,
+    cooldown: Mapping[str, Any] | None = None,
+    timeouts: Mapping[str, float] | None = None,
+    retries: int = 0,
+    state: RunState | None = None,
+    job: str = "",
 ) -> dict[str, Any]:
-    """Benchmark ``artifact`` on device ``serial``; see the module docstring for the method.
+    """Benchmark ``artifact`` on phone ``serial`` in ``repeats`` runner processes.
 
     Returns the host benchmark's keys where they apply (``format, runtime, artifact,
-    input_shape, warmup, iterations, threads_requested, threads_applied, affinity, load_ms,
-    first_inference_ms, latency_ms, rss_before_load_mb, peak_rss_mb, torch_version,
-    executorch_version, python_version, samples_ms``) plus ``device_info`` (serial, brand,
-    model, Android release, ABI, CPU max frequencies), ``remote_command`` and ``null_reasons``
-    (why each null is null). ``device_info`` is not called ``device``: the workflow stores the
-    configured device name under that key.
-    Files are pushed to a fresh ``<remote_dir>/run-<id>`` directory that is removed afterwards.
-    ``timeout_s`` bounds the wait for the runner's output. ``cooldown_s`` sleeps before the
-    runner starts, letting the device shed heat from the push.
+    input_shape, warmup, iterations, repeats, threads_requested, threads_applied, affinity,
+    load_ms, first_inference_ms, latency_ms, rss_before_load_mb, peak_rss_mb, torch_version,
+    executorch_version, python_version``) plus ``device_info`` (serial, brand, model, Android
+    release, ABI, CPU max frequencies), ``runs`` (each process: its latencies and samples,
+    thermal and frequency snapshots before and after, cool-down, device-clock runner time),
+    ``thermal`` (hottest zone before the first and after the last run), ``remote_command``,
+    ``pushed`` (what was not in the push cache yet), ``retries_used``, ``timing`` (job time and
+    the runners' share of it), ``warnings`` and ``null_reasons``. ``latency_ms`` combines the
+    runs (:func:`mobileforge.bench.stats.combine_runs`). ``device_info`` is not called
+    ``device``: the workflow stores the configured device name under that key.
+
+    ``cooldown`` (see :func:`mobileforge.bench.thermal.cool_down`) applies before each run;
+    ``timeouts`` has ``command_s`` (any short command, pushes), ``run_s`` (one runner process)
+    and ``wait_for_device_s``; ``state`` is the workflow run's memory of this phone (probe
+    cache, gone marker); ``job`` names the caller in messages.
     """
+    started = time.perf_counter()
     artifact = Path(artifact)
     runner = Path(runner)
     input_shape = [int(d) for d in input_shape]
     check_request(artifact, fmt, input_shape, threads, warmup, iterations)
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not runner.is_file():
         raise FileNotFoundError(
             f"{RUNNERS[fmt]} runner not found at {runner}; {fmt} artifacts need "
             f"{RUNNER_SOURCES[fmt]}"
         )
-    base_dir = _validate_remote_dir(remote_dir)
+    base = pushcache.validate_remote_dir(remote_dir)
+    phone = Phone(serial, adb_host, adb_port)
+    state = state or RunState(f"adb-{serial}", run_id="")
+    work = _Job(phone, state, timeouts or {}, job or f"{artifact.name} on {serial}")
 
-    device = connect(serial, adb_host, adb_port)
-    info = device_info(device)
+    work.check_gone()
+    phone.require_online()
+    retries_used = 0
+    while True:  # the probe is cut or hangs like any command (once per phone and run)
+        try:
+            probe = work.probe()
+            break
+        except DeviceDisconnected as cut:
+            if retries_used >= retries:
+                raise
+            retries_used += 1
+            work.recover(cut)
+        except DeviceHung as hung:
+            raise work.hung(hung) from hung
+    info = {"serial": serial, **probe["info"], "cpu_max_freq_khz": probe["max_freq_khz"]}
     null_reasons: dict[str, str] = {}
-
-    run_dir = posixpath.join(base_dir, f"run-{secrets.token_hex(6)}")
-    remote_runner = posixpath.join(run_dir, RUNNERS[fmt])
-    remote_artifact = posixpath.join(run_dir, artifact.name)
-    _check(_shell(device, _q("mkdir", "-p", run_dir)), f"mkdir {run_dir}")
+    warnings: list[str] = []
     try:
-        _push(device, runner, remote_runner, 0o755)
-        _push(device, artifact, remote_artifact, 0o644)
-        _check(_shell(device, _q("chmod", "755", remote_runner)), "chmod of the runner")
+        cpus, unpinned = probing.choose_cpus(probe, threads)
+    except ValueError as exc:
+        raise AdbBenchmarkError(str(exc)) from exc
+    prefix: list[str] = []
+    if probe["time_binary"]:
+        prefix += [probe["time_binary"], "-v"]
+    else:
+        null_reasons["peak_rss_mb"] = probe["notes"]["peak_rss_mb"]
+    if cpus is not None:
+        prefix += ["taskset", probing.cpu_mask(cpus)]
+    else:
+        null_reasons["affinity"] = f"runs unpinned: {unpinned}"
+        warnings.append(f"unpinned: {unpinned}")
 
-        cpus, freqs = choose_cpus(_check(_shell(device, _CPU_PROBE), "CPU probe"), threads)
-        mask = cpu_mask(cpus)
-        prefix: list[str] = []
-        affinity: list[int] | None = cpus
-        if _shell(device, _q("taskset", mask, "true")).returncode == 0:
-            prefix += ["taskset", mask]
-        else:
-            affinity = None
-            null_reasons["affinity"] = "taskset is missing or refused the mask on this device"
-        info["cpu_max_freq_khz"] = {str(c): freqs.get(c) or None for c in sorted(freqs)}
-        time_bin = _find_time_binary(device)
-        if time_bin:
-            prefix = [time_bin, "-v", *prefix]
-        else:
-            null_reasons["peak_rss_mb"] = f"no `time -v` on the device ({', '.join(TIME_BINARIES)})"
+    files = [
+        (runner, RUNNERS[fmt], 0o755, state.sha256(runner)),
+        (artifact, artifact.name, 0o644, state.sha256(artifact)),
+    ]
+    remote = [pushcache.cached_path(base, sha, name) for _, name, _, sha in files]
+    args = _runner_args(fmt, remote[1], input_shape, threads, warmup, iterations)
+    invocation = _q(*prefix, remote[0], *args)
+    kill_pattern = pushcache.process_pattern(remote[0])
 
-        if fmt == "ptl":
-            args = [
-                f"--model={remote_artifact}",
-                f"--input_dims={','.join(str(d) for d in input_shape)}",
-                "--input_type=float",
-                f"--warmup={warmup}",
-                f"--iter={iterations}",
-                "--report_pep=true",
-            ]
-        else:
-            args = [
-                f"--model_path={remote_artifact}",
-                f"--num_executions={1 + warmup + iterations}",
-                f"--cpu_threads={threads}",
-                "--print_output=none",
-            ]
-            _shell(device, _q("logcat", "-c"))  # best effort; absent on non-Android shells
-        command = "cd " + _q(run_dir) + " && " + _q(*prefix, remote_runner, *args)
-        if cooldown_s > 0:
-            time.sleep(cooldown_s)
-        print(f"mobileforge: running on {serial}: {command}", file=sys.stderr, flush=True)
-        res = _shell(device, command, timeout=timeout_s)
-        output = str(res.output)
-        if res.returncode != 0:
+    pushed: list[str] = []
+
+    def prepare() -> None:
+        """Sweep stale runs and make sure runner and artifact are in the push cache."""
+        result = work.shell(pushcache.prepare_command(base, remote))
+        have = pushcache.present(result.stdout, len(remote))
+        if have is None:
             raise AdbBenchmarkError(
-                f"{RUNNERS[fmt]} exited with {res.returncode} on {serial}; output tail:\n"
-                f"{_tail(output)}"
+                f"preparing {base} on {phone.where} failed (exit {result.returncode}): "
+                f"{_tail(result.output)}"
             )
-        if fmt == "pte" and not _ET_ITER_RE.search(output):
-            log = _shell(device, _q("logcat", "-d", "-s", "ExecuTorch:I"))
-            if log.returncode == 0:
-                output += "\n" + str(log.output)
-    finally:
-        _cleanup(device, run_dir)
+        for i, (src, _, mode, _) in enumerate(files):
+            if i in have:
+                continue
+            partial = remote[i] + ".partial"
+            phone.push(src, partial, mode, work.timeouts["command_s"])
+            done = work.shell(pushcache.install_command(base, partial, remote[i], mode))
+            if done.returncode != 0:
+                raise AdbBenchmarkError(
+                    f"installing {remote[i]} on {phone.where} failed: {_tail(done.output)}"
+                )
+            pushed.append(remote[i])
 
-    load_ms: float | None = None
-    first_inference_ms: float | None = None
-    threads_applied: int | None = None
+    def snapshot() -> dict[str, Any]:
+        return thermal.parse_snapshot(work.shell(thermal.SNAPSHOT_COMMAND).stdout)
+
+    runs: list[dict[str, Any]] = []
+    needs_prepare = True
+    while len(runs) < repeats:
+        try:
+            if needs_prepare:
+                prepare()
+                needs_prepare = False
+            cooled = thermal.cool_down(cooldown or {}, snapshot)
+            if cooled["warning"]:
+                warnings.append(f"run {len(runs) + 1}: {cooled['warning']}")
+            runs.append(_one_run(work, fmt, invocation, base, warmup, iterations, threads, cooled))
+            runs[-1]["attempt"] = retries_used + 1
+        except DeviceDisconnected as cut:
+            if retries_used >= retries:
+                if retries:
+                    raise AdbBenchmarkError(f"{cut} (retried {retries} time(s))") from cut
+                raise
+            retries_used += 1
+            work.recover(cut)
+            needs_prepare = True  # sweep the cut run; the cache may have lost a partial push
+        except DeviceHung as hung:
+            raise work.hung(hung, kill_pattern) from hung
+
+    return _result(
+        fmt, artifact, runner, files, info, probe, cpus, runs, invocation, pushed, retries_used,
+        warnings, null_reasons, warmup, iterations, threads, input_shape, adb_host, adb_port,
+        cooldown, work, time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def _one_run(
+    work: _Job,
+    fmt: str,
+    invocation: str,
+    base: str,
+    warmup: int,
+    iterations: int,
+    threads: int,
+    cooled: dict[str, Any],
+) -> dict[str, Any]:
+    """Run the runner once (one round trip) and parse what it printed."""
+    token = secrets.token_hex(6)
+    mark = f"@@mobileforge-{token}:"
+    run_dir = posixpath.join(base, f"run-{token}")
+    command = _run_command(mark, run_dir, invocation, fmt)
+    print(f"mobileforge: running on {work.phone.serial}: {invocation}", file=sys.stderr, flush=True)
+    started_unix = time.time()
+    t = time.perf_counter()
+    result = work.shell(command, work.timeouts["run_s"], what=invocation, heartbeat=True)
+    wall_s = time.perf_counter() - t
+    parts = _split_run_output(result.stdout, mark)
+    values, texts = parts["values"], parts["text"]
+    if "end" not in values or "rc" not in values:
+        raise DeviceDisconnected(
+            f"output of {work.phone.where} ended early (exit {result.returncode}) for: "
+            f"{invocation}; output tail:\n{_tail(result.output)}"
+        )
+    output = texts.get("t0", "") + "\n" + result.stderr
+    code = int(values["rc"]) if values["rc"].lstrip("-").isdigit() else -1
+    if code != 0:
+        hint = ""
+        if fmt == "pte" and _OLD_RUNNER_RE.search(output):
+            hint = (
+                " This executor_runner is older than ExecuTorch v1.3, which added "
+                "--print_output: rebuild it from v1.3 or later."
+            )
+        raise AdbBenchmarkError(
+            f"{RUNNERS[fmt]} exited with {code} on {work.phone.serial}.{hint} Output tail:\n"
+            f"{_tail(output)}"
+        )
+    t0, t1 = _float(values.get("t0")), _float(values.get("t1"))
+    runner_s = t1 - t0 if t0 is not None and t1 is not None and t1 >= t0 else None
+    run: dict[str, Any] = {
+        "started_unix": started_unix,
+        "ended_unix": started_unix + wall_s,
+        "runner_start_unix": t0,
+        "runner_s": runner_s if runner_s is not None else wall_s,
+        "runner_s_source": "device clock" if runner_s is not None else "host (round trip)",
+        "thermal_before": thermal.parse_snapshot(texts.get("before", "")),
+        "thermal_after": thermal.parse_snapshot(texts.get("after", "")),
+        "cooldown": cooled,
+        "load_ms": None,
+        "first_inference_ms": None,
+        "threads_applied": None,
+    }
     if fmt == "ptl":
         samples = parse_pep_samples(output)
         if len(samples) != iterations:
@@ -435,6 +508,70 @@ def run_adb_benchmark(
                 f"parsed {len(samples)} (does the binary support --report_pep?); output tail:\n"
                 f"{_tail(output)}"
             )
+    else:
+        if not _ET_ITER_RE.search(output):
+            output += "\n" + texts.get("logcat", "")
+        parsed = parse_executor_runner(output)
+        executions = parsed["iterations_ms"]
+        if len(executions) != 1 + warmup + iterations:
+            raise AdbBenchmarkError(
+                f"expected {1 + warmup + iterations} 'Iteration i of n: x ms' lines from "
+                f"executor_runner (stdout/stderr or logcat tag ExecuTorch), parsed "
+                f"{len(executions)}; is it v1.3+ built with EXECUTORCH_ENABLE_LOGGING? Output "
+                f"tail:\n{_tail(output)}"
+            )
+        if parsed["threads"] is not None and parsed["threads"] != threads:
+            raise AdbBenchmarkError(
+                f"executor_runner reset its threadpool to {parsed['threads']} threads, "
+                f"{threads} were requested"
+            )
+        samples = executions[1 + warmup :]
+        run.update(
+            load_ms=parsed["load_ms"],
+            first_inference_ms=executions[0],
+            threads_applied=parsed["threads"],
+        )
+    run["peak_rss_mb"] = probing.parse_peak_rss_mb(output)
+    run["latency_ms"] = summarize_latencies(samples)
+    run["samples_ms"] = samples
+    return run
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = sorted(v for v in values if v is not None)
+    if not present:
+        return None
+    mid = len(present) // 2
+    return present[mid] if len(present) % 2 else (present[mid - 1] + present[mid]) / 2
+
+
+def _result(
+    fmt: str,
+    artifact: Path,
+    runner: Path,
+    files: list[tuple[Path, str, int, str]],
+    info: dict[str, Any],
+    probe: dict[str, Any],
+    cpus: list[int] | None,
+    runs: list[dict[str, Any]],
+    invocation: str,
+    pushed: list[str],
+    retries_used: int,
+    warnings: list[str],
+    null_reasons: dict[str, str],
+    warmup: int,
+    iterations: int,
+    threads: int,
+    input_shape: list[int],
+    adb_host: str,
+    adb_port: int,
+    cooldown: Mapping[str, Any] | None,
+    work: _Job,
+    job_s: float,
+) -> dict[str, Any]:
+    applied = {run["threads_applied"] for run in runs}
+    threads_applied = applied.pop() if len(applied) == 1 else None
+    if fmt == "ptl":
         null_reasons["load_ms"] = "speed_benchmark_torch does not report load time"
         null_reasons["first_inference_ms"] = (
             "speed_benchmark_torch does not time its first run separately"
@@ -443,41 +580,25 @@ def run_adb_benchmark(
             "speed_benchmark_torch has no thread flag; only the CPU affinity was set (taskset), "
             "its thread pool size is its own choice"
         )
-        thread_control = "taskset" if affinity else "none"
+        thread_control = "taskset" if cpus else "none"
+        null_reasons["torch_version"] = "version of the runner binary is not queryable"
     else:
-        parsed = parse_executor_runner(output)
-        runs = parsed["iterations_ms"]
-        if len(runs) != 1 + warmup + iterations:
-            raise AdbBenchmarkError(
-                f"expected {1 + warmup + iterations} 'Iteration i of n: x ms' lines from "
-                f"executor_runner (stdout/stderr or logcat tag ExecuTorch), parsed {len(runs)}; "
-                f"is it v1.3+ built with EXECUTORCH_ENABLE_LOGGING? Output tail:\n{_tail(output)}"
-            )
-        first_inference_ms, samples = runs[0], runs[1 + warmup :]
-        load_ms = parsed["load_ms"]
-        threads_applied = parsed["threads"]
-        if load_ms is None:
+        if all(run["load_ms"] is None for run in runs):
             null_reasons["load_ms"] = "executor_runner did not log 'Model loaded in ... ms'"
         if threads_applied is None:
             null_reasons["threads_applied"] = (
                 "executor_runner did not log its threadpool size (built without threadpool?)"
             )
-        elif threads_applied != threads:
-            raise AdbBenchmarkError(
-                f"executor_runner reset its threadpool to {threads_applied} threads, "
-                f"{threads} were requested"
-            )
-        thread_control = "--cpu_threads" + (" + taskset" if affinity else "")
-    peak_rss_mb = parse_peak_rss_mb(output) if time_bin else None
-    if time_bin and peak_rss_mb is None:
-        null_reasons["peak_rss_mb"] = f"{time_bin} -v printed no max RSS line"
-    null_reasons["rss_before_load_mb"] = "not observable from outside the runner process"
-    null_reasons["torch_version"] = "version of the runner binary is not queryable"
-    null_reasons["python_version"] = "no Python on the device"
-    if fmt == "pte":
+        thread_control = "--cpu_threads" + (" + taskset" if cpus else "")
         null_reasons["torch_version"] = "executor_runner does not use torch"
+    peaks = [run["peak_rss_mb"] for run in runs if run["peak_rss_mb"] is not None]
+    if probe["time_binary"] and not peaks:
+        null_reasons["peak_rss_mb"] = f"{probe['time_binary']} -v printed no max RSS line"
+    null_reasons["rss_before_load_mb"] = "not observable from outside the runner process"
+    null_reasons["python_version"] = "no Python on the device"
     null_reasons["executorch_version"] = "version of the runner binary is not queryable"
-
+    zones = (cooldown or {}).get("zones") or ""
+    runner_s = sum(run["runner_s"] for run in runs)
     return {
         "format": fmt,
         "runtime": RUNNERS[fmt],
@@ -487,24 +608,38 @@ def run_adb_benchmark(
         "input": "ones float32" + (" (shapes stored in the program)" if fmt == "pte" else ""),
         "warmup": warmup,
         "iterations": iterations,
-        "cooldown_s": cooldown_s,
+        "repeats": len(runs),
+        "cooldown": dict(cooldown or {}),
         "threads_requested": threads,
         "threads_applied": threads_applied,
         "thread_control": thread_control,
-        "affinity": affinity,
-        "load_ms": load_ms,
-        "first_inference_ms": first_inference_ms,
-        "latency_ms": summarize_latencies(samples),
+        "affinity": cpus,
+        "load_ms": _median([run["load_ms"] for run in runs]),
+        "first_inference_ms": _median([run["first_inference_ms"] for run in runs]),
+        "latency_ms": combine_runs([run["latency_ms"] for run in runs]),
         "rss_before_load_mb": None,
-        "peak_rss_mb": peak_rss_mb,
+        "peak_rss_mb": max(peaks) if peaks else None,
         "torch_version": None,
         "executorch_version": None,
         "python_version": None,
         "device_info": info,
         "adb_server": f"{adb_host}:{adb_port}",
         "runner": str(runner),
-        "runner_sha256": sha256_file(runner),
-        "remote_command": command,
+        "runner_sha256": files[0][3],
+        "remote_command": invocation,
+        "pushed": pushed,
+        "retries_used": retries_used,
+        "thermal": {
+            "before_c": thermal.hottest(runs[0]["thermal_before"], zones),
+            "after_c": thermal.hottest(runs[-1]["thermal_after"], zones),
+        },
+        "timing": {
+            "job_s": job_s,
+            "runner_s": runner_s,
+            "overhead_s": job_s - runner_s,
+            "round_trips": work.round_trips,
+        },
+        "warnings": warnings,
         "null_reasons": null_reasons,
-        "samples_ms": samples,
+        "runs": runs,
     }

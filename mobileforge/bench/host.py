@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mobileforge.bench import check_request, tail
+from mobileforge.bench import check_request, tail, thermal
+from mobileforge.bench.stats import combine_runs
 
 #: How much of the runner's stderr an error message carries.
 STDERR_TAIL_CHARS = 4000
@@ -121,3 +124,84 @@ def run_host_benchmark(
         ) from exc
     result["process_wall_ms"] = wall_ms
     return result
+
+
+#: Per-run keys of a host result (kept in ``runs``); the rest describes every run alike.
+_PER_RUN = (
+    "latency_ms", "samples_ms", "load_ms", "first_inference_ms", "import_ms", "peak_rss_mb",
+    "peak_rss_before_load_mb", "rss_before_load_mb", "timed_loop", "process_start_unix",
+    "startup_to_ready_ms", "process_wall_ms", "warnings",
+)  # fmt: skip
+
+
+def run_host_repeats(
+    artifact: str | Path,
+    fmt: str,
+    input_shape: list[int],
+    threads: int,
+    warmup: int,
+    iterations: int,
+    repeats: int = 3,
+    cooldown: Mapping[str, Any] | None = None,
+    engine: str | None = None,
+    timeout_s: float = 600,
+) -> dict[str, Any]:
+    """``repeats`` fresh-process benchmarks of one artifact, combined like a phone's runs.
+
+    Before each process the ``cooldown`` settings apply (:func:`thermal.cool_down`, reading this
+    machine's thermal zones) and a thermal/frequency snapshot is taken, another after it.
+    ``latency_ms`` combines the runs (:func:`~mobileforge.bench.stats.combine_runs`: median of
+    their medians, run-to-run ``cv``); ``load_ms`` and ``first_inference_ms`` are medians,
+    ``peak_rss_mb`` the largest; each run's own numbers are under ``runs``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    started = time.perf_counter()
+    runs: list[dict[str, Any]] = []
+    first: dict[str, Any] = {}
+    warnings: list[str] = []
+    zones = (cooldown or {}).get("zones") or ""
+    for index in range(repeats):
+        cooled = thermal.cool_down(cooldown or {}, thermal.host_snapshot)
+        if cooled["warning"]:
+            warnings.append(f"run {index + 1}: {cooled['warning']}")
+        before = thermal.host_snapshot()
+        started_unix = time.time()
+        result = run_host_benchmark(
+            artifact, fmt, input_shape, threads, warmup, iterations, timeout_s, engine=engine
+        )
+        after = thermal.host_snapshot()
+        warnings += [f"run {index + 1}: {w}" for w in result.get("warnings") or []]
+        first = first or result
+        runs.append(
+            {
+                **{key: result.get(key) for key in _PER_RUN},
+                "started_unix": started_unix,
+                "ended_unix": started_unix + result["process_wall_ms"] / 1000.0,
+                "runner_s": result["process_wall_ms"] / 1000.0,
+                "thermal_before": before,
+                "thermal_after": after,
+                "cooldown": cooled,
+            }
+        )
+    job_s = time.perf_counter() - started
+    runner_s = sum(run["runner_s"] for run in runs)
+    load = sorted(run["load_ms"] for run in runs)
+    first_inference = sorted(run["first_inference_ms"] for run in runs)
+    return {
+        **{key: value for key, value in first.items() if key not in _PER_RUN},
+        "repeats": repeats,
+        "cooldown": dict(cooldown or {}),
+        "latency_ms": combine_runs([run["latency_ms"] for run in runs]),
+        "load_ms": float(statistics.median(load)),
+        "first_inference_ms": float(statistics.median(first_inference)),
+        "rss_before_load_mb": runs[0]["rss_before_load_mb"],
+        "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
+        "thermal": {
+            "before_c": thermal.hottest(runs[0]["thermal_before"], zones),
+            "after_c": thermal.hottest(runs[-1]["thermal_after"], zones),
+        },
+        "timing": {"job_s": job_s, "runner_s": runner_s, "overhead_s": job_s - runner_s},
+        "warnings": warnings,
+        "runs": runs,
+    }

@@ -1,15 +1,14 @@
 """Latency statistics shared by every benchmark (host and device).
 
-Kept free of torch so summarising device results on the host costs nothing: the adb path
-parses microsecond strings and never needs a runtime.
+Kept free of torch, and of numpy: a phone benchmark job imports this and nothing else numeric,
+and numpy's import (0.1-0.15 s here) would be a good part of such a job's own cost.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
-
-import numpy as np
 
 #: Fraction dropped from each end for ``trimmed_mean``; ExecuTorch's Android benchmark app
 #: (``ModelRunner.kt``) reports the mean of the middle 80 % of sorted samples.
@@ -38,19 +37,58 @@ def summarize_latencies(samples_ms: Sequence[float]) -> dict[str, float | int]:
     bad = [v for v in values if not math.isfinite(v) or v < 0]
     if bad:
         raise ValueError(f"latency samples must be finite and >= 0, got {bad[:5]}")
-    arr = np.sort(np.asarray(values, dtype=np.float64))
-    n = int(arr.size)
+    arr = sorted(values)
+    n = len(arr)
     k = int(math.floor(n * TRIM_FRACTION))
     trimmed = arr[k : n - k]
-    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
     return {
         "count": n,
-        "min": float(arr[0]),
-        "max": float(arr[-1]),
-        "mean": float(arr.mean()),
-        "std": float(arr.std(ddof=0)),
-        "p50": float(p50),
-        "p90": float(p90),
-        "p99": float(p99),
-        "trimmed_mean": float(trimmed.mean()),
+        "min": arr[0],
+        "max": arr[-1],
+        "mean": statistics.fmean(arr),
+        "std": statistics.pstdev(arr),
+        "p50": _percentile(arr, 50),
+        "p90": _percentile(arr, 90),
+        "p99": _percentile(arr, 99),
+        "trimmed_mean": statistics.fmean(trimmed),
     }
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """numpy's default percentile: linear interpolation between the closest ranks."""
+    position = (len(ordered) - 1) * q / 100.0
+    lo = math.floor(position)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (position - lo)
+
+
+#: Per-run statistics whose median over the runs is reported.
+_MEDIAN_OF = ("p50", "p90", "p99", "mean", "std", "trimmed_mean")
+
+
+def combine_runs(runs: Sequence[dict[str, float | int]]) -> dict[str, float | int | None]:
+    """Combine the :func:`summarize_latencies` of ``runs`` fresh processes of one benchmark.
+
+    One process's numbers depend on where its memory landed, which cores and clocks it got and
+    what else ran: rerunning the same benchmark moved its p50 by 3-7 % here. So each statistic
+    is the median over the runs of that run's statistic (``p50`` is the median of the medians),
+    ``min``/``max``/``count`` cover every sample, and the spread between runs is reported:
+
+    * ``cv``: the run-to-run coefficient of variation of the per-run p50s (sample standard
+      deviation over mean); None for a single run, which cannot show its own spread;
+    * ``runs``: how many processes; ``p50_runs``: each run's p50, in order.
+    """
+    if not runs:
+        raise ValueError("no runs to combine")
+    combined: dict[str, float | int | None] = {
+        key: float(statistics.median(float(run[key]) for run in runs)) for key in _MEDIAN_OF
+    }
+    p50s = [float(run["p50"]) for run in runs]
+    combined["min"] = float(min(float(run["min"]) for run in runs))
+    combined["max"] = float(max(float(run["max"]) for run in runs))
+    combined["count"] = int(sum(int(run["count"]) for run in runs))
+    combined["runs"] = len(runs)
+    combined["p50_runs"] = p50s  # type: ignore[assignment]
+    mean = statistics.fmean(p50s)
+    combined["cv"] = statistics.stdev(p50s) / mean if len(runs) > 1 and mean > 0 else None
+    return combined
