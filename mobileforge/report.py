@@ -2,7 +2,7 @@
 
 * :func:`plot_latency_accuracy`, per device, one panel per model: p50 latency (log x, with the
   95 % interval of the median) against top-1; one colour per format (and backend), one marker per
-  variant, the Pareto front as a staircase, the ``best`` artifact ringed and named.
+  variant, the Pareto front as a dashed line, the ``best`` artifact ringed and named.
 * :func:`plot_latency_distribution`, per device and model: every timed run of every artifact as a
   box plot with the runs themselves on top, so a noisy measurement looks noisy.
 * :func:`plot_load_memory`, per device and model: load time and peak RSS of each artifact.
@@ -16,6 +16,7 @@ assigned in a stable order, never from a fixed list. Wrapped by Snakemake's ``re
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from matplotlib import ticker  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from mobileforge import files  # noqa: E402
 from mobileforge.selection import label as artifact_label  # noqa: E402
 
 DPI = 110
@@ -155,10 +157,12 @@ def _label_inches(labels: Sequence[str], fontsize: float = 8.5) -> float:
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> None:
-    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    """Write the PNG atomically (a killed job leaves no half-written plot) and close it."""
+    buffer = io.BytesIO()
     # Fast zlib level: the PNGs are a little larger, and saved in a third of the time.
-    fig.savefig(path, dpi=DPI, pil_kwargs={"compress_level": 1})
+    fig.savefig(buffer, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     plt.close(fig)
+    files.write_bytes_atomic(path, buffer.getvalue())
 
 
 def _empty(axis: Any, text: str) -> None:
