@@ -32,3 +32,4 @@ rule all:
         "results/summary.csv",
         "results/summary.md",
         FIGURE_PATHS,
+        plan.sensitivity_plots(MF),

@@ -15,6 +15,7 @@ import torch
 from mobileforge.fuse import fuse
 from mobileforge.models import build_model
 from mobileforge.quantize.fx import rebuild_quantized
+from mobileforge.quantize.recipe import Recipe
 from mobileforge.stagefile import load_stage
 
 
@@ -40,9 +41,8 @@ def _fused_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.M
 
 def _quantized_model(state_dict: dict[str, Any], meta: dict[str, Any]) -> torch.nn.Module:
     fused = fuse(architecture(meta))
-    model = rebuild_quantized(
-        fused, meta["engine"], meta["per_channel"], example_input(meta), state_dict
-    )
+    recipe = Recipe.from_record(meta["recipe"])
+    model = rebuild_quantized(fused, meta["engine"], recipe, example_input(meta), state_dict)
     return model.eval()
 
 

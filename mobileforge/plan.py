@@ -6,6 +6,8 @@ the rules, the summary and the tests agree on one layout:
     results/data/<dataset>-<H>x<W>.pt
     results/<model>/checkpoint.pt | fused.pt | int8.<engine>.pt | int8_pruned.<engine>.pt
     results/<model>/reference.pt                       fp32 logits on the eval split
+    results/<model>/sensitivity/<ptl.<engine>|pte.<backend>>.json   int8 damage per layer
+    results/<model>/pte/int8.<backend>.recipe.json     the .pte int8 calibration + fp32 layers
     results/<model>/ptl/fp32.<backend>.ptl
     results/<model>/ptl/<int8|int8_pruned>.<engine>.cpu.ptl
     results/<model>/pte/<variant>.<backend>.pte
@@ -120,6 +122,46 @@ def dataset_path(config: dict[str, Any], model: str) -> str:
     _, channels, height, width = config["models"][model]["input_shape"]
     name = config["dataset"]["name"]
     return f"{RESULTS}/data/{name}-{channels}x{height}x{width}.pt"
+
+
+def sensitivity_path(model: str, fmt: str, key: str) -> str:
+    """Per-layer int8 sensitivity of ``model`` for one quantizer: FX engine or .pte backend."""
+    return f"{RESULTS}/{model}/sensitivity/{fmt}.{key}.json"
+
+
+def pte_recipe_path(model: str, backend: str) -> str:
+    return f"{RESULTS}/{model}/pte/int8.{backend}.recipe.json"
+
+
+def sensitivities(config: dict[str, Any], model: str) -> list[str]:
+    """The sensitivity files of ``model``: one per quantizer its int8 artifacts are built with."""
+    keys = {
+        (artifact.fmt, artifact.engine or artifact.backend)
+        for artifact in artifacts(config, model)
+        if artifact.variant in INT8_VARIANTS
+    }
+    return [sensitivity_path(model, fmt, key) for fmt, key in sorted(keys)]
+
+
+def int8_decisions(config: dict[str, Any], model: str) -> list[str]:
+    """Where each of ``model``'s int8 calibrations records its fp32 layers and budget steps."""
+    paths = set()
+    for artifact in artifacts(config, model):
+        if artifact.variant not in INT8_VARIANTS:
+            continue
+        if artifact.fmt == "ptl":
+            paths.add(f"{RESULTS}/{model}/int8.{artifact.engine}.pt.json")
+        else:
+            paths.add(pte_recipe_path(model, artifact.backend))
+    return sorted(paths)
+
+
+def sensitivity_plots(config: dict[str, Any]) -> list[str]:
+    return [
+        f"{RESULTS}/report/sensitivity/{model}.png"
+        for model in config["models"]
+        if sensitivities(config, model)
+    ]
 
 
 def engines_needed(config: dict[str, Any]) -> list[str]:

@@ -623,3 +623,53 @@ def plot_figure(
         plot_sizes(summary, str(model), path)
     else:
         raise ValueError(f"unknown figure kind {kind!r}")
+
+
+def _decision_key(record: dict) -> tuple[str, str]:
+    """(format, quantizer) of an int8 decision: an FX stage sidecar or a .pte recipe."""
+    if record.get("stage") == "int8_recipe":
+        return "pte", record["backend"]
+    return "ptl", record["engine"]
+
+
+def plot_sensitivity(
+    sensitivities: list[dict], decisions: list[dict], path: str | os.PathLike[str], top: int = 20
+) -> None:
+    """One panel per quantizer: the ``top`` most damaging layers, those kept in fp32 in red.
+
+    Damage is drawn as the noise the layer alone adds to the logits, in percent of their power
+    (``100 * 10 ** (-SQNR / 10)``), so a bar twice as long is a layer twice as damaging.
+    """
+    budgets = {_decision_key(record): record.get("budget") or {} for record in decisions}
+    records = sorted(sensitivities, key=lambda s: (s["format"] != "ptl", s["quantizer"]))
+    rows = min(top, max((len(s["layers"]) for s in records), default=1))
+    fig, axes = plt.subplots(
+        1, max(1, len(records)), figsize=(6.5 * max(1, len(records)), 0.3 * rows + 2.0),
+        squeeze=False,
+    )  # fmt: skip
+    for axis, record in zip(axes[0], records, strict=False):
+        budget = budgets.get((record["format"], record["quantizer"]), {})
+        kept = set(budget.get("fp32_layers") or [])
+        layers = record["layers"][:top]
+        noise = [100 * 10 ** (-layer["sqnr_db"] / 10) for layer in layers]
+        colours = ["tab:red" if layer["layer"] in kept else "tab:blue" for layer in layers]
+        axis.barh(range(len(layers)), noise, color=colours)
+        axis.set_yticks(
+            range(len(layers)), [f"{x['layer']} ({x['type']})" for x in layers], fontsize=7
+        )
+        axis.invert_yaxis()  # most damaging at the top
+        axis.set_xlabel("logit noise with only this layer int8 (% of signal power)")
+        status = f"{len(kept)} kept in fp32 (red)" if kept else "every layer int8"
+        if budget.get("loss") is not None:
+            status += f", int8 loss {budget['loss']:.2f} points on the calibration split"
+        axis.set_title(
+            f".{record['format']} {record['quantizer']}: {min(top, len(record['layers']))} of "
+            f"{len(record['layers'])} layers, most damaging first\n{status}",
+            fontsize=9,
+        )
+        axis.grid(True, axis="x", alpha=0.3)
+    model = records[0]["model"] if records else "?"
+    fig.suptitle(f"{model}: int8 sensitivity per layer", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

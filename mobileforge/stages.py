@@ -158,33 +158,163 @@ def fuse(job: Job) -> None:
     )
 
 
-def quantize(job: Job) -> None:
-    """Post-training static int8 for one engine, calibrated on the calibration split."""
+def sensitivity(job: Job) -> None:
+    """Per-layer int8 damage for one quantizer (FX engine or .pte backend), ranked."""
+    import torch
+
     from mobileforge import chain
     from mobileforge.data import load_dataset
-    from mobileforge.quantize.fx import quantize_static
+    from mobileforge.quantize import fx, pt2e
+    from mobileforge.quantize.recipe import Recipe
+    from mobileforge.quantize.sensitivity import METHOD, layer_sensitivity
+
+    fused, meta = chain.load_fused_model(job.input["fused"])
+    calibration = load_dataset(job.input["data"])["calib_x"]
+    recipe = Recipe.from_settings(job.params["quantize"])
+    fmt, key = job.wildcards["fmt"], job.wildcards["key"]
+    # Ranking only needs a few hundred images: the ones calibration saw.
+    control = calibration[: recipe.calibration_samples]
+    if fmt == "ptl":
+        with fx.quantized_engine(key):
+            prepared = fx.prepare(fused, key, recipe, calibration[:1])
+            fx.calibrate(prepared, calibration, recipe)
+            weight_observer = fx.qconfig_mapping(key, recipe).global_qconfig.weight
+            layers = layer_sensitivity(prepared, fused, control, weight_observer, job.log)
+    else:
+        prepared, _ = pt2e.prepare_pt2e_model(
+            fused, chain.example_input(meta), key, calibration, recipe
+        )
+        with torch.no_grad():
+            layers = layer_sensitivity(prepared, fused, control, None, job.log)
+    files.write_json_atomic(
+        job.output["sensitivity"],
+        {
+            "model": meta["model"],
+            "format": fmt,
+            "quantizer": key,
+            "recipe": recipe.as_record(),
+            "control_images": len(control),
+            "method": METHOD,
+            "layers": layers,
+            **_versions(),
+        },
+    )
+    job.log(f"{len(layers)} layers; most sensitive: {[layer['layer'] for layer in layers[:3]]}")
+
+
+def _ranking(job: Job) -> list[str]:
+    """Layers most damaging first, from the sensitivity input (absent without a budget)."""
+    path = job.input.get("sensitivity")
+    return [layer["layer"] for layer in files.read_json(path)["layers"]] if path else []
+
+
+def _control(job: Job, fused: Any) -> tuple[Any, Any, Any, Any]:
+    """Calibration split (images, labels or None) and the fp32 logits on it."""
+    from mobileforge.data import load_dataset
+    from mobileforge.runtime.evaluate import collect_logits
+
+    data = load_dataset(job.input["data"])
+    fp32_logits = collect_logits(fused, data["calib_x"], batch_size=256)
+    return data["calib_x"], data.get("calib_y"), fp32_logits, data
+
+
+def quantize(job: Job) -> None:
+    """FX static int8 for one engine, within the accuracy budget (layers kept fp32 if needed)."""
+    from mobileforge import chain
+    from mobileforge.quantize.budget import keep_within_budget
+    from mobileforge.quantize.fx import quantize_static, quantized_engine
+    from mobileforge.quantize.recipe import Recipe
+    from mobileforge.runtime.evaluate import collect_logits
     from mobileforge.stagefile import save_stage
 
     fused, meta = chain.load_fused_model(job.input["fused"])
-    data = load_dataset(job.input["data"])
+    calibration, labels, fp32_logits, _ = _control(job, fused)
     settings = job.params["quantize"]
     engine = job.wildcards["engine"]
-    model, seen = quantize_static(
-        fused,
-        engine,
-        settings["per_channel"],
-        data["calib_x"],
-        settings["calibration_batches"],
-        settings["batch_size"],
-        log=job.log,
-        reduce_range=settings["reduce_range"],
-    )
+    recipe = Recipe.from_settings(settings)
+    seen = {}
+
+    def build(fp32_layers: tuple[str, ...]) -> Any:
+        model, seen["images"] = quantize_static(
+            fused, engine, recipe.with_fp32_layers(fp32_layers), calibration
+        )
+        return model
+
+    with quantized_engine(engine):
+        model, budget = keep_within_budget(
+            build,
+            lambda model: collect_logits(model, calibration, batch_size=256),
+            fp32_logits,
+            labels,
+            _ranking(job),
+            settings["accuracy_budget"],
+            settings["max_fp32_layers"],
+            job.log,
+        )
+        state_dict = model.state_dict()
+    recipe = recipe.with_fp32_layers(budget["fp32_layers"])
     save_stage(
         job.output["model"],
-        model.state_dict(),
-        {**meta, "stage": "int8", "engine": engine, "per_channel": settings["per_channel"]},
+        state_dict,
+        {
+            **meta,
+            "stage": "int8",
+            "engine": engine,
+            "recipe": recipe.as_record(),
+            "int8_budget": _budget_summary(budget),
+        },
         job.output["sidecar"],
-        {"calibration_images": seen, "quantize": settings, **_versions()},
+        {
+            "calibration_images": seen["images"],
+            "quantize": settings,
+            "budget": budget,
+            **_versions(),
+        },  # fmt: skip
+    )
+
+
+def quantize_pte(job: Job) -> None:
+    """PT2E int8 recipe for one .pte backend within the accuracy budget (what export applies)."""
+    from mobileforge import chain
+    from mobileforge.quantize.budget import keep_within_budget
+    from mobileforge.quantize.pt2e import quantize_pt2e
+    from mobileforge.quantize.recipe import Recipe
+    from mobileforge.runtime.evaluate import collect_logits
+
+    fused, meta = chain.load_fused_model(job.input["fused"])
+    calibration, labels, fp32_logits, _ = _control(job, fused)
+    settings = job.params["quantize"]
+    backend = job.wildcards["backend"]
+    recipe = Recipe.from_settings(settings)
+    example = chain.example_input(meta)
+
+    def build(fp32_layers: tuple[str, ...]) -> Any:
+        converted, _ = quantize_pt2e(
+            fused, example, backend, calibration, recipe.with_fp32_layers(fp32_layers)
+        )
+        return converted
+
+    _, budget = keep_within_budget(
+        build,
+        lambda model: collect_logits(model, calibration, batch_size=256),
+        fp32_logits,
+        labels,
+        _ranking(job),
+        settings["accuracy_budget"],
+        settings["max_fp32_layers"],
+        job.log,
+    )
+    files.write_json_atomic(
+        job.output["recipe"],
+        {
+            "stage": "int8_recipe",
+            "model": meta["model"],
+            "backend": backend,
+            "recipe": recipe.with_fp32_layers(budget["fp32_layers"]).as_record(),
+            "quantize": settings,
+            "budget": budget,
+            **_versions(),
+        },
     )
 
 
@@ -210,7 +340,21 @@ def prune(job: Job) -> None:
     )
 
 
-def _artifact_info(meta: dict[str, Any], fmt: str, variant: str, backend: str) -> dict[str, Any]:
+def _budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
+    """What an artifact's sidecar keeps of its int8 budget decision (the stage has the steps)."""
+    return {"met": budget["budget_met"], "reason": budget["reason"], "loss": budget["loss"]}
+
+
+def _artifact_info(
+    meta: dict[str, Any], fmt: str, variant: str, backend: str, decision: Any = None
+) -> dict[str, Any]:
+    """The sidecar fields every artifact has; an int8 artifact's recipe and budget decision come
+    from its stage meta (FX) or from ``decision``, the ``.pte`` recipe record."""
+    decision = decision or meta
+    recipe = decision.get("recipe")
+    budget = decision.get("int8_budget") or (
+        _budget_summary(decision["budget"]) if "budget" in decision else None
+    )
     return {
         "model": meta["model"],
         "format": fmt,
@@ -222,6 +366,8 @@ def _artifact_info(meta: dict[str, Any], fmt: str, variant: str, backend: str) -
         "macs": meta.get("macs"),
         "input_shape": meta["input_shape"],
         "sparsity": meta.get("sparsity"),
+        "fp32_layers": None if recipe is None else recipe["fp32_layers"],
+        "int8_budget": budget,
         **_versions(),
     }
 
@@ -254,33 +400,28 @@ def export_pte(job: Job) -> None:
     from mobileforge import chain
     from mobileforge.data import load_dataset
     from mobileforge.export import pte
+    from mobileforge.quantize.recipe import Recipe
 
     pte.check_executorch()
     fused, meta = chain.load_fused_model(job.input["fused"])
     variant = job.wildcards["variant"]
     backend = job.wildcards["backend"]
-    # params carry quantize/prune settings only for the variants that use them (rerun triggers).
-    quantize = job.params["quantize"] or {}
-    calibration = None
-    if quantize:
-        count = quantize["calibration_batches"] * quantize["batch_size"]
-        calibration = load_dataset(job.input["data"])["calib_x"][:count]
+    # int8 variants take their calibration and fp32 layers from the quantize_pte job's recipe;
+    # params carry prune settings only for the variant that prunes (rerun triggers).
+    recipe = calibration = decision = None
+    if "recipe" in job.input:
+        decision = files.read_json(job.input["recipe"])
+        recipe = Recipe.from_record(decision["recipe"])
+        calibration = load_dataset(job.input["data"])["calib_x"]
     data, info = pte.export_pte(
-        fused,
-        chain.example_input(meta),
-        backend,
-        variant,
-        calibration,
-        job.params["prune"],
-        per_channel=quantize.get("per_channel", True),
-        calibration_batch_size=quantize.get("batch_size", 32),
+        fused, chain.example_input(meta), backend, variant, calibration, job.params["prune"], recipe
     )
     record = files.write_artifact(
         job.output["artifact"],
         data,
         job.output["sidecar"],
         {
-            **_artifact_info(meta, "pte", variant, backend),
+            **_artifact_info(meta, "pte", variant, backend, decision),
             **info,
             "sparsity": info.get("sparsity"),
             "optimization": f"to_edge_transform_and_lower({backend})",
@@ -466,3 +607,13 @@ def plots(job: Job) -> None:
             job.params["accuracy_budget"],
         )
         job.log(f"wrote {figure['path']}")
+
+
+@without_torch
+def plot_sensitivity(job: Job) -> None:
+    """Layers ranked by int8 damage per quantizer, the ones kept in fp32 marked."""
+    from mobileforge.report import plot_sensitivity as plot
+
+    sensitivities = [files.read_json(path) for path in job.input["sensitivities"]]
+    decisions = [files.read_json(path) for path in job.input["decisions"]]
+    plot(sensitivities, decisions, job.output["plot"])

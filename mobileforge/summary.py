@@ -22,11 +22,12 @@ from mobileforge import selection
 
 COLUMNS = [
     "model", "variant", "format", "backend", "device", "engine", "params", "size_bytes",
-    "sparsity", "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50", "latency_ms_p90",
-    "latency_ms_mean", "latency_ms_std", "latency_ms_min", "latency_ms_ci_low",
-    "latency_ms_ci_high", "latency_run_cv", "load_ms", "peak_rss_mb", "threads", "speedup",
-    "macs", "achieved_gmacs", "peak_gmacs", "peak_kernel", "roofline_fraction", "pareto", "best",
-    "best_reason", "optimization", "runtime", "note", "artifact",
+    "sparsity", "fp32_layers", "fp32_layer_names", "accuracy", "accuracy_delta", "max_abs_diff",
+    "latency_ms_p50", "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "latency_ms_min",
+    "latency_ms_ci_low", "latency_ms_ci_high", "latency_run_cv", "load_ms", "peak_rss_mb",
+    "threads", "speedup", "macs", "achieved_gmacs", "peak_gmacs", "peak_kernel",
+    "roofline_fraction", "pareto", "best", "best_reason", "optimization", "runtime", "note",
+    "artifact",
 ]  # fmt: skip
 #: Columns summarize() derives; build_rows() leaves them out.
 DERIVED = ("accuracy_delta", "speedup", "achieved_gmacs", "roofline_fraction", "pareto", "best",
@@ -76,6 +77,9 @@ def build_rows(
                     "params": sidecar.get("params"),
                     "size_bytes": sidecar["size_bytes"],
                     "sparsity": sidecar.get("sparsity"),
+                    # Layers the int8 accuracy budget kept in fp32: how many, which.
+                    "fp32_layers": _count(sidecar.get("fp32_layers")),
+                    "fp32_layer_names": _names(sidecar.get("fp32_layers")),
                     "accuracy": evaluation.get("accuracy"),
                     "max_abs_diff": evaluation.get("max_abs_diff"),
                     "latency_ms_p50": latency.get("p50"),
@@ -95,18 +99,31 @@ def build_rows(
                     "peak_kernel": peak["kernel"] if peak else "",
                     "optimization": sidecar.get("optimization", ""),
                     "runtime": measured.get("runtime", ""),
-                    "note": _note(bench, settings["kind"]),
+                    "note": _note(bench, settings["kind"], sidecar.get("int8_budget")),
                     "artifact": path,
                 }
             )
     return rows
 
 
-def _note(bench: dict[str, Any] | None, kind: str) -> str:
+def _count(layers: list[str] | None) -> int | None:
+    return None if layers is None else len(layers)
+
+
+def _names(layers: list[str] | None) -> str | None:
+    return None if layers is None else " ".join(layers)
+
+
+def _note(bench: dict[str, Any] | None, kind: str, budget: dict[str, Any] | None) -> str:
+    notes = []
+    if budget is not None and not budget["met"]:
+        notes.append(f"int8 accuracy budget not met: {budget['reason']}")
     if bench is None:
-        return f"not benchmarked: {kind} cannot run it"
-    # e.g. other processes took CPU during the timed loop: the latency is suspect.
-    return "; ".join(bench.get("warnings") or [])
+        notes.append(f"not benchmarked: {kind} cannot run it")
+    else:
+        # e.g. other processes took CPU during the timed loop: the latency is suspect.
+        notes += bench.get("warnings") or []
+    return "; ".join(notes)
 
 
 def summarize(rows: list[dict[str, Any]], accuracy_budget: float) -> pd.DataFrame:

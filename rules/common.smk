@@ -99,26 +99,68 @@ def get_fuse_params(wildcards):
     return canonical(model_settings(wildcards)["fuse"])
 
 
+# Keys of the quantize block that decide which layers stay fp32, not how a layer is calibrated:
+# sensitivity does not depend on them (editing the budget must not rerun it).
+BUDGET_KEYS = ("accuracy_budget", "max_fp32_layers")
+
+
+def _quantize_settings(wildcards, fmt, keys_out=()):
+    # .pte quantizers have no 7-bit activation mode: reduce_range (x86 FX) is not theirs.
+    settings = dict(model_settings(wildcards)["quantize"])
+    for key in (*keys_out, *(("reduce_range",) if fmt == "pte" else ())):
+        settings.pop(key, None)
+    return canonical(settings)
+
+
 def get_quantize_params(wildcards):
-    return canonical(model_settings(wildcards)["quantize"])
+    return _quantize_settings(wildcards, "ptl")
+
+
+def get_pte_quantize_params(wildcards):
+    return _quantize_settings(wildcards, "pte")
+
+
+def get_sensitivity_params(wildcards):
+    return _quantize_settings(wildcards, wildcards.fmt, BUDGET_KEYS)
+
+
+def _sensitivity_input(wildcards, fmt, key):
+    # Without a budget nothing is kept in fp32, so int8 does not wait for the ranking.
+    if model_settings(wildcards)["quantize"]["accuracy_budget"] is None:
+        return {}
+    return {"sensitivity": plan.sensitivity_path(wildcards.model, fmt, key)}
+
+
+def get_quantize_inputs(wildcards):
+    return {"data": get_dataset(wildcards), **_sensitivity_input(wildcards, "ptl", wildcards.engine)}
+
+
+def get_quantize_pte_inputs(wildcards):
+    sensitivity = _sensitivity_input(wildcards, "pte", wildcards.backend)
+    return {"data": get_dataset(wildcards), **sensitivity}
+
+
+def get_export_pte_inputs(wildcards):
+    if wildcards.variant == "fp32":
+        return {}
+    recipe = plan.pte_recipe_path(wildcards.model, wildcards.backend)
+    return {"data": get_dataset(wildcards), "recipe": recipe}
 
 
 def get_prune_params(wildcards):
     return canonical(model_settings(wildcards)["prune"])
 
 
-def get_pte_quantize_params(wildcards):
-    # fp32 programs do not depend on calibration settings, nor pt2e programs on the x86-only
-    # reduce_range: keep them out of the rerun trigger.
-    if wildcards.variant == "fp32":
-        return None
-    settings = dict(model_settings(wildcards)["quantize"])
-    settings.pop("reduce_range", None)
-    return canonical(settings)
-
-
 def get_pte_prune_params(wildcards):
     return get_prune_params(wildcards) if wildcards.variant == "int8_pruned" else None
+
+
+def get_sensitivity_plot_inputs(wildcards):
+    model = wildcards.model
+    return {
+        "sensitivities": plan.sensitivities(MF, model),
+        "decisions": plan.int8_decisions(MF, model),
+    }
 
 
 def get_device_params(wildcards):

@@ -43,13 +43,12 @@ rule export_ptl_int8:
 
 rule export_pte:
     input:
+        unpack(get_export_pte_inputs),
         fused="results/{model}/fused.pt",
-        data=get_dataset,
     output:
         artifact="results/{model}/pte/{variant}.{backend}.pte",
         sidecar="results/{model}/pte/{variant}.{backend}.pte.json",
     params:
-        quantize=get_pte_quantize_params,
         prune=get_pte_prune_params,
     log:
         "logs/export_pte/{model}.{variant}.{backend}.log",

@@ -13,6 +13,7 @@ from mobileforge.fuse import fuse
 from mobileforge.models import build_model
 from mobileforge.prune.unstructured import prunable_layers, prune_quantized, weight_sparsity
 from mobileforge.quantize.fx import quantize_static, quantized_engine, rebuild_quantized
+from mobileforge.quantize.recipe import Recipe
 from mobileforge.runtime.evaluate import collect_logits
 
 
@@ -45,7 +46,9 @@ def test_fusion_preserves_outputs_and_removes_batchnorm(model, inputs):
 @pytest.mark.parametrize("engine", ["x86", "qnnpack"])
 def test_int8_rebuilds_exactly_from_its_state_dict(model, inputs, engine):
     fused = fuse(model)
-    quantized, seen = quantize_static(fused, engine, True, inputs, 2, 16, log=lambda _: None)
+    quantized, seen = quantize_static(
+        fused, engine, Recipe(calibration_batches=2, batch_size=16), inputs
+    )
     assert seen == 32
     with quantized_engine(engine):
         expected = quantized(inputs)
@@ -53,14 +56,16 @@ def test_int8_rebuilds_exactly_from_its_state_dict(model, inputs, engine):
         torch.save(quantized.state_dict(), buffer)
         buffer.seek(0)
         state_dict = torch.load(buffer, weights_only=True)
-        rebuilt = rebuild_quantized(fuse(model), engine, True, inputs[:1], state_dict)
+        rebuilt = rebuild_quantized(fuse(model), engine, Recipe(), inputs[:1], state_dict)
         assert torch.equal(rebuilt(inputs), expected)
     # int8 stays close to fp32 on the calibration distribution.
     assert (expected - model(inputs)).abs().max() < 0.5
 
 
 def test_prune_zeroes_smallest_int8_weights_and_keeps_the_rest(model, inputs):
-    quantized, _ = quantize_static(fuse(model), "x86", True, inputs, 2, 16, log=lambda _: None)
+    quantized, _ = quantize_static(
+        fuse(model), "x86", Recipe(calibration_batches=2, batch_size=16), inputs
+    )
     with quantized_engine("x86"):
         before = {name: layer.weight() for name, layer in prunable_layers(quantized)}
         stats = prune_quantized(quantized, 0.3, "l1_unstructured")
@@ -80,7 +85,9 @@ def test_prune_zeroes_smallest_int8_weights_and_keeps_the_rest(model, inputs):
 
 
 def test_prune_rejects_amount_outside_unit_interval(model, inputs):
-    quantized, _ = quantize_static(fuse(model), "x86", True, inputs, 1, 16, log=lambda _: None)
+    quantized, _ = quantize_static(
+        fuse(model), "x86", Recipe(calibration_batches=1, batch_size=16), inputs
+    )
     with pytest.raises(ValueError, match="outside"):
         prune_quantized(quantized, 1.0, "l1_unstructured")
 
@@ -106,7 +113,9 @@ def test_ptl_export_records_path_and_matches_eager(model, inputs):
 
 
 def test_int8_ptl_runs_in_lite_interpreter(model, inputs):
-    quantized, _ = quantize_static(fuse(model), "x86", True, inputs, 2, 16, log=lambda _: None)
+    quantized, _ = quantize_static(
+        fuse(model), "x86", Recipe(calibration_batches=2, batch_size=16), inputs
+    )
     with quantized_engine("x86"):
         data, _ = export_ptl(quantized, "cpu", inputs[:1], log=lambda _: None)
         assert torch.equal(_lite(data)(inputs), quantized(inputs))

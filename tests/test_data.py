@@ -24,14 +24,17 @@ SMALL = {"train_size": 120, "calib_size": 20, "eval_size": 40}
 
 
 def _check_layout(data, n_classes, c, h, w):
-    assert set(data) == {"train_x", "train_y", "calib_x", "eval_x", "eval_y", "classes", "meta"}
+    assert set(data) == {
+        "train_x", "train_y", "calib_x", "calib_y", "eval_x", "eval_y", "classes", "meta"
+    }  # fmt: skip
     for key in ("train_x", "calib_x", "eval_x"):
         assert data[key].dtype == torch.float32
         assert data[key].shape[1:] == (c, h, w)
         assert data[key].is_contiguous()
-    for key in ("train_y", "eval_y"):
+    for key in ("train_y", "calib_y", "eval_y"):
         assert data[key].dtype == torch.int64
     assert data["train_x"].shape[0] == data["train_y"].shape[0]
+    assert data["calib_x"].shape[0] == data["calib_y"].shape[0]
     assert data["eval_x"].shape[0] == data["eval_y"].shape[0]
     assert len(data["classes"]) == n_classes
     meta = data["meta"]
@@ -210,8 +213,16 @@ def test_load_tensors_presplit_uint8(tmp_path):
     assert data["calib_x"].shape[0] == 3 and data["train_x"].shape[0] == 27
     assert float(data["train_x"].max()) <= 1.0
     torch.testing.assert_close(data["eval_x"], ex.float() / 255)
+    # The carved calib split keeps each image's own label.
+    label_of = {(tx[i].float() / 255).numpy().tobytes(): int(ty[i]) for i in range(len(tx))}
+    for image, label in zip(data["calib_x"], data["calib_y"], strict=True):
+        assert label_of[image.numpy().tobytes()] == int(label)
     torch.save({"train_x": tx, "train_y": ty, "eval_x": ex, "eval_y": ey, "calib_x": ex}, path)
-    assert load_tensors(path, 8, 8, channels=1)["calib_x"].shape[0] == 10
+    given = load_tensors(path, 8, 8, channels=1)
+    assert given["calib_x"].shape[0] == 10 and "calib_y" not in given  # unlabelled calib split
+    torch.save({"train_x": tx, "train_y": ty, "eval_x": ex, "eval_y": ey, "calib_x": ex,
+                "calib_y": ey}, path)  # fmt: skip
+    assert torch.equal(load_tensors(path, 8, 8, channels=1)["calib_y"], ey)
 
 
 @pytest.mark.parametrize(
@@ -285,7 +296,7 @@ def test_save_and_load_roundtrip_weights_only(tmp_path):
     assert os.listdir(path.parent) == ["shapes-16x16.pt"]  # no temp file left behind
     back = torch.load(path, weights_only=True)
     back2 = load_dataset(path)
-    for key in ("train_x", "train_y", "calib_x", "eval_x", "eval_y"):
+    for key in ("train_x", "train_y", "calib_x", "calib_y", "eval_x", "eval_y"):
         assert torch.equal(back[key], data[key])
         assert torch.equal(back2[key], data[key])
     assert back["meta"] == data["meta"] and back["classes"] == data["classes"]

@@ -396,3 +396,52 @@ def test_runtime_runs_a_pte_without_importing_the_compiler(built, tmp_path) -> N
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_xnnpack_pattern_guard_matches_the_installed_patterns() -> None:
+    """Every bilinear/SDPA pattern of this executorch holds the operators the guard requires."""
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+
+    from mobileforge.export.xnnpack_patterns import REQUIRED_OPS, graph_ops
+
+    getters = {"bilinear_2d": bilinear_2d.get_graphs, "sdpa": sdpa.get_graphs}
+    for module, _, required in REQUIRED_OPS.values():
+        patterns = getters[module]()
+        assert patterns
+        for pattern in patterns:
+            assert required <= graph_ops(pattern), (module, graph_ops(pattern))
+
+
+class Upsampler(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(self.conv(x), scale_factor=2, mode="bilinear")
+
+
+def test_skipping_unmatchable_patterns_changes_no_byte(setup, monkeypatch) -> None:
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d
+
+    built_patterns = []
+    original = bilinear_2d.get_graphs_dict
+
+    def counting() -> dict:
+        built_patterns.append(1)
+        return original()
+
+    monkeypatch.setattr(bilinear_2d, "get_graphs_dict", counting)
+    for model, x, matchable in [
+        (setup["model"], setup["x"], False),
+        (Upsampler().eval(), torch.randn(1, 3, 8, 8), True),
+    ]:
+        for variant in ("fp32", "int8"):
+            calibration = None if variant == "fp32" else torch.randn(8, *x.shape[1:])
+            args = (model, x, "xnnpack", variant, calibration)
+            built_patterns.clear()
+            fast, _ = pte.export_pte(*args)
+            assert bool(built_patterns) == matchable  # patterns built only where they can match
+            slow, _ = pte.export_pte(*args, skip_patterns=False)
+            assert built_patterns  # the unguarded lowering always builds them
+            assert fast == slow, (type(model).__name__, variant)

@@ -155,6 +155,68 @@ def test_editing_one_models_prune_amount_replans_only_its_pruned_chain(run):
     }
 
 
+def _int8_chain(model: str, fmts: tuple[str, ...] = ("ptl", "pte")) -> set[str]:
+    """Everything downstream of one model's int8 calibration, in the given formats."""
+    m = f"results/{model}"
+    stems = {
+        "ptl": ["int8.x86.cpu", "int8_pruned.x86.cpu"],
+        "pte": ["int8.xnnpack", "int8_pruned.xnnpack"],
+    }
+    planned = {f"{m}/int8.x86.pt", f"{m}/int8_pruned.x86.pt"} if "ptl" in fmts else set()
+    if "pte" in fmts:
+        planned.add(f"{m}/pte/int8.xnnpack.recipe.json")
+    for fmt in fmts:
+        for stem in stems[fmt]:
+            planned |= {f"{m}/{fmt}/{stem}.{fmt}", f"{m}/eval/{fmt}/{stem}.json"}
+            planned |= {f"{m}/bench/{fmt}/{stem}.{device}.json" for device in ("host", "host2")}
+    return planned | {f"results/report/sensitivity/{model}.png"} | DOWNSTREAM
+
+
+def test_editing_the_accuracy_budget_replans_int8_but_not_the_sensitivity(run):
+    workdir, _, raw = run
+    edited = copy.deepcopy(raw)
+    edited["models"]["alpha"]["quantize"] = {"accuracy_budget": 0.5, "max_fp32_layers": 2}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "budget.yaml"))
+    assert planned == _int8_chain("alpha")
+
+
+def test_editing_calibration_replans_the_sensitivity_too(run):
+    workdir, _, raw = run
+    edited = copy.deepcopy(raw)
+    edited["models"]["alpha"]["quantize"] = {"observer": "minmax"}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "observer.yaml"))
+    sensitivities = {
+        "results/alpha/sensitivity/ptl.x86.json",
+        "results/alpha/sensitivity/pte.xnnpack.json",
+    }
+    assert planned == _int8_chain("alpha") | sensitivities
+
+
+def test_editing_reduce_range_replans_only_the_ptl_int8_chain(run):
+    workdir, _, raw = run
+    edited = copy.deepcopy(raw)
+    edited["models"]["alpha"]["quantize"] = {"reduce_range": True}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "reduce.yaml"))
+    assert planned == _int8_chain("alpha", ("ptl",)) | {"results/alpha/sensitivity/ptl.x86.json"}
+
+
+def test_sensitivity_and_budget_records(run):
+    workdir, _, _ = run
+    for key in ("ptl.x86", "pte.xnnpack"):
+        record = json.loads((workdir / f"results/alpha/sensitivity/{key}.json").read_text())
+        assert [layer["rank"] for layer in record["layers"]] == list(range(1, 7))
+        assert record["control_images"] == 32  # the calibration images (2 batches of 16)
+    sidecar = json.loads((workdir / "results/alpha/int8.x86.pt.json").read_text())
+    assert sidecar["budget"]["accuracy_budget"] == 1.0
+    assert sidecar["budget"]["steps"][0]["n"] == 64  # the whole calibration split
+    frame = pd.read_csv(workdir / "results/summary.csv")
+    int8 = frame[frame["variant"] != "fp32"]
+    assert (int8["fp32_layers"] == [len(s.split()) if isinstance(s, str) else 0
+                                    for s in int8["fp32_layer_names"]]).all()  # fmt: skip
+    assert frame[frame["variant"] == "fp32"]["fp32_layers"].isna().all()
+    assert (workdir / "results/report/sensitivity/alpha.png").stat().st_size > 10_000
+
+
 def test_editing_one_device_replans_only_its_benchmarks(run):
     workdir, _, raw = run
     edited = copy.deepcopy(raw)
@@ -171,11 +233,13 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     edited = copy.deepcopy(raw)
     edited["models"]["gamma"] = {"arch": "tinycnn", "kwargs": {"width": 4}}
     planned = planned_outputs(workdir, write_config(workdir, edited, "added.yaml"))
-    assert DOWNSTREAM <= planned
-    assert all(path.startswith("results/gamma/") for path in planned - DOWNSTREAM)
-    # jobs: train, fuse (+ reference logits), int8, prune, 6 artifacts, 6 evaluations,
-    # 12 benchmarks
-    assert len(planned - DOWNSTREAM) == 4 + 6 + 6 + 12
+    plot = "results/report/sensitivity/gamma.png"
+    assert DOWNSTREAM | {plot} <= planned
+    own = planned - DOWNSTREAM - {plot}
+    assert all(path.startswith("results/gamma/") for path in own)
+    # jobs: train, fuse (+ reference logits), 2 sensitivities, int8 (FX), int8 recipe (.pte),
+    # prune, 6 artifacts, 6 evaluations, 12 benchmarks (and the sensitivity plot)
+    assert len(own) == 7 + 6 + 6 + 12
 
 
 def test_two_clean_runs_give_byte_identical_artifacts(run, tmp_path):
@@ -205,7 +269,8 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
         )
     pngs = (workdir / "results/report").rglob("*.png")
     figures = sorted(str(path.relative_to(workdir)) for path in pngs)
-    assert len(figures) == 2 * 3 + 1  # per device: accuracy plot, distribution, load/memory
+    # Per device: accuracy plot, distribution, load/memory; per model: sizes, int8 sensitivity.
+    assert len(figures) == 2 * 3 + 1 + 1
     with browser.chromium() as driver:
         categories = browser.open_report(driver, report)
         assert {c: {s: len(p) for s, p in sub.items()} for c, sub in categories.items()} == {
@@ -213,6 +278,7 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
             "host2": {"all models": 1, "alpha": 2},
             "artifact sizes (any device)": {"alpha": 1},
             "Summary": {"tables": 3},
+            "Sensitivity": {"alpha": 1},
         }
         results = driver.execute_script("return results;")
         assert sorted(p for p in results if p.endswith(".png")) == figures
@@ -220,7 +286,8 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
         seen = set()
         for category, subcategories in categories.items():
             for subcategory, paths in subcategories.items():
-                by_label = {next(iter(results[p]["labels"].values())): p for p in paths}
+                # A row shows its first label, or its path where the result has no labels.
+                by_label = {next(iter((results[p]["labels"] or {p: p}).values())): p for p in paths}
                 count = len(browser.show_results(driver, report, category, subcategory))
                 for index in range(count):
                     row = browser.show_results(driver, report, category, subcategory)[index]

@@ -6,6 +6,7 @@ the result can be written with :func:`save_dataset` and read back with ``weights
 
     {"train_x": float32 [N,C,H,W], "train_y": int64 [N],
      "calib_x": float32 [M,C,H,W],                      # for int8 calibration, never trained on
+     "calib_y": int64 [M],            # its labels (absent only for a user's unlabelled calib_x)
      "eval_x": float32 [K,C,H,W], "eval_y": int64 [K],
      "classes": list[str],
      "meta": {"name", "seed", "height", "width", "channels", "mean", "std", ...}}

@@ -293,6 +293,7 @@ def make_shapes(
         "train_x": torch.from_numpy(splits["train"][0]),
         "train_y": torch.from_numpy(splits["train"][1]),
         "calib_x": torch.from_numpy(splits["calib"][0]),
+        "calib_y": torch.from_numpy(splits["calib"][1]),
         "eval_x": torch.from_numpy(splits["eval"][0]),
         "eval_y": torch.from_numpy(splits["eval"][1]),
         "classes": list(SHAPE_CLASSES[:num_classes]),

@@ -115,9 +115,16 @@ def load_folder(
     y = np.asarray(labels, dtype=np.int64)
     tr, ca, ev = stratified_split(y, calib_fraction, eval_fraction, seed, str(root))
     yt = torch.from_numpy(y)
-    splits = {"train_x": x[tr], "train_y": yt[tr], "calib_x": x[ca], "eval_x": x[ev]}
+    splits = {
+        "train_x": x[tr],
+        "train_y": yt[tr],
+        "calib_x": x[ca],
+        "calib_y": yt[ca],
+        "eval_x": x[ev],
+        "eval_y": yt[ev],
+    }
     classes = [d.name for d in class_dirs]
-    data = _user_dataset("folder", root, seed, channels, classes, {**splits, "eval_y": yt[ev]})
+    data = _user_dataset("folder", root, seed, channels, classes, splits)
     return normalise(data)
 
 
@@ -180,8 +187,9 @@ def load_tensors(
     Accepted layouts:
 
     * ``{"x": [N,C,H,W], "y": [N]}`` - split per class deterministically from ``seed``;
-    * ``{"train_x", "train_y", "eval_x", "eval_y"[, "calib_x"]}`` - used as given; without
-      ``calib_x`` the calib split is carved out of train (so it is still disjoint from eval).
+    * ``{"train_x", "train_y", "eval_x", "eval_y"[, "calib_x"[, "calib_y"]]}`` - used as given;
+      without ``calib_x`` the calib split is carved out of train (so it is still disjoint from
+      eval); without ``calib_y`` the int8 budget checks top-1 agreement instead of accuracy.
 
     Optional ``"classes"`` (list of names) labels the classes; otherwise they are "0", "1", ...
     ``x`` may be float (used as is unless ``normalize``) or uint8 (scaled to [0, 1]).
@@ -208,7 +216,7 @@ def load_tensors(
         tr, ca, ev = stratified_split(y.numpy(), calib_fraction, eval_fraction, seed, str(source))
         tr_t, ca_t, ev_t = (torch.from_numpy(i) for i in (tr, ca, ev))
         train_x, train_y = x[tr_t], y[tr_t]
-        calib_x = x[ca_t]
+        calib_x, calib_y = x[ca_t], y[ca_t]
         eval_x, eval_y = x[ev_t], y[ev_t]
     elif all(k in obj for k in _SPLIT_KEYS):
         train_x = _check_x(obj["train_x"], "train_x", source, channels)
@@ -217,6 +225,13 @@ def load_tensors(
         eval_y = _check_y(obj["eval_y"], "eval_y", source, eval_x.shape[0])
         if "calib_x" in obj:
             calib_x = _check_x(obj["calib_x"], "calib_x", source, channels)
+            # Labels of a given calib split are optional: without them the int8 accuracy budget
+            # is checked as top-1 agreement with fp32 (mobileforge.quantize.budget).
+            calib_y = (
+                _check_y(obj["calib_y"], "calib_y", source, calib_x.shape[0])
+                if "calib_y" in obj
+                else None
+            )
         else:
             rng = np.random.default_rng([int(seed), 11])
             perm = torch.from_numpy(rng.permutation(train_x.shape[0]))
@@ -224,13 +239,14 @@ def load_tensors(
             if n_calib >= train_x.shape[0]:
                 raise ValueError(f"{source}: too few training samples to carve a calib split")
             calib_x = train_x[perm[:n_calib].sort().values]
+            calib_y = train_y[perm[:n_calib].sort().values]
             keep = perm[n_calib:].sort().values
             train_x, train_y = train_x[keep], train_y[keep]
     else:
         raise ValueError(
             f"{source}: unexpected keys {sorted(map(str, obj))}; expected 'x' and 'y' "
             "(split automatically) or 'train_x', 'train_y', 'eval_x', 'eval_y' "
-            "[and 'calib_x']"
+            "[and 'calib_x', 'calib_y']"
         )
     num_classes = int(max(int(train_y.max()), int(eval_y.max()))) + 1
     classes = obj.get("classes")
@@ -249,6 +265,8 @@ def load_tensors(
         "eval_x": _resize(eval_x, height, width),
         "eval_y": eval_y.contiguous(),
     }
+    if calib_y is not None:
+        splits["calib_y"] = calib_y.contiguous()
     data = _user_dataset("tensors", source, seed, channels, list(classes), splits)
     if normalize:
         return normalise(data)

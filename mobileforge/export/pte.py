@@ -33,8 +33,10 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from mobileforge.export import coreml
+from mobileforge.export.xnnpack_patterns import skip_unmatchable_patterns
 from mobileforge.prune.pt2e import prune_amount, prune_converted
 from mobileforge.quantize.pt2e import quantize_pt2e
+from mobileforge.quantize.recipe import Recipe
 from mobileforge.versions import base_version, check_executorch
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -131,9 +133,9 @@ def export_pte(
     variant: str,
     calibration: torch.Tensor | None = None,
     prune: dict | None = None,
+    recipe: Recipe | None = None,
     *,
-    per_channel: bool = True,
-    calibration_batch_size: int = 32,
+    skip_patterns: bool = True,
 ) -> tuple[bytes, dict[str, Any]]:
     """Export a fused fp32 model to an ExecuTorch program lowered to one delegate backend.
 
@@ -147,8 +149,9 @@ def export_pte(
         calibration: ``[N, C, H, W]`` calibration samples; required for int8 variants.
         prune: pruning settings; required for ``int8_pruned`` and refused otherwise, so a
             config mistake cannot silently produce an unpruned "pruned" artifact.
-        per_channel: per-channel (vs per-tensor) symmetric int8 weights.
-        calibration_batch_size: samples per calibration forward pass.
+        recipe: calibration choices and fp32 layers of the int8 variants (default: ``Recipe()``).
+        skip_patterns: skip XNNPACK pattern graphs that cannot match (same bytes, seconds
+            faster: :mod:`mobileforge.export.xnnpack_patterns`); False only to check that.
 
     Returns:
         ``(program bytes, info)``; ``info`` is JSON-serialisable and deterministic. Two exports
@@ -196,14 +199,7 @@ def export_pte(
             exported = torch.export.export(model, (example_input,))
         else:
             assert calibration is not None
-            converted, qinfo = quantize_pt2e(
-                model,
-                example_input,
-                backend,
-                calibration,
-                per_channel=per_channel,
-                calibration_batch_size=calibration_batch_size,
-            )
+            converted, qinfo = quantize_pt2e(model, example_input, backend, calibration, recipe)
             info.update(qinfo)
             if variant == "int8_pruned":
                 info["sparsity"], info["prune"] = prune_converted(converted, prune)
@@ -214,6 +210,8 @@ def export_pte(
         with contextlib.ExitStack() as stack:
             if backend == "coreml":
                 payloads = stack.enter_context(coreml.deterministic_payloads())
+            if backend == "xnnpack" and skip_patterns:
+                stack.enter_context(skip_unmatchable_patterns())
             edge = to_edge_transform_and_lower(exported, partitioner=[partitioner])
         if backend == "coreml":
             info["lowering"]["canonicalized_payloads"] = len(payloads)

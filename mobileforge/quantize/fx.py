@@ -8,10 +8,14 @@ calibration and the saved model are per engine.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import torch
 
+from mobileforge.quantize.clamps import make_clamp_aware
+from mobileforge.quantize.observers import fx_activation_observer
+from mobileforge.quantize.recipe import Recipe
 from mobileforge.quiet import quiet_quantization_warnings
 
 ENGINES = ("x86", "qnnpack")
@@ -33,39 +37,50 @@ def quantized_engine(engine: str) -> Iterator[None]:
         torch.backends.quantized.engine = previous
 
 
-def qconfig_mapping(engine: str, per_channel: bool, reduce_range: bool = False):  # QConfigMapping
-    """The engine's default mapping, with the weight and activation observers asked for.
+def qconfig_mapping(engine: str, recipe: Recipe):  # -> QConfigMapping
+    """The engine's default mapping with the recipe's observers and its fp32 layers.
 
     ``reduce_range`` keeps activations to 7 bits, PyTorch's x86 default, which avoids overflow in
     fbgemm's kernels on x86 CPUs without VNNI; with full 8 bits int8 stays within a point of fp32
-    on the default models (7-bit: up to 1.8 points lower). QNNPACK always uses 8 bits.
+    on the default models (7-bit: up to 1.8 points lower). QNNPACK always uses 8 bits. A layer in
+    ``recipe.fp32_layers`` gets no qconfig: FX leaves it in float, with a dequantize before it
+    and a quantize after it.
     """
     from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
     from torch.ao.quantization.observer import (
-        HistogramObserver,
         default_per_channel_weight_observer,
         default_weight_observer,
     )
 
     mapping: QConfigMapping = get_default_qconfig_mapping(engine)
-    weight = default_per_channel_weight_observer if per_channel else default_weight_observer
-    activation = HistogramObserver.with_args(reduce_range=reduce_range and engine != "qnnpack")
+    weight = default_per_channel_weight_observer if recipe.per_channel else default_weight_observer
+    activation = fx_activation_observer(
+        recipe.observer,
+        recipe.percentile,
+        reduce_range=recipe.reduce_range and engine != "qnnpack",
+    )
     mapping.set_global(QConfig(activation=activation, weight=weight))
+    for name in recipe.fp32_layers:
+        mapping.set_module_name(name, None)
     return mapping
 
 
 def prepare(
-    fused: torch.nn.Module,
-    engine: str,
-    per_channel: bool,
-    example: torch.Tensor,
-    reduce_range: bool = False,
+    fused: torch.nn.Module, engine: str, recipe: Recipe, example: torch.Tensor
 ) -> torch.fx.GraphModule:
+    """A copy of the fused model with the recipe's observers inserted (it computes in fp32).
+
+    A copy, because ``convert_fx`` swaps the children of fused modules (``ConvReLU2d``) in
+    place: the fused model stays usable for the next calibration.
+    """
     from torch.ao.quantization.quantize_fx import prepare_fx
 
-    mapping = qconfig_mapping(engine, per_channel, reduce_range)
     with quiet_quantization_warnings():
-        return prepare_fx(fused.eval(), mapping, (example,))
+        model = copy.deepcopy(fused).eval()
+        prepared = prepare_fx(model, qconfig_mapping(engine, recipe), (example,))
+    if recipe.clamp_aware:
+        make_clamp_aware(prepared)
+    return prepared
 
 
 def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
@@ -76,44 +91,48 @@ def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
 
 
 @torch.no_grad()
-def quantize_static(
-    fused: torch.nn.Module,
-    engine: str,
-    per_channel: bool,
-    calibration: torch.Tensor,
-    batches: int,
-    batch_size: int,
-    log=print,
-    reduce_range: bool = False,
-) -> tuple[torch.fx.GraphModule, int]:
-    """Calibrate on ``batches`` batches of ``calibration`` and convert; returns (model, samples)."""
-    with quantized_engine(engine):
-        prepared = prepare(fused, engine, per_channel, calibration[:1], reduce_range)
-        seen = 0
-        for index in range(batches):
-            chunk = calibration[index * batch_size : (index + 1) * batch_size]
-            if len(chunk) == 0:
+def calibrate(
+    prepared: torch.nn.Module, calibration: torch.Tensor, recipe: Recipe, log=None
+) -> int:
+    """Run ``recipe.calibration_batches`` batches through the observers; returns images seen."""
+    seen = 0
+    for index in range(recipe.calibration_batches):
+        chunk = calibration[index * recipe.batch_size : (index + 1) * recipe.batch_size]
+        if len(chunk) == 0:
+            if log:
                 log(f"calibration split exhausted after {index} batches ({seen} images)")
-                break
-            prepared(chunk)
-            seen += len(chunk)
-            log(f"calibration batch {index + 1}/{batches}: {seen} images")
+            break
+        prepared(chunk)
+        seen += len(chunk)
+        if log:
+            log(f"calibration batch {index + 1}/{recipe.calibration_batches}: {seen} images")
+    return seen
+
+
+def quantize_static(
+    fused: torch.nn.Module, engine: str, recipe: Recipe, calibration: torch.Tensor, log=None
+) -> tuple[torch.fx.GraphModule, int]:
+    """Calibrate the recipe on ``calibration`` and convert; returns (model, images seen)."""
+    with quantized_engine(engine):
+        prepared = prepare(fused, engine, recipe, calibration[:1])
+        seen = calibrate(prepared, calibration, recipe, log)
         return convert(prepared), seen
 
 
 def rebuild_quantized(
     fused: torch.nn.Module,
     engine: str,
-    per_channel: bool,
+    recipe: Recipe,
     example: torch.Tensor,
     state_dict: dict[str, torch.Tensor],
 ) -> torch.fx.GraphModule:
     """Recreate a saved quantized model: same graph from the fused model, then its saved weights.
 
-    Converting an uncalibrated prepared model yields the right structure with placeholder
-    scales; ``load_state_dict`` then restores every quantized weight, scale and zero point.
+    Converting an uncalibrated prepared model yields the right structure (the recipe's fp32
+    layers included) with placeholder scales; ``load_state_dict`` then restores every quantized
+    weight, scale and zero point.
     """
     with quantized_engine(engine):
-        model = convert(prepare(fused, engine, per_channel, example))
+        model = convert(prepare(fused, engine, recipe, example))
         model.load_state_dict(state_dict)
     return model

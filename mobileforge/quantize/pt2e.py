@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mobileforge.quantize.clamps import make_clamp_aware
+from mobileforge.quantize.observers import describe, pt2e_activation_observer
+from mobileforge.quantize.recipe import Recipe
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
@@ -18,43 +22,84 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 QUANTIZER_BACKENDS = ("xnnpack", "vulkan", "coreml")
 
 
-def quantizer(backend: str, per_channel: bool) -> tuple[Any, dict[str, Any]]:
+def _fp32_filter(fp32_layers: tuple[str, ...]) -> Any:
+    """A node filter that is False for nodes of the given modules (by ``nn_module_stack``)."""
+    from torchao.quantization.pt2e.quantizer.utils import get_module_name_filter
+
+    in_layer = [get_module_name_filter(name) for name in fp32_layers]
+
+    def quantize_node(node: torch.fx.Node) -> bool:
+        return not any(belongs(node) for belongs in in_layer)
+
+    return quantize_node
+
+
+def _xnnpack_config(recipe: Recipe) -> tuple[Any, str]:
+    """XNNPACK's symmetric static int8 config with the recipe's activation observer."""
+    import dataclasses
+
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        get_symmetric_quantization_config,
+    )
+
+    config = get_symmetric_quantization_config(is_per_channel=recipe.per_channel)
+    name = describe(recipe.observer, recipe.percentile)
+    if recipe.observer == "histogram":  # the config's own observer
+        return config, name
+    observer = pt2e_activation_observer(recipe.observer, recipe.percentile, eps=2**-12)
+    activation = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
+    config = dataclasses.replace(config, input_activation=activation, output_activation=activation)
+    return config, name
+
+
+def quantizer(backend: str, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
     """Return the PT2E quantizer for a backend and its settings (JSON-serialisable).
 
     XNNPACK and Vulkan share the XNNPACK quantizer: executorch's ``VulkanQuantizer`` only does
     weight-only / dynamic quantization of linear layers, while the Vulkan partitioner lowers the
     XNNPACK quantizer's static int8 conv/linear patterns to its own ``q8ta`` kernels (that is what
     executorch's Vulkan tests do). Core ML has its own quantizer built on coremltools' config.
+
+    ``recipe.fp32_layers`` stay in float: XNNPACK's ``set_module_name`` refuses ``None`` in
+    executorch 1.5.1, so they are excluded through ``set_filter_function`` with torchao's own
+    module-name filter (the same ``nn_module_stack`` match ``set_module_name`` uses); Core ML
+    takes ``module_name_configs={name: None}``.
     """
     import torch
 
     if backend in ("xnnpack", "vulkan"):
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
 
-        config = get_symmetric_quantization_config(is_per_channel=per_channel)
+        config, observer = _xnnpack_config(recipe)
         settings = {
             "quantizer": "XNNPACKQuantizer",
             "config": "get_symmetric_quantization_config",
-            "is_per_channel": per_channel,
+            "is_per_channel": recipe.per_channel,
             "weight": "int8 symmetric [-127, 127], "
-            + ("per-channel (axis 0)" if per_channel else "per-tensor"),
-            "activation": "int8 affine [-128, 127], per-tensor, HistogramObserver",
+            + ("per-channel (axis 0)" if recipe.per_channel else "per-tensor"),
+            "activation": f"int8 affine [-128, 127], per-tensor, {observer}",
         }
-        return XNNPACKQuantizer().set_global(config), settings
+        chosen = XNNPACKQuantizer().set_global(config)
+        if recipe.fp32_layers:
+            chosen.set_filter_function(_fp32_filter(recipe.fp32_layers))
+        return chosen, settings
     if backend == "coreml":
         import coremltools as ct
         from executorch.backends.apple.coreml.quantizer import CoreMLQuantizer
 
+        if recipe.observer != "histogram":
+            raise ValueError(
+                f"quantize.observer {recipe.observer!r}: the Core ML quantizer picks its own "
+                "observers; use 'histogram' (the default) for coreml"
+            )
         config = ct.optimize.torch.quantization.LinearQuantizerConfig(
             global_config=ct.optimize.torch.quantization.ModuleLinearQuantizerConfig(
                 quantization_scheme="symmetric",
                 activation_dtype=torch.quint8,
                 weight_dtype=torch.qint8,
-                weight_per_channel=per_channel,
-            )
+                weight_per_channel=recipe.per_channel,
+            ),
+            module_name_configs={name: None for name in recipe.fp32_layers},
         )
         settings = {
             "quantizer": "CoreMLQuantizer",
@@ -62,7 +107,7 @@ def quantizer(backend: str, per_channel: bool) -> tuple[Any, dict[str, Any]]:
             "quantization_scheme": "symmetric",
             "activation_dtype": "quint8",
             "weight_dtype": "qint8",
-            "is_per_channel": per_channel,
+            "is_per_channel": recipe.per_channel,
         }
         return CoreMLQuantizer(config), settings
     raise ValueError(
@@ -120,14 +165,43 @@ def _calibrate(
     return seen
 
 
+def prepare_pt2e_model(
+    model: torch.nn.Module,
+    example_input: torch.Tensor,
+    backend: str,
+    calibration: torch.Tensor,
+    recipe: Recipe,
+) -> tuple[torch.fx.GraphModule, dict[str, Any]]:
+    """Capture, annotate and calibrate: the observed module, still computing in fp32.
+
+    Calibration sees the first ``recipe.calibration_samples`` images of ``calibration`` in
+    batches of ``recipe.batch_size``. Returns the prepared module and the sidecar settings
+    (``quantizer``, ``calibration_samples``).
+    """
+    import torch
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    info: dict[str, Any] = {}
+    chosen, info["quantizer"] = quantizer(backend, recipe)
+    example_input = example_input.detach().to(torch.float32).contiguous()
+    calibration = calibration[: recipe.calibration_samples].detach().to(torch.float32)
+    with torch.no_grad():
+        captured, chunk, dynamic = _export_for_calibration(
+            model.eval(), example_input, calibration, recipe.batch_size
+        )
+        prepared = prepare_pt2e(captured, chosen)
+        if recipe.clamp_aware:
+            make_clamp_aware(prepared)
+        info["calibration_samples"] = _calibrate(prepared, calibration, chunk, dynamic)
+    return prepared, info
+
+
 def quantize_pt2e(
     model: torch.nn.Module,
     example_input: torch.Tensor,
     backend: str,
     calibration: torch.Tensor,
-    *,
-    per_channel: bool = True,
-    calibration_batch_size: int = 32,
+    recipe: Recipe | None = None,
 ) -> tuple[torch.fx.GraphModule, dict[str, Any]]:
     """PT2E static int8 for ``backend``: capture, prepare, calibrate, convert.
 
@@ -138,17 +212,11 @@ def quantize_pt2e(
     ``int8_pruned``).
     """
     import torch
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
 
-    info: dict[str, Any] = {}
-    quantizer_, info["quantizer"] = quantizer(backend, per_channel)
-    example_input = example_input.detach().to(torch.float32).contiguous()
-    calibration = calibration.detach().to(torch.float32)
+    prepared, info = prepare_pt2e_model(
+        model, example_input, backend, calibration, recipe or Recipe()
+    )
     with torch.no_grad():
-        captured, chunk, dynamic = _export_for_calibration(
-            model.eval(), example_input, calibration, calibration_batch_size
-        )
-        prepared = prepare_pt2e(captured, quantizer_)
-        info["calibration_samples"] = _calibrate(prepared, calibration, chunk, dynamic)
         converted = convert_pt2e(prepared)
     return converted, info

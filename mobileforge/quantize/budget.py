@@ -1,0 +1,124 @@
+"""The int8 accuracy budget: keep the most sensitive layers in fp32 until int8 is close enough.
+
+After calibration the real converted int8 model (not a simulation) is run on the control images
+(the whole calibration split: never the eval split) beside the fp32 model. Its loss is
+
+* with labels: fp32 top-1 minus int8 top-1, in points;
+* without (a user's unlabelled calib split): the share of images whose top-1 class changed, an
+  upper bound on any top-1 loss.
+
+While the loss is above ``quantize.accuracy_budget`` and fewer than ``quantize.max_fp32_layers``
+layers are kept, the next layer in sensitivity order (most damaging first) is kept in fp32 and
+the model re-quantized and re-measured. If the cap is reached first, the step with the smallest
+loss is kept (the fewest layers on ties) and the record says the budget was not met. Every step
+is recorded, so a user sees what each kept layer bought.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+
+def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).double().mean() * 100)
+
+
+def measure(
+    fp32_logits: torch.Tensor, int8_logits: torch.Tensor, labels: torch.Tensor | None
+) -> dict[str, Any]:
+    """Loss of int8 against fp32 on the control images, with its standard error."""
+    n = len(int8_logits)
+    agreement = _top1(int8_logits, fp32_logits.argmax(1))
+    record: dict[str, Any] = {"n": n, "top1_agreement": agreement}
+    if labels is None:
+        record["loss"] = 100.0 - agreement
+        return record
+    fp32_right = fp32_logits.argmax(1) == labels
+    int8_right = int8_logits.argmax(1) == labels
+    lost = int((fp32_right & ~int8_right).sum())
+    gained = int((~fp32_right & int8_right).sum())
+    record.update(
+        fp32_accuracy=_top1(fp32_logits, labels),
+        accuracy=_top1(int8_logits, labels),
+        loss=100.0 * (lost - gained) / n,
+        # Paired standard error of the accuracy difference (only discordant images vary).
+        loss_stderr=100.0 * math.sqrt(max(0.0, lost + gained - (lost - gained) ** 2 / n)) / n,
+    )
+    return record
+
+
+def criterion(labels: torch.Tensor | None) -> str:
+    if labels is None:
+        return "top-1 disagreement with fp32 on the calibration split (no labels)"
+    return "top-1 points lost against fp32 on the calibration split"
+
+
+def keep_within_budget(
+    quantize: Callable[[tuple[str, ...]], Any],
+    logits_of: Callable[[Any], torch.Tensor],
+    fp32_logits: torch.Tensor,
+    labels: torch.Tensor | None,
+    ranking: list[str],
+    budget: float | None,
+    max_fp32_layers: int,
+    log: Callable[[str], Any] = print,
+) -> tuple[Any, dict[str, Any]]:
+    """Quantize, then keep layers of ``ranking`` in fp32 until the loss is within ``budget``.
+
+    ``quantize(fp32_layers)`` returns a converted model; ``logits_of(model)`` its logits on the
+    control images, whose fp32 logits and labels (or None) are given. Returns the chosen model
+    and the record for the sidecar. ``budget`` None quantizes every layer and only measures.
+    """
+    steps: list[dict[str, Any]] = []
+    models: list[Any] = []
+    kept: tuple[str, ...] = ()
+    while True:
+        model = quantize(kept)
+        step = {"fp32_layers": list(kept), **measure(fp32_logits, logits_of(model), labels)}
+        steps.append(step)
+        models.append(model)
+        log(
+            f"int8 with {len(kept)} fp32 layer(s) {list(kept)}: loss {step['loss']:.2f} points "
+            f"(top-1 agreement {step['top1_agreement']:.2f}%, {step['n']} images)"
+        )
+        if budget is None or step["loss"] <= budget:
+            break
+        if len(kept) >= max_fp32_layers or len(kept) >= len(ranking):
+            break
+        kept = (*kept, ranking[len(kept)])
+    over = budget is not None and steps[-1]["loss"] > budget
+    index = min(range(len(steps)), key=lambda i: (steps[i]["loss"], i)) if over else len(steps) - 1
+    chosen = steps[index]
+    met = budget is None or chosen["loss"] <= budget
+    if budget is None:
+        reason = "no accuracy budget (quantize.accuracy_budget is null): every layer int8"
+    elif not chosen["fp32_layers"]:
+        reason = f"all-int8 loss {chosen['loss']:.2f} is within the budget of {budget}"
+    elif met:
+        reason = (
+            f"all-int8 lost {steps[0]['loss']:.2f} points, over the budget of {budget}; keeping "
+            f"the {len(chosen['fp32_layers'])} most sensitive layer(s) in fp32 brings it to "
+            f"{chosen['loss']:.2f}"
+        )
+    else:
+        reason = (
+            f"budget of {budget} not met: all-int8 lost {steps[0]['loss']:.2f} points and "
+            f"{len(steps) - 1} fp32 layer(s) (quantize.max_fp32_layers {max_fp32_layers}) "
+            f"got it down to {chosen['loss']:.2f} at best; raise max_fp32_layers or the budget"
+        )
+    log(reason)
+    record = {
+        "accuracy_budget": budget,
+        "max_fp32_layers": max_fp32_layers,
+        "criterion": criterion(labels),
+        "budget_met": met,
+        "fp32_layers": chosen["fp32_layers"],
+        "reason": reason,
+        "loss": chosen["loss"],
+        "steps": steps,
+    }
+    return models[index], record
