@@ -1,5 +1,6 @@
 # mobileforge: trained PyTorch models -> fused -> int8 -> pruned -> .ptl / .pte per backend
-# -> accuracy of each artifact -> device benchmarks -> results/summary.csv.
+# -> accuracy of each artifact -> device benchmarks (+ the host's peak throughput)
+# -> results/summary.csv, summary.md and the report's plots.
 # See README.md for the layout of results/ and every configuration option.
 from snakemake.utils import min_version
 
@@ -21,6 +22,7 @@ include: "rules/prune.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
+include: "rules/peak.smk"
 include: "rules/summary.smk"
 
 
@@ -28,6 +30,6 @@ rule all:
     default_target: True
     input:
         "results/summary.csv",
-        "results/report/latency_accuracy.png",
-        "results/report/sizes.png",
+        "results/summary.md",
+        FIGURE_PATHS,
         plan.sensitivity_plots(MF),

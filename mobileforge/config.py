@@ -39,7 +39,7 @@ DATASET_KEYS = {
     "tensors": ("name", "path", "seed", "calib_fraction", "eval_fraction"),
 }
 # Folders of results/ that are not models.
-RESERVED_NAMES = ("data", "report")
+RESERVED_NAMES = ("data", "report", "peak")
 
 
 class ConfigError(ValueError):

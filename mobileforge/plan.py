@@ -15,6 +15,13 @@ the rules, the summary and the tests agree on one layout:
     results/<model>/pte/<variant>.<backend>.pte
     results/<model>/eval/<format>/<stem>.json          accuracy of the artifact itself
     results/<model>/bench/<format>/<stem>.<device>.json
+    results/peak/gemm.<precision>.xnnpack.pte          GEMM programs of the peak measurement
+    results/peak/<device>.json                         peak dense throughput of a host device
+    results/summary.csv | summary.md                   everything joined; best per model x device
+    results/report/summary.html                        both tables, for the HTML report
+    results/report/<device>/latency_accuracy.png       one panel per model
+    results/report/<device>/<model>/latency_distribution.png | load_memory.png
+    results/report/sizes/<model>.png
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ PRUNE_METHODS = ("l1_unstructured", "channel")
 #: Methods that prune the fp32 model before calibration (their own int8, sensitivity and
 #: recipe); the others prune the int8 weights of the ``int8`` variant.
 PRUNE_BEFORE_INT8 = ("channel",)
+#: Precisions the peak throughput is measured in (an artifact's follows from its variant).
+PRECISIONS = ("fp32", "int8")
 # int8 .ptl exists only for CPU kernels; ExecuTorch lowers int8 (pt2e) to each of its backends.
 INT8_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack", "vulkan", "coreml")}
 
@@ -128,6 +137,62 @@ class Artifact:
 
     def bench_path(self, device: str) -> str:
         return f"{RESULTS}/{self.model}/bench/{self.fmt}/{self.stem}.{device}.json"
+
+
+def host_devices(config: dict[str, Any]) -> list[str]:
+    """Devices that are this machine: each gets a peak throughput measurement (roofline)."""
+    return [name for name, device in config["devices"].items() if device["kind"] == "host"]
+
+
+def peak_path(device: str) -> str:
+    return f"{RESULTS}/peak/{device}.json"
+
+
+def peak_program_path(precision: str) -> str:
+    return f"{RESULTS}/peak/gemm.{precision}.xnnpack.pte"
+
+
+def peak_program_paths(config: dict[str, Any]) -> dict[str, str]:
+    """ExecuTorch GEMM programs the peak measurement times; none when .pte is not built."""
+    if "pte" not in config["formats"]:
+        return {}
+    return {precision: peak_program_path(precision) for precision in PRECISIONS}
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One plot of the report: what it shows (``kind``) for which device and model."""
+
+    kind: str  # "latency_accuracy" | "latency_distribution" | "load_memory" | "sizes"
+    device: str | None
+    model: str | None
+
+    @property
+    def path(self) -> str:
+        if self.kind == "sizes":
+            return f"{RESULTS}/report/sizes/{self.model}.png"
+        if self.model is None:
+            return f"{RESULTS}/report/{self.device}/{self.kind}.png"
+        return f"{RESULTS}/report/{self.device}/{self.model}/{self.kind}.png"
+
+
+#: Figures drawn per device (one panel per model), per device and model, and per model.
+DEVICE_FIGURES = ("latency_accuracy",)
+DEVICE_MODEL_FIGURES = ("latency_distribution", "load_memory")
+MODEL_FIGURES = ("sizes",)
+
+
+def figures(config: dict[str, Any]) -> list[Figure]:
+    """Every plot of the report, in a stable order."""
+    found = [Figure(kind, device, None) for device in config["devices"] for kind in DEVICE_FIGURES]
+    found += [
+        Figure(kind, device, model)
+        for device in config["devices"]
+        for model in config["models"]
+        for kind in DEVICE_MODEL_FIGURES
+    ]
+    found += [Figure(kind, None, model) for model in config["models"] for kind in MODEL_FIGURES]
+    return found
 
 
 def dataset_path(config: dict[str, Any], model: str) -> str:

@@ -90,7 +90,14 @@ def salvage(config: dict[str, Any], summary_path: str = "results/summary.csv") -
         name: {"kind": device["kind"], "engine": device["engine"]}
         for name, device in config["devices"].items()
     }
-    rows = build_rows(artifacts, evaluations, benchmarks, devices, failures, planned)
+    peaks = {}
+    for device in plan.host_devices(config):
+        record = _read(plan.peak_path(device))
+        if record is not None:
+            peaks[device] = record
+    rows = build_rows(
+        artifacts, evaluations, benchmarks, devices, peaks, failures=failures, planned=planned
+    )
     frame = summarize(
         rows, config["selection"]["accuracy_budget"], config["benchmark"]["unstable_cv"]
     )

@@ -658,9 +658,53 @@ def benchmark(job: Job) -> None:
     )
 
 
+def peak_programs(job: Job) -> None:
+    """The ExecuTorch GEMM programs (fp32, int8 XNNPACK) the peak measurement times."""
+    from mobileforge.bench.peak import gemm_programs
+
+    shape = job.params["shape"]
+    for precision, data in gemm_programs(shape).items():
+        record = files.write_artifact(
+            job.output[precision],
+            data,
+            job.output[f"{precision}_sidecar"],
+            {"gemm_shape": shape, "precision": precision, "backend": "xnnpack", **_versions()},
+        )
+        job.log(f"wrote {record['artifact']}: {record['size_bytes']} B")
+
+
+@without_torch
+def peak(job: Job) -> None:
+    """Peak dense throughput of this host, per precision, at the device's benchmark threads."""
+    from mobileforge.bench.devicelock import device_lock
+    from mobileforge.bench.peak import measure_peak
+
+    settings = job.params["measurement"]
+    name = job.wildcards["device"]
+    programs = {p: job.input[p] for p in ("fp32", "int8") if p in job.input}
+    with device_lock(name):  # nothing else times on these CPUs meanwhile
+        record = measure_peak(
+            settings["threads"],
+            settings["engine"],
+            programs,
+            settings["shape"],
+            settings["repeats"],
+        )
+    for kernel in record["kernels"]:
+        job.log(
+            f"{kernel['kernel']}: {kernel['gmacs']:.1f} GMAC/s "
+            f"(median run {kernel['gmacs_median']:.1f})"
+        )
+    for precision, best in sorted(record["peak"].items()):
+        job.log(f"peak {precision}: {best['gmacs']:.1f} GMAC/s via {best['kernel']}")
+    files.write_json_atomic(job.output["peak"], {**record, "device": name})
+
+
 @without_torch
 def summary(job: Job) -> None:
-    """Join every sidecar, evaluation and benchmark into results/summary.csv."""
+    """Join sidecars, evaluations, benchmarks and peaks into summary.csv, summary.md and the
+    report's summary.html."""
+    from mobileforge import summary_tables
     from mobileforge.summary import build_rows, summarize
 
     artifacts = [files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]]
@@ -672,24 +716,49 @@ def summary(job: Job) -> None:
     for path in job.input["benchmarks"]:
         record = files.read_json(path)
         benchmarks[(record["artifact"], record["device"])] = record
-    rows = build_rows(artifacts, evaluations, benchmarks, job.params["devices"])
-    frame = summarize(rows, job.params["accuracy_budget"], job.params["unstable_cv"])
+    peaks = {}
+    for path in job.input["peaks"]:
+        record = files.read_json(path)
+        peaks[record["device"]] = record
+    budget = job.params["accuracy_budget"]
+    rows = build_rows(artifacts, evaluations, benchmarks, job.params["devices"], peaks)
+    frame = summarize(rows, budget, job.params["unstable_cv"])
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")
     files.write_bytes_atomic(job.output["summary"], buffer.getvalue().encode())
-    job.log(f"{len(frame)} rows -> {job.output['summary']}")
+    parts = summary_tables.sections(frame, peaks, budget)
+    files.write_bytes_atomic(job.output["markdown"], summary_tables.to_markdown(parts).encode())
+    files.write_bytes_atomic(job.output["html"], summary_tables.to_html(parts).encode())
+    job.log(f"{len(frame)} rows -> {job.output['summary']}, {job.output['markdown']}")
 
 
 @without_torch
 def plots(job: Job) -> None:
-    """Latency-vs-accuracy and size plots of the summary."""
+    """Every figure of the report (params.figures: kind, device, model, path) from the summary
+    and the benchmarks' per-iteration samples."""
     import pandas as pd
 
-    from mobileforge.report import plot_latency_accuracy, plot_sizes
+    from mobileforge.report import plot_figure
 
     summary = pd.read_csv(job.input["summary"], keep_default_na=True)
-    plot_latency_accuracy(summary, job.output["latency_accuracy"])
-    plot_sizes(summary, job.output["sizes"])
+    samples = {}
+    for path in job.input["benchmarks"]:
+        record = files.read_json(path)
+        samples[(record["artifact"], record["device"])] = {
+            "samples_ms": record.get("samples_ms") or [],
+            "rss_before_load_mb": record.get("rss_before_load_mb"),
+        }
+    for figure in job.params["figures"]:
+        plot_figure(
+            figure["kind"],
+            summary,
+            samples,
+            figure["device"],
+            figure["model"],
+            figure["path"],
+            job.params["accuracy_budget"],
+        )
+        job.log(f"wrote {figure['path']}")
 
 
 @without_torch

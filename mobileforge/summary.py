@@ -1,27 +1,47 @@
 """results/summary.csv: one row per (model, variant, format, backend, device).
 
-Built only from the JSON the jobs wrote (artifact sidecars, evaluations, benchmarks), so it can
-be regenerated without touching a model. Comparisons are within the same model, format and
-backend (``accuracy_delta``) and also device (``speedup``), against the fp32 row.
+Built only from the JSON the jobs wrote (artifact sidecars, evaluations, benchmarks, the host's
+peak throughput), so it can be regenerated without touching a model. Comparisons are within the
+same model, format and backend (``accuracy_delta``) and also device (``speedup``), against the
+fp32 row. ``pareto``, ``best`` and ``best_reason`` come from :mod:`mobileforge.selection`.
+
+Distance from the limit, for host benchmark rows: ``macs`` (one inference, counted on the fused
+float model and carried in the sidecar), ``achieved_gmacs = macs / p50``, ``peak_gmacs`` and
+``peak_kernel`` (the fastest GEMM kernel of the artifact's precision on that device's CPUs and
+threads, :mod:`mobileforge.bench.peak`) and ``roofline_fraction = achieved / peak``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
+
+from mobileforge import selection
 
 COLUMNS = [
     "model", "variant", "format", "backend", "device", "engine", "params", "size_bytes",
     "compressed_bytes", "prune_method", "prune_amount", "sparsity", "fp32_layers",
     "fp32_layer_names", "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50",
     "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "latency_ms_min",
-    "latency_ms_trimmed_mean", "latency_cv", "repeats", "unstable", "load_ms", "peak_rss_mb",
-    "threads", "affinity", "temp_c_before", "temp_c_after", "speedup", "best", "optimization",
-    "runtime", "note", "artifact",
+    "latency_ms_trimmed_mean", "latency_ms_ci_low", "latency_ms_ci_high", "latency_cv",
+    "repeats", "unstable", "load_ms", "peak_rss_mb", "threads", "affinity", "temp_c_before",
+    "temp_c_after", "speedup", "macs", "achieved_gmacs", "peak_gmacs", "peak_kernel",
+    "roofline_fraction", "pareto", "best", "best_reason", "optimization", "runtime", "note",
+    "artifact",
 ]  # fmt: skip
-#: Columns summarize() derives from the others.
-_DERIVED = ("accuracy_delta", "speedup", "best", "unstable")
+#: Columns summarize() derives; build_rows() leaves them out.
+DERIVED = ("accuracy_delta", "speedup", "unstable", "achieved_gmacs", "roofline_fraction",
+           "pareto", "best", "best_reason")  # fmt: skip
+
+
+def precision(variant: str) -> str | None:
+    """The arithmetic an artifact's variant runs in (``int8_pruned-channel-0.5``: int8)."""
+    for name in ("int8", "fp32"):
+        if variant == name or variant.startswith((f"{name}_", f"{name}-")):
+            return name
+    return None
 
 
 def build_rows(
@@ -29,15 +49,18 @@ def build_rows(
     evaluations: dict[str, dict[str, Any]],
     benchmarks: dict[tuple[str, str], dict[str, Any]],
     devices: dict[str, dict[str, Any]],
+    peaks: dict[str, dict[str, Any]] | None = None,
     failures: dict[tuple[str, str], str] | None = None,
     planned: set[tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Join sidecars, evaluations (by artifact path) and benchmarks (by artifact, device).
+    """Join sidecars, evaluations (by artifact path), benchmarks (by artifact, device) and the
+    peak throughput of each host device (by device name).
 
     ``failures`` holds the error of each failed benchmark and ``planned`` every benchmark the
     run meant to make (both by artifact, device): a run that ended in errors still gets one
     row per pair, saying which benchmark failed and why, or that it never ran.
     """
+    peaks = peaks or {}
     failures = failures or {}
     rows = []
     for sidecar in artifacts:
@@ -51,6 +74,10 @@ def build_rows(
             latency = measured.get("latency_ms", {})
             affinity = measured.get("affinity")
             thermal = measured.get("thermal") or {}
+            ci_low, ci_high = selection.median_interval(measured.get("samples_ms") or [])
+            peak = peaks.get(device, {}).get("peak", {}).get(precision(sidecar["variant"]) or "")
+            if bench is None:
+                peak = None  # a roofline is drawn for measured rows only
             rows.append(
                 {
                     "model": sidecar["model"],
@@ -78,6 +105,9 @@ def build_rows(
                     "latency_ms_std": latency.get("std"),
                     "latency_ms_min": latency.get("min"),
                     "latency_ms_trimmed_mean": latency.get("trimmed_mean"),
+                    "latency_ms_ci_low": ci_low,
+                    "latency_ms_ci_high": ci_high,
+                    # Run-to-run spread, where a benchmark repeated its process.
                     "latency_cv": latency.get("cv"),
                     "repeats": latency.get("runs"),
                     "load_ms": measured.get("load_ms"),
@@ -88,6 +118,9 @@ def build_rows(
                     "affinity": _affinity(affinity, bench),
                     "temp_c_before": thermal.get("before_c"),
                     "temp_c_after": thermal.get("after_c"),
+                    "macs": sidecar.get("macs"),
+                    "peak_gmacs": peak["gmacs"] if peak else None,
+                    "peak_kernel": peak["kernel"] if peak else "",
                     "optimization": sidecar.get("optimization", ""),
                     "runtime": measured.get("runtime", ""),
                     "note": _note(
@@ -145,12 +178,13 @@ def _note(
 def summarize(
     rows: list[dict[str, Any]], accuracy_budget: float, unstable_cv: float = 0.05
 ) -> pd.DataFrame:
-    """Add accuracy_delta, speedup, best and unstable; order rows and columns predictably.
+    """Add accuracy_delta, speedup, unstable, the roofline, pareto and best; order rows and
+    columns predictably.
 
     ``unstable`` marks a benchmark whose repeats' p50 moved more than ``unstable_cv`` (as a
     coefficient of variation) from run to run; its note says so.
     """
-    frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in _DERIVED])
+    frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in DERIVED])
     # A partial summary may have a column of None only (no evaluation finished): still numbers.
     for column in ("accuracy", "latency_ms_p50"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -185,11 +219,23 @@ def summarize(
             strict=True,
         )
     ]
-    frame["best"] = False
-    eligible = frame[
-        frame["latency_ms_p50"].notna() & (frame["accuracy_delta"] >= -accuracy_budget)
+    # MACs per second in G: macs / (p50 ms / 1e3) / 1e9.
+    frame["achieved_gmacs"] = [
+        macs / p50 / 1e6 if _finite(macs) and _finite(p50) and p50 > 0 else math.nan
+        for macs, p50 in zip(frame["macs"], frame["latency_ms_p50"], strict=True)
     ]
-    for _, group in eligible.groupby(["model", "device"]):
-        frame.loc[group["latency_ms_p50"].astype(float).idxmin(), "best"] = True
+    frame["roofline_fraction"] = [
+        achieved / peak if _finite(achieved) and _finite(peak) and peak > 0 else math.nan
+        for achieved, peak in zip(frame["achieved_gmacs"], frame["peak_gmacs"], strict=True)
+    ]
+    frame["pareto"] = selection.pareto_front(frame)
+    frame["best"], frame["best_reason"] = selection.choose_best(frame, accuracy_budget)
     frame = frame.sort_values(["model", "device", "format", "backend", "variant"], kind="stable")
     return frame[COLUMNS].reset_index(drop=True)
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

@@ -15,6 +15,7 @@ from snakemake.exceptions import WorkflowError
 from mobileforge import cpus, plan
 from mobileforge.bench import farm
 from mobileforge.bench.runstate import RUN_ID_ENV
+from mobileforge.bench import peak as peak_measurement  # torch-free at import
 from mobileforge.config import ConfigError, canonical, resolve_config
 from mobileforge.versions import installed_executorch_mismatch
 
@@ -283,13 +284,65 @@ def get_chw(wildcards):
     return [int(part) for part in wildcards.chw.split("x")]
 
 
+def get_peak_programs(wildcards):
+    return plan.peak_program_paths(MF)
+
+
+def get_peak_params(wildcards):
+    # What the measurement depends on: the device's runtime threads and int8 engine, the GEMM.
+    device = MF["devices"][wildcards.device]
+    return {
+        "threads": device["threads"],
+        "engine": device["engine"],
+        "shape": list(peak_measurement.GEMM_SHAPE),
+        "repeats": peak_measurement.REPEATS,
+    }
+
+
+def get_benchmark_paths(wildcards):
+    return [a.bench_path(device) for a, device in plan.benchmarks(MF)]
+
+
 def summary_inputs(wildcards):
     artifacts = plan.all_artifacts(MF)
     return {
         "artifacts": [artifact.path for artifact in artifacts],
         "evaluations": [a.eval_path for a in artifacts if plan.evaluable_here(a)],
-        "benchmarks": [a.bench_path(device) for a, device in plan.benchmarks(MF)],
+        "benchmarks": get_benchmark_paths(wildcards),
+        "peaks": [plan.peak_path(device) for device in plan.host_devices(MF)],
     }
+
+
+# The report's figures (mobileforge.plan.figures): one job draws them all; each is filed in
+# the HTML report under its device (category) and model (subcategory).
+FIGURES = plan.figures(MF)
+FIGURE_PATHS = [figure.path for figure in FIGURES]
+_FIGURE_REPORT = {
+    # kind: (caption, label)
+    "latency_accuracy": ("../report/latency_accuracy.rst", "latency vs accuracy"),
+    "latency_distribution": ("../report/latency_distribution.rst", "latency distribution"),
+    "load_memory": ("../report/load_memory.rst", "load time and memory"),
+    "sizes": ("../report/sizes.rst", "size by variant and format"),
+}
+
+
+def figure_outputs():
+    outputs = []
+    for figure in FIGURES:
+        caption, name = _FIGURE_REPORT[figure.kind]
+        where = {
+            "category": figure.device or "artifact sizes (any device)",
+            "subcategory": figure.model or "all models",
+        }
+        # (report( must not open a line here: Snakemake's parser reads it as the directive.)
+        outputs.append(report(figure.path, caption=caption, labels={"figure": name}, **where))
+    return outputs
+
+
+def get_figure_params(wildcards):
+    return [
+        {"kind": f.kind, "device": f.device, "model": f.model, "path": f.path} for f in FIGURES
+    ]
 
 
 def get_summary_devices(wildcards):

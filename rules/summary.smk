@@ -10,7 +10,25 @@ rule summary:
         unpack(summary_inputs),
     output:
         summary=report(
-            "results/summary.csv", caption="../report/summary.rst", category="Summary"
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Summary",
+            subcategory="tables",
+            labels={"file": "summary.csv (every row)"},
+        ),
+        markdown=report(
+            "results/summary.md",
+            caption="../report/summary_md.rst",
+            category="Summary",
+            subcategory="tables",
+            labels={"file": "summary.md (best first, then every row)"},
+        ),
+        html=report(
+            "results/report/summary.html",
+            caption="../report/summary_md.rst",
+            category="Summary",
+            subcategory="tables",
+            labels={"file": "summary tables (view)"},
         ),
     params:
         devices=get_summary_devices,
@@ -30,17 +48,12 @@ rule summary:
 rule plots:
     input:
         summary="results/summary.csv",
+        benchmarks=get_benchmark_paths,
     output:
-        latency_accuracy=report(
-            "results/report/latency_accuracy.png",
-            caption="../report/latency_accuracy.rst",
-            category="Plots",
-        ),
-        sizes=report(
-            "results/report/sizes.png",
-            caption="../report/sizes.rst",
-            category="Plots",
-        ),
+        figure_outputs(),
+    params:
+        figures=get_figure_params,
+        accuracy_budget=MF["selection"]["accuracy_budget"],
     log:
         "logs/plots/plots.log",
     benchmark:

@@ -78,6 +78,7 @@ def test_accuracy_delta_and_speedup_against_fp32_of_same_format_and_backend(fram
 
 
 def test_best_is_fastest_within_accuracy_budget(frame):
+    # No samples: latencies are compared by p50 alone, so the fastest within budget wins.
     best = frame[frame["best"]]
     assert list(zip(best["device"], best["artifact"], strict=True)) == [
         ("host", "results/m/pte/int8.xnnpack.pte")
@@ -104,7 +105,7 @@ def test_failed_and_unrun_benchmarks_keep_their_rows_with_a_note():
     error = "DeviceNotConnected: device 'X' is in state 'offline'"
     failures = {(path, "phone"): error}
     planned = {(path, "host"), (path, "phone")}
-    rows = build_rows([sidecar], {}, {}, DEVICES, failures, planned)
+    rows = build_rows([sidecar], {}, {}, DEVICES, failures=failures, planned=planned)
     notes = {row["device"]: row["note"] for row in rows}
     assert notes["phone"] == f"benchmark failed: {error}"
     assert notes["host"].startswith("not benchmarked: the run ended before")
@@ -128,3 +129,67 @@ def test_spread_thermal_and_thread_columns_and_the_unstable_flag():
     host = frame[frame["device"] == "host"].iloc[0]
     assert host["unstable"] and host["affinity"] == "unpinned"
     assert host["note"] == "unstable: run-to-run CV 12.0% > 5.0%"
+
+
+PEAKS = {
+    "host": {
+        "device": "host",
+        "peak": {
+            "fp32": {"gmacs": 100.0, "kernel": "XNNPACK linear (fp32, ExecuTorch)"},
+            "int8": {"gmacs": 400.0, "kernel": "quantized::linear (x86 engine)"},
+        },
+    }
+}
+
+
+def _roofline_frame(variants):
+    artifacts = [{**_sidecar(v, "pte", "xnnpack"), "macs": 300_000_000} for v in variants]
+    for sidecar in artifacts:  # a sweep point's name is its own, not one of three
+        sidecar["artifact"] = f"results/m/pte/{sidecar['variant']}.xnnpack.pte"
+    evaluations = {a["artifact"]: {"accuracy": 95.0} for a in artifacts}
+    benchmarks = {(a["artifact"], "host"): _bench(3.0) for a in artifacts}
+    rows = build_rows(artifacts, evaluations, benchmarks, DEVICES, PEAKS)
+    return summarize(rows, accuracy_budget=1.0).set_index(["variant", "device"])
+
+
+def test_roofline_is_achieved_macs_per_second_over_the_peak_of_the_precision():
+    frame = _roofline_frame(["fp32", "int8", "int8_pruned-channel-0.5"])
+    fp32, int8 = frame.loc[("fp32", "host")], frame.loc[("int8", "host")]
+    # 300 M MACs in 3 ms: 100 GMAC/s; fp32 peak 100, int8 peak 400.
+    assert fp32["achieved_gmacs"] == pytest.approx(100.0)
+    assert fp32["roofline_fraction"] == pytest.approx(1.0)
+    assert fp32["peak_kernel"] == "XNNPACK linear (fp32, ExecuTorch)"
+    assert int8["roofline_fraction"] == pytest.approx(0.25)
+    assert int8["peak_gmacs"] == 400.0
+    sweep = frame.loc[("int8_pruned-channel-0.5", "host")]
+    assert sweep["peak_gmacs"] == 400.0 and sweep["roofline_fraction"] == pytest.approx(0.25)
+
+
+def test_roofline_only_where_a_peak_was_measured():
+    frame = _roofline_frame(["fp32"])
+    phone = frame.loc[("fp32", "phone")]
+    assert phone["macs"] == 300_000_000  # a property of the artifact
+    assert math.isnan(phone["latency_ms_p50"]) and math.isnan(phone["roofline_fraction"])
+    assert phone["peak_kernel"] == ""
+
+
+def test_precision_follows_the_variant_name():
+    from mobileforge.summary import precision
+
+    assert precision("fp32") == "fp32"
+    assert precision("int8") == precision("int8_pruned") == "int8"
+    assert precision("int8_pruned-channel-0.5") == "int8"
+    assert precision("int8x") is None and precision("fp16") is None
+
+
+def test_latency_interval_and_pareto_columns(frame):
+    host = frame[frame["device"] == "host"].set_index("artifact")
+    assert host["pareto"].dtype == bool
+    # int8 .pte (2 ms, 94.5) and int8_pruned .ptl (1 ms, 90.0) are on the front; fp32 .ptl is not.
+    assert host.loc["results/m/pte/int8.xnnpack.pte", "pareto"]
+    assert host.loc["results/m/ptl/int8_pruned.x86.cpu.ptl", "pareto"]
+    assert not host.loc["results/m/ptl/fp32.cpu.ptl", "pareto"]
+    sidecar = _sidecar("fp32", "ptl", "cpu")
+    bench = {**_bench(1.0), "samples_ms": [0.9, 1.0, 1.1, 1.0, 1.2]}
+    row = build_rows([sidecar], {}, {(sidecar["artifact"], "host"): bench}, DEVICES)[0]
+    assert 0.9 <= row["latency_ms_ci_low"] <= 1.0 <= row["latency_ms_ci_high"] <= 1.2

@@ -7,6 +7,7 @@ depend on the edit.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -15,15 +16,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from PIL import Image
 
+from tests import browser
 from tests.conftest import REPO, TINY_CONFIG
 
 pytestmark = pytest.mark.slow
 # Jobs every edit replans after its own: the summary and the plots (named by their first output).
-DOWNSTREAM = {"results/summary.csv", "results/report/latency_accuracy.png"}
+DOWNSTREAM = {"results/summary.csv", "results/report/host/latency_accuracy.png"}
 
 
 def snakemake(workdir: Path, config: Path, *args: str, timeout: int = 1200) -> str:
@@ -75,7 +79,8 @@ def test_summary_has_every_artifact_device_pair(run):
                    "size_bytes", "compressed_bytes", "prune_method", "prune_amount", "sparsity",
                    "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50",
                    "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "load_ms", "threads",
-                   "speedup", "artifact", "best"]:  # fmt: skip
+                   "speedup", "artifact", "best", "pareto", "macs", "achieved_gmacs",
+                   "peak_gmacs", "roofline_fraction"]:  # fmt: skip
         assert column in frame.columns
     assert len(frame) == 2 * 8  # (fp32, int8, 2 prune points) x 2 formats x 2 devices
     assert set(frame["variant"]) == {"fp32", "int8", L1, CHANNEL}
@@ -97,8 +102,48 @@ def test_summary_has_every_artifact_device_pair(run):
     for _, row in channel.iterrows():
         assert row["size_bytes"] < int8.loc[(row["format"], row["device"]), "size_bytes"]
     assert frame.groupby("device")["best"].sum().to_dict() == {"host": 1, "host2": 1}
+    assert frame.groupby("device")["pareto"].any().all()
     for path in frame["artifact"]:
         assert (workdir / path).is_file()
+    # Every row is a host benchmark here: each has its distance from the limit.
+    assert (frame["macs"] > 0).all() and frame["macs"].nunique() == 1
+    achieved = frame["macs"] / frame["latency_ms_p50"] / 1e6  # MACs per p50, in G/s
+    assert np.allclose(frame["achieved_gmacs"], achieved, rtol=1e-4)
+    assert ((frame["roofline_fraction"] > 0) & frame["peak_kernel"].str.len().astype(bool)).all()
+
+
+def test_peak_is_measured_once_per_host_device_through_both_runtimes(run):
+    workdir, _, _ = run
+    frame = pd.read_csv(workdir / "results/summary.csv")
+    for device in ("host", "host2"):
+        record = json.loads((workdir / f"results/peak/{device}.json").read_text())
+        assert record["device"] == device and record["threads"] == 1
+        assert record["host"]["cpu_model"]
+        kernels = {k["kernel"]: k for k in record["kernels"]}
+        assert set(kernels) == {
+            "torch.mm (ATen)",
+            "quantized::linear (x86 engine)",
+            "XNNPACK linear (fp32, ExecuTorch)",
+            "XNNPACK linear (int8, ExecuTorch)",
+        }
+        for precision in ("fp32", "int8"):
+            candidates = [k for k in kernels.values() if k["precision"] == precision]
+            fastest = max(candidates, key=lambda k: k["gmacs"])
+            assert record["peak"][precision]["kernel"] == fastest["kernel"]
+            rows = frame[(frame["device"] == device) & frame["variant"].str.startswith(precision)]
+            assert np.allclose(rows["peak_gmacs"], fastest["gmacs"], rtol=1e-5)
+    log = (workdir / "logs/peak/host.log").read_text()
+    assert "peak fp32:" in log and "peak int8:" in log
+
+
+def test_summary_md_names_the_best_artifact_of_each_device_first(run):
+    workdir, _, _ = run
+    frame = pd.read_csv(workdir / "results/summary.csv")
+    text = (workdir / "results/summary.md").read_text()
+    first_table = text.split("## Best artifact per model and device", 1)[1].split("## ", 1)[0]
+    for _, row in frame[frame["best"]].iterrows():
+        assert f"| {row['model']} | {row['device']} | {row['artifact']} |" in first_table
+    assert text.index("## Best artifact") < text.index("## All artifacts")
 
 
 def test_rerun_with_nothing_changed_plans_nothing(run):
@@ -268,3 +313,64 @@ def test_benchmark_results_combine_repeats_with_thermal_snapshots(run):
         assert run_["latency_ms"]["count"] == 5 and run_["ended_unix"] > run_["started_unix"]
         assert {"zones", "cur_freq_khz"} <= run_["thermal_before"].keys()
     assert result["timing"]["process_s"] >= result["timing"]["job_s"] > 0
+
+
+def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_path):
+    """`snakemake --report report.html`, opened in headless Chromium and clicked through."""
+    workdir, config, _ = run
+    snakemake(workdir, config, "--report", "report.html")
+    report = workdir / "report.html"
+    if browser.chromium_binaries() is None:
+        pytest.skip(
+            "Chromium is not installed (Debian packages chromium and chromium-driver; "
+            "bash .ci/run installs them as root)"
+        )
+    pngs = (workdir / "results/report").rglob("*.png")
+    figures = sorted(str(path.relative_to(workdir)) for path in pngs)
+    # Per device: accuracy plot, distribution, load/memory; per model: sizes, int8 sensitivity.
+    assert len(figures) == 2 * 3 + 1 + 1
+    with browser.chromium() as driver:
+        categories = browser.open_report(driver, report)
+        assert {c: {s: len(p) for s, p in sub.items()} for c, sub in categories.items()} == {
+            "host": {"all models": 1, "alpha": 2},
+            "host2": {"all models": 1, "alpha": 2},
+            "artifact sizes (any device)": {"alpha": 1},
+            "Summary": {"tables": 3},
+            "Sensitivity": {"alpha": 1},
+        }
+        results = driver.execute_script("return results;")
+        assert sorted(p for p in results if p.endswith(".png")) == figures
+        assert all(entry["caption"].strip() for entry in results.values())
+        seen = set()
+        for category, subcategories in categories.items():
+            for subcategory, paths in subcategories.items():
+                # A row shows its first label, or its path where the result has no labels.
+                by_label = {next(iter((results[p]["labels"] or {p: p}).values())): p for p in paths}
+                count = len(browser.show_results(driver, report, category, subcategory))
+                for index in range(count):
+                    row = browser.show_results(driver, report, category, subcategory)[index]
+                    path = by_label[row.text.strip()]
+                    seen.add(path)
+                    if path.endswith((".csv", ".md")):  # download buttons carry the file itself
+                        href = row.find_element("xpath", "./td[last()]//a[1]").get_attribute("href")
+                        data = base64.b64decode(href.split("base64,", 1)[1])
+                        assert data == (workdir / path).read_bytes()
+                        continue
+                    shown = browser.view_row(driver, row)
+                    if path.endswith(".png"):
+                        assert shown["kind"] == "img"
+                        with Image.open(workdir / path) as image:
+                            assert (shown["natural_width"], shown["natural_height"]) == image.size
+                    else:
+                        assert shown["kind"] == "html"
+                        assert "Best artifact per model and device" in shown["text"]
+                        assert "results/alpha/pte/" in shown["text"]
+        assert seen == set(results)
+        rows = browser.show_results(driver, report, "host", "all models")
+        browser.view_row(driver, rows[0])
+        screenshot = tmp_path / "report.png"
+        driver.save_screenshot(str(screenshot))
+    with Image.open(screenshot) as image:
+        assert image.width >= 1200
+        # A rendered plot, not a blank page: thousands of distinct colours.
+        assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 1000

@@ -1,0 +1,235 @@
+"""``results/summary.md`` (and its HTML twin for the report): the summary for people.
+
+First the best artifact per model and device, with what a decision needs (path, format, variant,
+p50 with its 95 % interval, speedup over fp32, size, accuracy delta, roofline fraction and why it
+was chosen), then the peak throughput each roofline is read against, then every row of
+``results/summary.csv``. One list of :class:`Section` is rendered twice, as Markdown and as a
+self-contained HTML page, so the two never disagree. Torch-free.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mobileforge.summary import COLUMNS
+
+
+@dataclass
+class Section:
+    title: str
+    text: list[str] = field(default_factory=list)  # paragraphs, Markdown-safe plain text
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return isinstance(value, float) and math.isnan(value)
+    except TypeError:
+        return False
+
+
+def fmt_number(value: Any, digits: int = 3) -> str:
+    if _missing(value) or value == "":
+        return "–"
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def fmt_bytes(value: Any) -> str:
+    if _missing(value):
+        return "–"
+    size = float(value)
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{int(size)} B"
+
+
+def fmt_fraction(value: Any) -> str:
+    return "–" if _missing(value) else f"{100.0 * float(value):.1f} %"
+
+
+def fmt_p50(row: pd.Series) -> str:
+    p50 = row["latency_ms_p50"]
+    if _missing(p50):
+        return "–"
+    text = f"{float(p50):.3g}"
+    low, high = row.get("latency_ms_ci_low"), row.get("latency_ms_ci_high")
+    if not _missing(low) and not _missing(high):
+        text += f" [{float(low):.3g}, {float(high):.3g}]"
+    return text
+
+
+def _peak_text(peak: dict[str, Any], precision: str) -> str:
+    entry = peak.get("peak", {}).get(precision)
+    return "–" if not entry else f"{entry['gmacs']:.1f} ({entry['kernel']})"
+
+
+def sections(
+    frame: pd.DataFrame, peaks: dict[str, dict[str, Any]], accuracy_budget: float
+) -> list[Section]:
+    """The content of summary.md: best per model x device, the peaks, the full table."""
+    best = frame[frame["best"].astype(bool)]
+    pick = Section(
+        "Best artifact per model and device",
+        [
+            f"The fastest artifact (p50) within {accuracy_budget:g} top-1 points of fp32 "
+            "(`selection.accuracy_budget`). Where the fastest candidates' latencies cannot be "
+            "told apart (overlapping 95 % bootstrap intervals of their medians, or a difference "
+            "under twice the run-to-run spread where one was measured), the more accurate wins, "
+            "then the smaller; *why* says which rule decided. p50 in ms with its 95 % interval; "
+            "speedup and accuracy delta against the fp32 artifact of the same format and "
+            "backend; roofline: achieved MAC/s over the peak of the artifact's precision on "
+            "that device.",
+        ],
+        [
+            "model",
+            "device",
+            "artifact",
+            "format",
+            "variant",
+            "p50 ms [95 % CI]",
+            "speedup vs fp32",
+            "size",
+            "Δ top-1 (pt)",
+            "roofline",
+            "why",
+        ],
+    )
+    for _, row in best.iterrows():
+        pick.rows.append(
+            [
+                row["model"],
+                row["device"],
+                row["artifact"],
+                f".{row['format']}",
+                row["variant"],
+                fmt_p50(row),
+                f"{fmt_number(row['speedup'])}×",
+                fmt_bytes(row["size_bytes"]),
+                fmt_number(row["accuracy_delta"]),
+                fmt_fraction(row["roofline_fraction"]),
+                row["best_reason"],
+            ]
+        )
+    missing = sorted(
+        set(zip(frame["model"], frame["device"], strict=True))
+        - set(zip(best["model"], best["device"], strict=True))
+    )
+    if missing:
+        pick.text.append(
+            "No artifact qualifies (none measured, or none within the accuracy budget) for: "
+            + ", ".join(f"{model} on {device}" for model, device in missing)
+            + "."
+        )
+    out = [pick]
+    if peaks:
+        limits = Section(
+            "Peak throughput of each host (roofline ceiling)",
+            [
+                "The fastest GEMM kernel of each precision, measured once per run on the "
+                "benchmark's CPUs and thread count (`results/peak/<device>.json`); an "
+                "artifact's roofline fraction is its MACs / p50 over the peak of its precision.",
+            ],
+            ["device", "CPU", "threads", "fp32 GMAC/s (kernel)", "int8 GMAC/s (kernel)"],
+        )
+        for device, peak in sorted(peaks.items()):
+            cpu = peak.get("host", {}).get("cpu_model") or "unknown CPU"
+            features = peak.get("cpu_features") or []
+            limits.rows.append(
+                [
+                    device,
+                    cpu + (f" ({', '.join(features)})" if features else ""),
+                    fmt_number(peak.get("threads")),
+                    _peak_text(peak, "fp32"),
+                    _peak_text(peak, "int8"),
+                ]
+            )
+        out.append(limits)
+    table = Section(
+        "All artifacts",
+        ["Every row of `results/summary.csv` (its columns are described in the README)."],
+        list(COLUMNS),
+    )
+    for _, row in frame.iterrows():
+        table.rows.append([fmt_number(row[column]) for column in COLUMNS])
+    out.append(table)
+    return out
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(parts: Sequence[Section], title: str = "mobileforge summary") -> str:
+    lines = [f"# {title}", ""]
+    for part in parts:
+        lines += [f"## {part.title}", ""]
+        for paragraph in part.text:
+            lines += [paragraph, ""]
+        if part.header:
+            lines.append("| " + " | ".join(_md_cell(h) for h in part.header) + " |")
+            lines.append("|" + "|".join(" --- " for _ in part.header) + "|")
+            for row in part.rows:
+                lines.append("| " + " | ".join(_md_cell(cell) for cell in row) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
+_CSS = """
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin-bottom: 2em; font-size: 0.85em; }
+th, td { border: 1px solid #bbb; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #eee; }
+tr:nth-child(even) td { background: #f8f8f8; }
+"""
+
+
+def _inline(text: str) -> str:
+    """HTML of a paragraph: escaped, with `code` spans and *emphasis* of the Markdown kept."""
+    escaped = html.escape(text)
+    parts = escaped.split("`")
+    escaped = "".join(
+        f"<code>{part}</code>" if i % 2 else part.replace("*", "") for i, part in enumerate(parts)
+    )
+    return escaped
+
+
+def to_html(parts: Sequence[Section], title: str = "mobileforge summary") -> str:
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    for part in parts:
+        body.append(f"<h2>{html.escape(part.title)}</h2>")
+        body += [f"<p>{_inline(paragraph)}</p>" for paragraph in part.text]
+        if part.header:
+            body.append("<table><thead><tr>")
+            body += [f"<th>{html.escape(h)}</th>" for h in part.header]
+            body.append("</tr></thead><tbody>")
+            for row in part.rows:
+                cells = "".join(f"<td>{html.escape(str(cell))}</td>" for cell in row)
+                body.append(f"<tr>{cells}</tr>")
+            body.append("</tbody></table>")
+    return (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
