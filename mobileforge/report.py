@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
@@ -673,3 +673,28 @@ def plot_sensitivity(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def draw_figures(
+    figures: Sequence[dict[str, Any]],
+    summary: pd.DataFrame,
+    benchmarks: Sequence[dict[str, Any]],
+    accuracy_budget: float,
+    log: Callable[[str], Any] | None = None,
+) -> None:
+    """Every figure of ``figures`` (kind, device, model, path: ``plan.figures``) from the summary
+    and the benchmark records' per-iteration samples."""
+    samples = {
+        (record["artifact"], record["device"]): {
+            "samples_ms": record.get("samples_ms") or [],
+            "rss_before_load_mb": record.get("rss_before_load_mb"),
+        }
+        for record in benchmarks
+    }
+    for figure in figures:
+        plot_figure(
+            figure["kind"], summary, samples, figure["device"], figure["model"], figure["path"],
+            accuracy_budget,
+        )  # fmt: skip
+        if log:
+            log(f"wrote {figure['path']}")

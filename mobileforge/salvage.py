@@ -17,7 +17,6 @@ run must rebuild them from whatever it adds, even if that is nothing new.
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,7 @@ def salvage(config: dict[str, Any], summary_path: str = "results/summary.csv") -
 
     Returns None when there is nothing to summarise (no artifact was built).
     """
-    from mobileforge import plan
+    from mobileforge import plan, summary_tables
     from mobileforge.summary import build_rows, summarize  # pandas: only now
 
     built = [a for a in plan.all_artifacts(config) if Path(a.path).is_file()]
@@ -98,21 +97,21 @@ def salvage(config: dict[str, Any], summary_path: str = "results/summary.csv") -
     rows = build_rows(
         artifacts, evaluations, benchmarks, devices, peaks, failures=failures, planned=planned
     )
-    frame = summarize(
-        rows, config["selection"]["accuracy_budget"], config["benchmark"]["unstable_cv"]
-    )
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, float_format="%.6g")
-    files.write_bytes_atomic(summary_path, buffer.getvalue().encode())
-    written = [summary_path]
-    try:
-        from mobileforge.report import plot_latency_accuracy, plot_sizes
+    budget = config["selection"]["accuracy_budget"]
+    frame = summarize(rows, budget, config["benchmark"]["unstable_cv"])
+    results = Path(summary_path).parent
+    tables = [summary_path, str(results / "summary.md"), str(results / "report/summary.html")]
+    summary_tables.write_summaries(frame, peaks, budget, *tables)
+    written = list(tables)
+    try:  # the same figures the plots rule draws, from what was measured
+        from mobileforge.report import draw_figures
 
-        report = Path(summary_path).parent / "report"
-        report.mkdir(parents=True, exist_ok=True)
-        plot_latency_accuracy(frame, report / "latency_accuracy.png")
-        plot_sizes(frame, report / "sizes.png")
-        written += [str(report / "latency_accuracy.png"), str(report / "sizes.png")]
+        figures = [
+            {"kind": f.kind, "device": f.device, "model": f.model, "path": f.path}
+            for f in plan.figures(config)
+        ]
+        draw_figures(figures, frame, list(benchmarks.values()), budget)
+        written += [figure["path"] for figure in figures]
     except Exception as error:  # the table matters more than its pictures
         print(f"mobileforge: plots of the partial summary failed: {error}")
     for path in written:

@@ -7,7 +7,6 @@ one model's or one device's config reruns exactly the jobs that depend on it.
 
 from __future__ import annotations
 
-import io
 import platform
 from typing import Any
 
@@ -723,12 +722,10 @@ def summary(job: Job) -> None:
     budget = job.params["accuracy_budget"]
     rows = build_rows(artifacts, evaluations, benchmarks, job.params["devices"], peaks)
     frame = summarize(rows, budget, job.params["unstable_cv"])
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False, float_format="%.6g")
-    files.write_bytes_atomic(job.output["summary"], buffer.getvalue().encode())
-    parts = summary_tables.sections(frame, peaks, budget)
-    files.write_bytes_atomic(job.output["markdown"], summary_tables.to_markdown(parts).encode())
-    files.write_bytes_atomic(job.output["html"], summary_tables.to_html(parts).encode())
+    out = job.output
+    summary_tables.write_summaries(
+        frame, peaks, budget, out["summary"], out["markdown"], out["html"]
+    )
     job.log(f"{len(frame)} rows -> {job.output['summary']}, {job.output['markdown']}")
 
 
@@ -738,27 +735,11 @@ def plots(job: Job) -> None:
     and the benchmarks' per-iteration samples."""
     import pandas as pd
 
-    from mobileforge.report import plot_figure
+    from mobileforge.report import draw_figures
 
     summary = pd.read_csv(job.input["summary"], keep_default_na=True)
-    samples = {}
-    for path in job.input["benchmarks"]:
-        record = files.read_json(path)
-        samples[(record["artifact"], record["device"])] = {
-            "samples_ms": record.get("samples_ms") or [],
-            "rss_before_load_mb": record.get("rss_before_load_mb"),
-        }
-    for figure in job.params["figures"]:
-        plot_figure(
-            figure["kind"],
-            summary,
-            samples,
-            figure["device"],
-            figure["model"],
-            figure["path"],
-            job.params["accuracy_budget"],
-        )
-        job.log(f"wrote {figure['path']}")
+    benchmarks = [files.read_json(path) for path in job.input["benchmarks"]]
+    draw_figures(job.params["figures"], summary, benchmarks, job.params["accuracy_budget"], job.log)
 
 
 @without_torch

@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import math
 import numbers
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -233,3 +234,24 @@ def to_html(parts: Sequence[Section], title: str = "mobileforge summary") -> str
         + "\n".join(body)
         + "\n</body></html>\n"
     )
+
+
+def write_summaries(
+    frame: pd.DataFrame,
+    peaks: dict[str, dict[str, Any]],
+    accuracy_budget: float,
+    csv_path: str | os.PathLike[str],
+    markdown_path: str | os.PathLike[str],
+    html_path: str | os.PathLike[str],
+) -> None:
+    """summary.csv, summary.md and the report's summary.html of one summary frame, atomically."""
+    import io
+
+    from mobileforge import files
+
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.6g")
+    files.write_bytes_atomic(csv_path, buffer.getvalue().encode())
+    parts = sections(frame, peaks, accuracy_budget)
+    files.write_bytes_atomic(markdown_path, to_markdown(parts).encode())
+    files.write_bytes_atomic(html_path, to_html(parts).encode())
