@@ -78,7 +78,7 @@ rule plot_sensitivity:
             caption="../report/sensitivity.rst",
             category="Sensitivity",
             subcategory="{model}",
-            labels={"model": "{model}", "figure": "int8 sensitivity per layer"},
+            labels={"figure": "int8 sensitivity per layer"},
         ),
     log:
         "logs/plot_sensitivity/{model}.log",
