@@ -158,6 +158,11 @@ def test_host_repeats_run_fresh_processes_and_combine_them(models: dict[str, Pat
     assert result["repeats"] == 2 and len(result["runs"]) == 2
     starts = [run["process_start_unix"] for run in result["runs"]]
     assert starts[0] < starts[1]  # two processes, one after the other
+    pids = {run["pid"] for run in result["runs"]}
+    assert len(pids) == 2 and os.getpid() not in pids
+    for run in result["runs"]:  # each loaded the artifact itself; none paid for the imports
+        assert run["load_ms"] > 0 and run["import_ms"] < 50
+    assert result["timing"]["import_s"] > 0.2  # paid once, by the serving runner
     assert result["latency_ms"] == combine_runs([run["latency_ms"] for run in result["runs"]])
     for run in result["runs"]:
         assert len(run["samples_ms"]) == 8 and run["cooldown"]["pause_s"] == 0.1
@@ -165,6 +170,14 @@ def test_host_repeats_run_fresh_processes_and_combine_them(models: dict[str, Pat
     assert "samples_ms" not in result and result["threads_applied"] == 1
     assert result["timing"]["runner_s"] <= result["timing"]["job_s"]
     json.dumps(result)
+
+
+def test_host_repeats_report_a_crashing_run_with_its_traceback(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.ptl"
+    broken.write_bytes(b"not a model")
+    with pytest.raises(RuntimeError, match="exited with 1") as error:
+        run_host_repeats(broken, "ptl", SHAPE, 1, 0, 1, repeats=2)
+    assert "Traceback" in str(error.value)  # the child's own error, from the runner's stderr
 
 
 def test_quantized_engine_is_set_before_load_and_recorded(models: dict[str, Path]) -> None:

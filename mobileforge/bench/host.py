@@ -28,6 +28,67 @@ def _tail(text: str) -> str:
     return tail(text, STDERR_TAIL_CHARS)
 
 
+def _runner(
+    artifact: Path,
+    fmt: str,
+    input_shape: list[int],
+    threads: int,
+    warmup: int,
+    iterations: int,
+    cooldown_s: float,
+    engine: str | None,
+) -> tuple[list[str], dict[str, str]]:
+    """The runner's command line and environment for one artifact (checked first)."""
+    input_shape = [int(d) for d in input_shape]
+    check_request(artifact, fmt, input_shape, threads, warmup, iterations)
+    cmd = [
+        sys.executable,
+        "-m",
+        "mobileforge.bench.host_runner",
+        "--artifact",
+        str(artifact),
+        "--format",
+        fmt,
+        "--input-shape",
+        ",".join(str(d) for d in input_shape),
+        "--threads",
+        str(threads),
+        "--warmup",
+        str(warmup),
+        "--iterations",
+        str(iterations),
+        "--cooldown-s",
+        str(cooldown_s),
+    ]
+    if engine is not None:
+        cmd += ["--engine", engine]
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["MKL_NUM_THREADS"] = str(threads)
+    # The runner must import this very package, even when the caller runs from a source tree.
+    package_root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    return cmd, env
+
+
+def _parse_result(line: str, artifact: Path, stdout: str, stderr: str) -> dict[str, Any]:
+    """The runner's one JSON object, or a RuntimeError carrying what it printed."""
+    try:
+        result = json.loads(line)
+        if not isinstance(result, dict):
+            raise ValueError("stdout JSON is not an object")
+    except ValueError as exc:
+        raise RuntimeError(
+            f"host benchmark runner printed an unusable result ({exc}); stdout tail:\n"
+            f"{_tail(stdout)}\nstderr tail:\n{_tail(stderr)}"
+        ) from exc
+    if "error" in result:
+        raise RuntimeError(
+            f"host benchmark of {artifact} failed: {result['error']}; stderr tail:\n{_tail(stderr)}"
+        )
+    return result
+
+
 def run_host_benchmark(
     artifact: str | Path,
     fmt: str,
@@ -58,35 +119,7 @@ def run_host_benchmark(
     or prints anything but one JSON object.
     """
     artifact = Path(artifact).resolve()
-    input_shape = [int(d) for d in input_shape]
-    check_request(artifact, fmt, input_shape, threads, warmup, iterations)
-    cmd = [
-        sys.executable,
-        "-m",
-        "mobileforge.bench.host_runner",
-        "--artifact",
-        str(artifact),
-        "--format",
-        fmt,
-        "--input-shape",
-        ",".join(str(d) for d in input_shape),
-        "--threads",
-        str(threads),
-        "--warmup",
-        str(warmup),
-        "--iterations",
-        str(iterations),
-        "--cooldown-s",
-        str(cooldown_s),
-    ]
-    if engine is not None:
-        cmd += ["--engine", engine]
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    env["MKL_NUM_THREADS"] = str(threads)
-    # The runner must import this very package, even when the caller runs from a source tree.
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    cmd, env = _runner(artifact, fmt, input_shape, threads, warmup, iterations, cooldown_s, engine)
     started = time.perf_counter()
     try:
         proc = subprocess.run(
@@ -111,24 +144,110 @@ def run_host_benchmark(
             f"stderr tail:\n{_tail(proc.stderr)}"
         )
     lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    try:
-        if len(lines) != 1:
-            raise ValueError(f"expected one JSON line on stdout, got {len(lines)}")
-        result = json.loads(lines[0])
-        if not isinstance(result, dict):
-            raise ValueError("stdout JSON is not an object")
-    except ValueError as exc:
+    if len(lines) != 1:
         raise RuntimeError(
-            f"host benchmark runner printed an unusable result ({exc}); stdout tail:\n"
-            f"{_tail(proc.stdout)}\nstderr tail:\n{_tail(proc.stderr)}"
-        ) from exc
+            f"host benchmark runner printed {len(lines)} lines, not one JSON object; stdout "
+            f"tail:\n{_tail(proc.stdout)}\nstderr tail:\n{_tail(proc.stderr)}"
+        )
+    result = _parse_result(lines[0], artifact, proc.stdout, proc.stderr)
     result["process_wall_ms"] = wall_ms
     return result
 
 
+class _Server:
+    """A ``host_runner --serve`` process: one forked benchmark per :meth:`run`."""
+
+    def __init__(
+        self,
+        artifact: str | Path,
+        fmt: str,
+        input_shape: list[int],
+        threads: int,
+        warmup: int,
+        iterations: int,
+        engine: str | None,
+        timeout_s: float,
+    ) -> None:
+        self.artifact = Path(artifact).resolve()
+        self.command, self.env = _runner(
+            self.artifact, fmt, input_shape, threads, warmup, iterations, 0.0, engine
+        )
+        self.timeout_s = timeout_s
+        self.import_s = 0.0
+
+    def __enter__(self) -> _Server:
+        import tempfile
+
+        self.stderr = tempfile.TemporaryFile(mode="w+")  # unbounded chatter: not a pipe
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [*self.command, "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            text=True,
+            env=self.env,
+        )
+        ready = self._answer("start")  # the runner says so once its imports are done
+        if not ready.get("ready"):
+            raise RuntimeError(f"host benchmark runner did not start: {ready}")
+        self.import_s = time.perf_counter() - started
+        return self
+
+    def _stderr(self) -> str:
+        self.stderr.seek(0)
+        return self.stderr.read()
+
+    def _answer(self, what: str) -> dict[str, Any]:
+        """The runner's next JSON line, within the timeout."""
+        import select
+
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.timeout_s)
+        if not ready:
+            self.proc.kill()
+            raise RuntimeError(
+                f"host benchmark of {self.artifact} timed out after {self.timeout_s} s ({what}); "
+                f"stderr tail:\n{_tail(self._stderr())}"
+            )
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"host benchmark runner for {self.artifact} exited (code {self.proc.wait()}) "
+                f"before answering ({what}); stderr tail:\n{_tail(self._stderr())}"
+            )
+        return _parse_result(line, self.artifact, line, self._stderr())
+
+    def run(self) -> dict[str, Any]:
+        """One forked benchmark; its ``process_wall_ms`` spans the request and the answer."""
+        assert self.proc.stdin is not None
+        asked = time.perf_counter()
+        try:
+            self.proc.stdin.write("run\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError as exc:
+            raise RuntimeError(
+                f"host benchmark runner for {self.artifact} exited early; stderr tail:\n"
+                f"{_tail(self._stderr())}"
+            ) from exc
+        result = self._answer("run")
+        result["process_wall_ms"] = (time.perf_counter() - asked) * 1000.0
+        return result
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr.close()
+
+
 #: Per-run keys of a host result (kept in ``runs``); the rest describes every run alike.
 _PER_RUN = (
-    "latency_ms", "samples_ms", "load_ms", "first_inference_ms", "import_ms", "peak_rss_mb",
+    "pid", "latency_ms", "samples_ms", "load_ms", "first_inference_ms", "import_ms", "peak_rss_mb",
     "peak_rss_before_load_mb", "rss_before_load_mb", "timed_loop", "process_start_unix",
     "startup_to_ready_ms", "process_wall_ms", "warnings",
 )  # fmt: skip
@@ -148,6 +267,9 @@ def run_host_repeats(
 ) -> dict[str, Any]:
     """``repeats`` fresh-process benchmarks of one artifact, combined like a phone's runs.
 
+    One runner imports the runtimes and forks a new process per repeat (``host_runner
+    --serve``): each repeat loads, warms up and times the artifact in a process of its own,
+    while the interpreter start and imports are paid once per artifact, not per repeat.
     Before each process the ``cooldown`` settings apply (:func:`thermal.cool_down`, reading this
     machine's thermal zones) and a thermal/frequency snapshot is taken, another after it.
     ``latency_ms`` combines the runs (:func:`~mobileforge.bench.stats.combine_runs`: median of
@@ -161,29 +283,30 @@ def run_host_repeats(
     first: dict[str, Any] = {}
     warnings: list[str] = []
     zones = (cooldown or {}).get("zones") or ""
-    for index in range(repeats):
-        cooled = thermal.cool_down(cooldown or {}, thermal.host_snapshot)
-        if cooled["warning"]:
-            warnings.append(f"run {index + 1}: {cooled['warning']}")
-        before = thermal.host_snapshot()
-        started_unix = time.time()
-        result = run_host_benchmark(
-            artifact, fmt, input_shape, threads, warmup, iterations, timeout_s, engine=engine
-        )
-        after = thermal.host_snapshot()
-        warnings += [f"run {index + 1}: {w}" for w in result.get("warnings") or []]
-        first = first or result
-        runs.append(
-            {
-                **{key: result.get(key) for key in _PER_RUN},
-                "started_unix": started_unix,
-                "ended_unix": started_unix + result["process_wall_ms"] / 1000.0,
-                "runner_s": result["process_wall_ms"] / 1000.0,
-                "thermal_before": before,
-                "thermal_after": after,
-                "cooldown": cooled,
-            }
-        )
+    server = _Server(artifact, fmt, input_shape, threads, warmup, iterations, engine, timeout_s)
+    with server:
+        for index in range(repeats):
+            cooled = thermal.cool_down(cooldown or {}, thermal.host_snapshot)
+            if cooled["warning"]:
+                warnings.append(f"run {index + 1}: {cooled['warning']}")
+            before = thermal.host_snapshot()
+            started_unix = time.time()
+            result = server.run()
+            after = thermal.host_snapshot()
+            warnings += [f"run {index + 1}: {w}" for w in result.get("warnings") or []]
+            first = first or result
+            runs.append(
+                {
+                    **{key: result.get(key) for key in _PER_RUN},
+                    "started_unix": started_unix,
+                    "ended_unix": started_unix + result["process_wall_ms"] / 1000.0,
+                    "runner_s": result["process_wall_ms"] / 1000.0,
+                    "thermal_before": before,
+                    "thermal_after": after,
+                    "cooldown": cooled,
+                }
+            )
+        import_s = server.import_s
     job_s = time.perf_counter() - started
     runner_s = sum(run["runner_s"] for run in runs)
     load = sorted(run["load_ms"] for run in runs)
@@ -201,7 +324,13 @@ def run_host_repeats(
             "before_c": thermal.hottest(runs[0]["thermal_before"], zones),
             "after_c": thermal.hottest(runs[-1]["thermal_after"], zones),
         },
-        "timing": {"job_s": job_s, "runner_s": runner_s, "overhead_s": job_s - runner_s},
+        # runner_s: the forked runs; import_s: the serving runner's start and imports, once.
+        "timing": {
+            "job_s": job_s,
+            "runner_s": runner_s,
+            "import_s": import_s,
+            "overhead_s": job_s - runner_s,
+        },
         "warnings": warnings,
         "runs": runs,
     }
