@@ -1,5 +1,6 @@
 """Training: determinism, learning, accuracy measurement and safe checkpoint loading."""
 
+import os
 import re
 
 import pytest
@@ -7,7 +8,11 @@ import torch
 
 from mobileforge.data import make_shapes
 from mobileforge.models import build_model
-from mobileforge.train import evaluate_accuracy, load_user_checkpoint, train_model
+from mobileforge.train import (
+    evaluate_accuracy,
+    load_user_checkpoint,
+    train_model,
+)
 from tests.exploit import Exploit, write_payload
 
 
@@ -139,10 +144,31 @@ def test_load_user_checkpoint_refuses_code(tmp_path, writer):
     with pytest.raises(ValueError) as err:
         load_user_checkpoint(path)
     assert str(err.value) == (
-        f"{path}: refused to load checkpoint: it is not a plain state_dict (unpickling it "
-        "would execute code). Save it with torch.save(model.state_dict(), path)."
+        f"{path}: refused to load checkpoint: unpickling it would execute code (it calls "
+        "posix.system). A plain state_dict does not. Save it with "
+        "torch.save(model.state_dict(), path)."
     )
     assert not marker.exists(), "the pickle's payload ran"
+
+
+def test_random_or_truncated_checkpoints_are_called_corrupt_not_unsafe(tmp_path):
+    random_bytes = tmp_path / "random.pt"
+    # 0xe7 first: torch's weights-only unpickler says "Unsupported operand 231" about it.
+    random_bytes.write_bytes(bytes([0xE7]) + os.urandom(4095))
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"conv.weight": torch.zeros(64)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"conv.weight": torch.zeros(64)}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:-100])
+    cases = [(random_bytes, "is corrupt: byte 0 (0xe7) is not a pickle opcode"),
+             (truncated, "is truncated or corrupt"), (legacy, "is truncated")]  # fmt: skip
+    for path, words in cases:
+        with pytest.raises(ValueError) as err:
+            load_user_checkpoint(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: cannot read checkpoint: the file {words}"), message
+        assert "not a valid torch.save file" in message and "execute code" not in message
 
 
 def test_load_user_checkpoint_errors(tmp_path):
