@@ -76,7 +76,8 @@ class Fingerprint:
 
 
 # A reference to code: ("module", name) a whole module, ("symbol", module, name) one of its
-# top-level names, ("external", top-level package).
+# top-level names, ("star", module) everything ``from module import *`` binds, ("external",
+# top-level package).
 _Target = tuple[str, ...]
 
 
@@ -106,6 +107,10 @@ class _Module:
                 for node in ast.walk(statement):
                     if isinstance(node, ast.Import | ast.ImportFrom):
                         self._bind_top_level(node)
+                    elif isinstance(node, _DEFINITIONS):
+                        self.defs.setdefault(node.name, [])  # its code is in the prelude
+                    elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                        self.defs.setdefault(node.id, [])
 
     def _bind_top_level(self, node: ast.Import | ast.ImportFrom) -> None:
         bound, executed = self.bind(node)
@@ -128,6 +133,8 @@ class _Module:
                 bound[alias.asname or PACKAGE] = ("module", alias.name if alias.asname else PACKAGE)
             return bound, executed
         source = self._absolute(node)
+        if _is_ours(source) and any(alias.name == "*" for alias in node.names):
+            return {}, [("star", source)]  # names unknown here: the whole module counts
         for alias in node.names:
             local = alias.asname or alias.name
             if not _is_ours(source):
@@ -149,9 +156,15 @@ class _Module:
 
 
 def _simple_targets(statement: ast.Assign | ast.AnnAssign) -> list[str]:
+    """The names an assignment binds (``a = ``, ``a, b = ``); [] if it also sets attributes."""
     targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
-    names = [target.id for target in targets if isinstance(target, ast.Name)]
-    return names if len(names) == len(targets) else []
+    names = []
+    for target in targets:
+        parts = target.elts if isinstance(target, ast.Tuple | ast.List) else [target]
+        if not all(isinstance(part, ast.Name) for part in parts):
+            return []
+        names += [part.id for part in parts]
+    return names
 
 
 def _strip_docstrings(node: ast.AST) -> None:
@@ -276,6 +289,9 @@ def _resolve(
     kind = target[0]
     if kind == "external":
         externals.add(target[1])
+        return
+    if kind == "star":
+        refs.append((target[1], "*"))
         return
     if kind == "symbol":
         refs.append((target[1], target[2] if used else "<import>"))

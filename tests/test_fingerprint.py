@@ -96,3 +96,54 @@ def test_a_ptl_job_does_not_depend_on_executorch():
     coreml = fingerprint.job_toolchain("export_pte", {"variant": "fp32", "backend": "coreml"})
     assert "coremltools" in coreml["packages"] and "coremltools" not in xnnpack["packages"]
     assert xnnpack["code"] == coreml["code"]
+
+
+def write_package(root: Path, files: dict[str, str]) -> Path:
+    for name, text in {"__init__.py": "", "job.py": "def run(smk, stage):\n    stage(smk)\n",
+                       **files}.items():  # fmt: skip
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_names_resolve_through_aliases_tuples_conditionals_and_star_imports(tmp_path):
+    files = {
+        "stages.py": (
+            "from mobileforge import helpers as h\n"
+            "def attribute(job):\n    h.used()\n"
+            "def shadowed(job):\n    h = 1\n    return h.used\n"
+            "def star(job):\n    from mobileforge.extra import *\n    anything()\n"
+            "def conditional(job):\n    h.maybe()\n"
+        ),
+        "helpers.py": (
+            "import numpy\nA, B = 1, 2\ndef used():\n    return A\ndef unused():\n    return B\n"
+            "if True:\n    def maybe():\n        return 0\n"
+        ),
+        "extra.py": "def anything():\n    return 1\n",
+    }
+    before = write_package(tmp_path / "a" / "mobileforge", files)
+    base = {
+        stage: fingerprint.stage_fingerprint(stage, before)
+        for stage in fingerprint.stage_names(before)
+    }
+    assert "mobileforge.helpers:used" in base["attribute"].units
+    assert "mobileforge.helpers:unused" not in base["attribute"].units
+    assert "mobileforge.helpers:A" in base["attribute"].units  # tuple assignment
+    assert dict(base["attribute"].packages) == {"numpy": metadata.version("numpy")}  # on import
+    assert "mobileforge.helpers:used" not in base["shadowed"].units  # a local named h
+    edits = {
+        "attribute": ("helpers.py", "return A", "return A + 1"),
+        "star": ("extra.py", "return 1", "return 2"),
+        "conditional": ("helpers.py", "return 0", "return 3"),
+    }
+    for stage, (name, old, new) in edits.items():
+        after = write_package(tmp_path / stage / "mobileforge", files)
+        (after / name).write_text(files[name].replace(old, new))
+        changed = {
+            other
+            for other in base
+            if fingerprint.stage_fingerprint(other, after).code != base[other].code
+        }
+        assert stage in changed, (stage, changed)
+        # Code run on import (the conditional definition) counts for every importer.
+        assert ("shadowed" in changed) == (stage == "conditional"), (stage, changed)
