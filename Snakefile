@@ -24,6 +24,14 @@ include: "rules/benchmark.smk"
 include: "rules/summary.smk"
 
 
+# Jobs that run on the machine Snakemake runs on, whatever the executor: adb benchmarks need
+# the phones plugged into it; the summary and plots are too small to wait in a cluster queue.
+localrules:
+    benchmark_adb,
+    summary,
+    plots,
+
+
 rule all:
     default_target: True
     input:

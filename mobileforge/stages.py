@@ -18,10 +18,16 @@ from mobileforge.job import Job, without_torch
 # summary jobs, which run many times and need none of it in their own process, skip that cost.
 
 
-def _versions() -> dict[str, str]:
+def _versions(job: Job) -> dict[str, Any]:
+    """What the output was made with: torch and Python, and the job's ``toolchain`` param (the
+    fingerprint of the code it ran and its packages' versions, mobileforge.fingerprint)."""
     import torch
 
-    return {"torch_version": torch.__version__, "python_version": platform.python_version()}
+    return {
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "toolchain": job.params.get("toolchain"),
+    }
 
 
 def dataset(job: Job) -> None:
@@ -38,7 +44,7 @@ def dataset(job: Job) -> None:
     files.write_sidecar(
         job.output["data"],
         job.output["sidecar"],
-        {"spec": spec, "splits": sizes, "classes": built["classes"], **_versions()},
+        {"spec": spec, "splits": sizes, "classes": built["classes"], **_versions(job)},
     )
 
 
@@ -102,6 +108,8 @@ def train(job: Job) -> None:
             log=job.log,
         )
         meta["source"] = "trained"
+        # Top level too: whether training stopped while still improving (and by how much).
+        info["still_improving"] = history["trend"]["still_improving"]
         info["train"] = {"settings": settings, "history": history}
     model.eval()
     if "train" in info:  # the last epoch already measured the final weights on the eval split
@@ -115,7 +123,7 @@ def train(job: Job) -> None:
         {k: v.detach().clone() for k, v in model.state_dict().items()},
         meta,
         job.output["sidecar"],
-        {**info, **_versions()},
+        {**info, **_versions(job)},
     )
 
 
@@ -154,7 +162,7 @@ def fuse(job: Job) -> None:
         fused.state_dict(),
         {**meta, "stage": "fused", "macs": macs},
         job.output["sidecar"],
-        {"fusion_max_abs_diff": diff, "fusion_atol": atol, **_versions()},
+        {"fusion_max_abs_diff": diff, "fusion_atol": atol, **_versions(job)},
     )
 
 
@@ -184,7 +192,7 @@ def quantize(job: Job) -> None:
         model.state_dict(),
         {**meta, "stage": "int8", "engine": engine, "per_channel": settings["per_channel"]},
         job.output["sidecar"],
-        {"calibration_images": seen, "quantize": settings, **_versions()},
+        {"calibration_images": seen, "quantize": settings, **_versions(job)},
     )
 
 
@@ -206,11 +214,13 @@ def prune(job: Job) -> None:
         state_dict,
         {**meta, "stage": "int8_pruned", "prune": settings, "sparsity": stats["sparsity"]},
         job.output["sidecar"],
-        {"layer_sparsity": stats["layers"], **_versions()},
+        {"layer_sparsity": stats["layers"], **_versions(job)},
     )
 
 
-def _artifact_info(meta: dict[str, Any], fmt: str, variant: str, backend: str) -> dict[str, Any]:
+def _artifact_info(
+    job: Job, meta: dict[str, Any], fmt: str, variant: str, backend: str
+) -> dict[str, Any]:
     return {
         "model": meta["model"],
         "format": fmt,
@@ -222,7 +232,7 @@ def _artifact_info(meta: dict[str, Any], fmt: str, variant: str, backend: str) -
         "macs": meta.get("macs"),
         "input_shape": meta["input_shape"],
         "sparsity": meta.get("sparsity"),
-        **_versions(),
+        **_versions(job),
     }
 
 
@@ -244,7 +254,7 @@ def export_ptl(job: Job) -> None:
         job.output["artifact"],
         data,
         job.output["sidecar"],
-        {**_artifact_info(meta, "ptl", variant, backend), **info},
+        {**_artifact_info(job, meta, "ptl", variant, backend), **info},
     )
     job.log(f"wrote {record['artifact']}: {record['size_bytes']} B via {info['optimization']}")
 
@@ -280,7 +290,7 @@ def export_pte(job: Job) -> None:
         data,
         job.output["sidecar"],
         {
-            **_artifact_info(meta, "pte", variant, backend),
+            **_artifact_info(job, meta, "pte", variant, backend),
             **info,
             "sparsity": info.get("sparsity"),
             "optimization": f"to_edge_transform_and_lower({backend})",
@@ -318,7 +328,7 @@ def evaluate(job: Job) -> None:
         f"max |diff| {result['max_abs_diff']}"
     )
     files.write_json_atomic(
-        job.output["evaluation"], {"artifact": job.input["artifact"], **result, **_versions()}
+        job.output["evaluation"], {"artifact": job.input["artifact"], **result, **_versions(job)}
     )
 
 
@@ -361,7 +371,13 @@ def benchmark(job: Job) -> None:
     )
     files.write_json_atomic(
         job.output["benchmark"],
-        {**result, "artifact": artifact, "device": name, "device_kind": device["kind"]},
+        {
+            **result,
+            "artifact": artifact,
+            "device": name,
+            "device_kind": device["kind"],
+            "toolchain": job.params.get("toolchain"),
+        },
     )
 
 

@@ -15,7 +15,8 @@ COLUMNS = [
     "model", "variant", "format", "backend", "device", "engine", "params", "size_bytes",
     "sparsity", "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50", "latency_ms_p90",
     "latency_ms_mean", "latency_ms_std", "latency_ms_min", "load_ms", "peak_rss_mb", "threads",
-    "speedup", "best", "optimization", "runtime", "note", "artifact",
+    "node", "cpu_model", "speedup", "best", "optimization", "runtime", "built_with", "note",
+    "artifact",
 ]  # fmt: skip
 
 
@@ -36,6 +37,9 @@ def build_rows(
             bench = benchmarks.get((path, device))
             measured = bench or {}
             latency = measured.get("latency_ms", {})
+            # The machine that ran the benchmark (a host device on a cluster is whichever
+            # compute node the job landed on).
+            host = measured.get("host") or {}
             rows.append(
                 {
                     "model": sidecar["model"],
@@ -57,13 +61,29 @@ def build_rows(
                     "load_ms": measured.get("load_ms"),
                     "peak_rss_mb": measured.get("peak_rss_mb"),
                     "threads": measured.get("threads_applied"),
+                    "node": host.get("node"),
+                    "cpu_model": host.get("cpu_model"),
                     "optimization": sidecar.get("optimization", ""),
                     "runtime": measured.get("runtime", ""),
+                    "built_with": built_with(sidecar),
                     "note": _note(bench, settings["kind"]),
                     "artifact": path,
                 }
             )
     return rows
+
+
+def built_with(sidecar: dict[str, Any]) -> str:
+    """The packages (and versions) the artifact was built with, e.g. ``torch==2.13.0+cpu``.
+
+    From the toolchain its export job recorded (mobileforge.fingerprint), so rows built before
+    and after an upgrade can be told apart; older sidecars only name torch.
+    """
+    packages = (sidecar.get("toolchain") or {}).get("packages")
+    if not packages:
+        version = sidecar.get("torch_version")
+        return f"torch=={version}" if version else ""
+    return " ".join(f"{name}=={version}" for name, version in sorted(packages.items()))
 
 
 def _note(bench: dict[str, Any] | None, kind: str) -> str:

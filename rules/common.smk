@@ -13,6 +13,7 @@ from snakemake.exceptions import WorkflowError
 
 from mobileforge import cpus, plan
 from mobileforge.config import ConfigError, canonical, resolve_config
+from mobileforge.fingerprint import job_toolchain, stage_names
 from mobileforge.versions import installed_executorch_mismatch
 
 try:
@@ -24,23 +25,32 @@ if "pte" in MF["formats"] and (problem := installed_executorch_mismatch()):
     sys.exit(f"mobileforge: cannot build .pte artifacts: {problem}")
 
 
+def _local_cores():
+    # The cores this Snakemake process runs jobs on itself, or None when its jobs run on other
+    # machines (a cluster executor, where workflow.cores raises, and the job process on a
+    # cluster node) or nothing runs (--lint gives no --cores).
+    if not workflow.local_exec or workflow.remote_exec:
+        return None
+    try:
+        return workflow.cores or 1
+    except WorkflowError:
+        return None
+
+
 def _cores_per_cpu():
     # See mobileforge.cpus: with --cores above this machine's CPUs, each job claims the cores
     # one CPU stands for, so jobs never share a CPU and the longest chain is not stretched.
-    if workflow.nodes is not None:  # a cluster/cloud executor: jobs run on other machines
+    if LOCAL_CORES is None:  # a cluster gives each job the CPUs it asks for: nothing to rescale
         return 1
-    try:
-        cores = workflow.cores
-    except WorkflowError:  # e.g. --lint: no --cores given, nothing runs
-        return 1
-    return cpus.cores_per_cpu(cores or 1, cpus.available_cpus())
+    return cpus.cores_per_cpu(LOCAL_CORES, cpus.available_cpus())
 
 
+LOCAL_CORES = _local_cores()
 CORES_PER_CPU = _cores_per_cpu()
 os.environ[cpus.ENV] = str(CORES_PER_CPU)  # jobs turn their claim back into runtime threads
 if CORES_PER_CPU > 1:
     print(
-        f"mobileforge: --cores {workflow.cores} on {cpus.available_cpus()} CPUs: each job "
+        f"mobileforge: --cores {LOCAL_CORES} on {cpus.available_cpus()} CPUs: each job "
         f"claims {CORES_PER_CPU} cores per runtime thread, so jobs never share a CPU",
         file=sys.stderr,
     )
@@ -50,6 +60,16 @@ def _alternatives(names):
     return "|".join(re.escape(name) for name in names) or "(?!)"
 
 
+def _devices_of_kind(kind):
+    return _alternatives(name for name, device in MF["devices"].items() if device["kind"] == kind)
+
+
+# Host and adb benchmarks are separate rules (adb ones run where the phones are plugged in):
+# each matches only its kind's device names.
+HOST_DEVICES = _devices_of_kind("host")
+ADB_DEVICES = _devices_of_kind("adb")
+
+
 wildcard_constraints:
     model=_alternatives(MF["models"]),
     device=_alternatives(MF["devices"]),
@@ -57,6 +77,19 @@ wildcard_constraints:
     variant="fp32|int8|int8_pruned",
     qvariant="int8|int8_pruned",
     fmt="ptl|pte",
+
+
+def toolchain(stage):
+    # A rule's rerun trigger for its code and packages (mobileforge.fingerprint): the rule
+    # running stages.<stage> passes params: toolchain=toolchain("<stage>"). Computed once per
+    # stage, lazily; each job gets its own view (a .ptl job does not depend on executorch).
+    if stage not in stage_names():
+        raise WorkflowError(f"toolchain({stage!r}): mobileforge/stages.py has no such stage")
+
+    def get_toolchain(wildcards):
+        return job_toolchain(stage, dict(wildcards.items()))
+
+    return get_toolchain
 
 
 def model_settings(wildcards):
@@ -124,12 +157,13 @@ def get_device_params(wildcards):
     return canonical(MF["devices"][wildcards.device])
 
 
-def get_benchmark_threads(wildcards):
-    # A host benchmark takes every core Snakemake manages, so no other job runs beside it and
-    # disturbs the timing; adb devices only need a core to drive the phone.
-    if MF["devices"][wildcards.device]["kind"] == "host":
-        return workflow.cores or 1
-    return CORES_PER_CPU
+def get_host_benchmark_threads(wildcards):
+    # Run locally, a host benchmark takes every core Snakemake manages, so no other job runs
+    # beside it and disturbs the timing. On a cluster it asks for the CPUs it pins itself to;
+    # profiles/slurm shows how to also keep other jobs off its node (--exclusive).
+    if LOCAL_CORES is None:
+        return MF["devices"][wildcards.device]["threads"]
+    return LOCAL_CORES
 
 
 def get_chw(wildcards):

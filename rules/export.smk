@@ -4,6 +4,8 @@ rule export_ptl_fp32:
     output:
         artifact="results/{model}/ptl/fp32.{backend}.ptl",
         sidecar="results/{model}/ptl/fp32.{backend}.ptl.json",
+    params:
+        toolchain=toolchain("export_ptl"),
     log:
         "logs/export_ptl/{model}.fp32.{backend}.log",
     benchmark:
@@ -26,6 +28,8 @@ rule export_ptl_int8:
     output:
         artifact="results/{model}/ptl/{qvariant}.{engine}.{backend}.ptl",
         sidecar="results/{model}/ptl/{qvariant}.{engine}.{backend}.ptl.json",
+    params:
+        toolchain=toolchain("export_ptl"),
     log:
         "logs/export_ptl/{model}.{qvariant}.{engine}.{backend}.log",
     benchmark:
@@ -49,6 +53,7 @@ rule export_pte:
         artifact="results/{model}/pte/{variant}.{backend}.pte",
         sidecar="results/{model}/pte/{variant}.{backend}.pte.json",
     params:
+        toolchain=toolchain("export_pte"),
         quantize=get_pte_quantize_params,
         prune=get_pte_prune_params,
     log:

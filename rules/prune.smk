@@ -5,6 +5,7 @@ rule prune:
         model="results/{model}/int8_pruned.{engine}.pt",
         sidecar="results/{model}/int8_pruned.{engine}.pt.json",
     params:
+        toolchain=toolchain("prune"),
         prune=get_prune_params,
     log:
         "logs/prune/{model}.{engine}.log",

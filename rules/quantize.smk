@@ -6,6 +6,7 @@ rule quantize:
         model="results/{model}/int8.{engine}.pt",
         sidecar="results/{model}/int8.{engine}.pt.json",
     params:
+        toolchain=toolchain("quantize"),
         quantize=get_quantize_params,
     log:
         "logs/quantize/{model}.{engine}.log",

@@ -6,6 +6,7 @@ rule summary:
             "results/summary.csv", caption="../report/summary.rst", category="Summary"
         ),
     params:
+        toolchain=toolchain("summary"),
         devices=get_summary_devices,
         accuracy_budget=MF["selection"]["accuracy_budget"],
     log:
@@ -33,6 +34,8 @@ rule plots:
             caption="../report/sizes.rst",
             category="Plots",
         ),
+    params:
+        toolchain=toolchain("plots"),
     log:
         "logs/plots/plots.log",
     benchmark:

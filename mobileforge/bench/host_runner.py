@@ -129,6 +129,25 @@ def host_info() -> dict[str, Any]:
         "cpu_model": cpu_model or platform.processor() or None,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "allocation": batch_allocation(),
+    }
+
+
+def batch_allocation() -> dict[str, Any] | None:
+    """The SLURM job this benchmark runs in (id, CPUs it holds on the node), or None.
+
+    ``cpus_on_node`` equal to the node's CPU count says nothing else ran on the node beside
+    the benchmark (an ``--exclusive`` job); fewer says other jobs may have shared it.
+    """
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    cpus_on_node = os.environ.get("SLURM_CPUS_ON_NODE")
+    return {
+        "scheduler": "slurm",
+        "job_id": job_id,
+        "node_list": os.environ.get("SLURM_JOB_NODELIST"),
+        "cpus_on_node": int(cpus_on_node) if cpus_on_node and cpus_on_node.isdigit() else None,
     }
 
 
