@@ -97,7 +97,7 @@ def slurm_run(cluster, tiny_run, tmp_path_factory):
 
 def test_every_artifact_matches_the_local_run(slurm_run, tiny_run):
     workdir, log = slurm_run
-    assert "Submitted" in log or "submitted with SLURM jobid" in log  # it really went to SLURM
+    assert "has been submitted with SLURM jobid" in log  # it really went through SLURM
     on_slurm, local = artifact_digests(workdir), artifact_digests(tiny_run[0])
     assert len(on_slurm) >= 20  # data, checkpoint, stage files, 6 artifacts, evaluations
     assert on_slurm == local
