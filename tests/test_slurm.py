@@ -39,7 +39,7 @@ MEASURED = ("bench/", "report/", "summary.csv", "checkpoint.pt.json", ".ptl.json
 def _missing() -> list[str]:
     missing = missing_binaries()
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
-        missing.append("snakemake-executor-plugin-slurm (pip install -e '.[test]')")
+        missing.append("snakemake-executor-plugin-slurm (pip install -e '.[slurm]')")
     return missing
 
 
