@@ -26,6 +26,15 @@ include: "rules/peak.smk"
 include: "rules/summary.smk"
 
 
+# Jobs that run on the machine Snakemake runs on, whatever the executor: adb benchmarks need
+# the phones plugged into it; the summary and plots are too small to wait in a cluster queue.
+localrules:
+    benchmark_adb,
+    summary,
+    plots,
+    plot_sensitivity,
+
+
 rule all:
     default_target: True
     input:

@@ -17,10 +17,16 @@ from mobileforge.job import Job, without_torch
 # summary jobs, which run many times and need none of it in their own process, skip that cost.
 
 
-def _versions() -> dict[str, str]:
+def _versions(job: Job) -> dict[str, Any]:
+    """What the output was made with: torch and Python, and the job's ``toolchain`` param (the
+    fingerprint of the code it ran and its packages' versions, mobileforge.fingerprint)."""
     import torch
 
-    return {"torch_version": torch.__version__, "python_version": platform.python_version()}
+    return {
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "toolchain": job.params.get("toolchain"),
+    }
 
 
 def dataset(job: Job) -> None:
@@ -37,7 +43,7 @@ def dataset(job: Job) -> None:
     files.write_sidecar(
         job.output["data"],
         job.output["sidecar"],
-        {"spec": spec, "splits": sizes, "classes": built["classes"], **_versions()},
+        {"spec": spec, "splits": sizes, "classes": built["classes"], **_versions(job)},
     )
 
 
@@ -101,6 +107,8 @@ def train(job: Job) -> None:
             log=job.log,
         )
         meta["source"] = "trained"
+        # Top level too: whether training stopped while still improving (and by how much).
+        info["still_improving"] = history["trend"]["still_improving"]
         info["train"] = {"settings": settings, "history": history}
     model.eval()
     if "train" in info:  # the last epoch already measured the final weights on the eval split
@@ -114,7 +122,7 @@ def train(job: Job) -> None:
         {k: v.detach().clone() for k, v in model.state_dict().items()},
         meta,
         job.output["sidecar"],
-        {**info, **_versions()},
+        {**info, **_versions(job)},
     )
 
 
@@ -153,7 +161,7 @@ def fuse(job: Job) -> None:
         fused.state_dict(),
         {**meta, "stage": "fused", "macs": macs},
         job.output["sidecar"],
-        {"fusion_max_abs_diff": diff, "fusion_atol": atol, **_versions()},
+        {"fusion_max_abs_diff": diff, "fusion_atol": atol, **_versions(job)},
     )
 
 
@@ -196,7 +204,7 @@ def sensitivity(job: Job) -> None:
             "control_images": len(control),
             "method": METHOD,
             "layers": layers,
-            **_versions(),
+            **_versions(job),
         },
     )
     job.log(f"{len(layers)} layers; most sensitive: {[layer['layer'] for layer in layers[:3]]}")
@@ -269,7 +277,7 @@ def quantize(job: Job) -> None:
             "calibration_images": seen["images"],
             "quantize": settings,
             "budget": budget,
-            **_versions(),
+            **_versions(job),
         },  # fmt: skip
     )
 
@@ -315,7 +323,7 @@ def quantize_pte(job: Job) -> None:
             "recipe": recipe.with_fp32_layers(budget["fp32_layers"]).as_record(),
             "quantize": settings,
             "budget": budget,
-            **_versions(),
+            **_versions(job),
         },
     )
 
@@ -379,7 +387,7 @@ def prune(job: Job) -> None:
             "sparsity": sparsity,
         },
         job.output["sidecar"],
-        {"prune": prune, **_versions()},
+        {"prune": prune, **_versions(job)},
     )
 
 
@@ -438,7 +446,7 @@ def prune_channel(job: Job) -> None:
             raise RuntimeError("the pruned model does not rebuild from its recorded structure")
     save_stage(
         job.output["model"], state_dict, pruned_meta, job.output["sidecar"],
-        {"prune": record, **_versions()},
+        {"prune": record, **_versions(job)},
     )  # fmt: skip
 
 
@@ -448,7 +456,12 @@ def _budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
 
 
 def _artifact_info(
-    meta: dict[str, Any], fmt: str, variant: str, backend: str, decision: Any = None
+    job: Job,
+    meta: dict[str, Any],
+    fmt: str,
+    variant: str,
+    backend: str,
+    decision: Any = None,
 ) -> dict[str, Any]:
     """The sidecar fields every artifact has; an int8 artifact's recipe and budget decision come
     from its stage meta (FX) or from ``decision``, the ``.pte`` recipe record."""
@@ -473,7 +486,7 @@ def _artifact_info(
         # l1 points: from the int8_pruned stage; channel points: from the pruned fp32 stage.
         "prune": meta.get("prune") or meta.get("pruned"),
         "prune_budget": meta.get("prune_budget"),
-        **_versions(),
+        **_versions(job),
     }
 
 
@@ -496,7 +509,7 @@ def export_ptl(job: Job) -> None:
         data,
         job.output["sidecar"],
         {
-            **_artifact_info(meta, "ptl", variant, backend),
+            **_artifact_info(job, meta, "ptl", variant, backend),
             **info,
             "compressed_bytes": files.compressed_size(data),
         },
@@ -545,7 +558,7 @@ def export_pte(job: Job) -> None:
         data,
         job.output["sidecar"],
         {
-            **_artifact_info(meta, "pte", variant, backend, decision),
+            **_artifact_info(job, meta, "pte", variant, backend, decision),
             **info,
             "variant": variant,
             "optimization": f"to_edge_transform_and_lower({backend})",
@@ -585,7 +598,7 @@ def evaluate(job: Job) -> None:
         f"max |diff| {result['max_abs_diff']}"
     )
     files.write_json_atomic(
-        job.output["evaluation"], {"artifact": job.input["artifact"], **result, **_versions()}
+        job.output["evaluation"], {"artifact": job.input["artifact"], **result, **_versions(job)}
     )
 
 
@@ -653,7 +666,13 @@ def benchmark(job: Job) -> None:
     result["timing"].update(startup_s=startup_s, process_s=files.process_age_s())
     files.write_json_atomic(
         job.output["benchmark"],
-        {**result, "artifact": artifact, "device": name, "device_kind": device["kind"]},
+        {
+            **result,
+            "artifact": artifact,
+            "device": name,
+            "device_kind": device["kind"],
+            "toolchain": job.params.get("toolchain"),
+        },
     )
 
 
@@ -667,7 +686,7 @@ def peak_programs(job: Job) -> None:
             job.output[precision],
             data,
             job.output[f"{precision}_sidecar"],
-            {"gemm_shape": shape, "precision": precision, "backend": "xnnpack", **_versions()},
+            {"gemm_shape": shape, "precision": precision, "backend": "xnnpack", **_versions(job)},
         )
         job.log(f"wrote {record['artifact']}: {record['size_bytes']} B")
 

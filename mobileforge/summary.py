@@ -26,9 +26,10 @@ COLUMNS = [
     "fp32_layer_names", "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50",
     "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "latency_ms_min",
     "latency_ms_trimmed_mean", "latency_ms_ci_low", "latency_ms_ci_high", "latency_cv",
-    "repeats", "unstable", "load_ms", "peak_rss_mb", "threads", "affinity", "temp_c_before",
-    "temp_c_after", "speedup", "macs", "achieved_gmacs", "peak_gmacs", "peak_kernel",
-    "roofline_fraction", "pareto", "best", "best_reason", "optimization", "runtime", "note",
+    "repeats", "unstable", "load_ms", "peak_rss_mb", "threads", "affinity", "node", "cpu_model",
+    "temp_c_before", "temp_c_after", "speedup", "macs", "achieved_gmacs", "peak_gmacs",
+    "peak_kernel", "roofline_fraction", "pareto", "best", "best_reason", "optimization",
+    "runtime", "built_with", "note",
     "artifact",
 ]  # fmt: skip
 #: Columns summarize() derives; build_rows() leaves them out.
@@ -78,6 +79,9 @@ def build_rows(
             peak = peaks.get(device, {}).get("peak", {}).get(precision(sidecar["variant"]) or "")
             if bench is None:
                 peak = None  # a roofline is drawn for measured rows only
+            # The machine that ran the benchmark (a host device on a cluster is whichever
+            # compute node the job landed on).
+            host = measured.get("host") or {}
             rows.append(
                 {
                     "model": sidecar["model"],
@@ -116,6 +120,8 @@ def build_rows(
                     # was asked for: speed_benchmark_torch has no thread flag) and the CPUs.
                     "threads": measured.get("threads_applied") or measured.get("threads_requested"),
                     "affinity": _affinity(affinity, bench),
+                    "node": host.get("node"),
+                    "cpu_model": host.get("cpu_model"),
                     "temp_c_before": thermal.get("before_c"),
                     "temp_c_after": thermal.get("after_c"),
                     "macs": sidecar.get("macs"),
@@ -123,6 +129,7 @@ def build_rows(
                     "peak_kernel": peak["kernel"] if peak else "",
                     "optimization": sidecar.get("optimization", ""),
                     "runtime": measured.get("runtime", ""),
+                    "built_with": built_with(sidecar),
                     "note": _note(
                         bench,
                         settings["kind"],
@@ -134,6 +141,19 @@ def build_rows(
                 }
             )
     return rows
+
+
+def built_with(sidecar: dict[str, Any]) -> str:
+    """The packages (and versions) the artifact was built with, e.g. ``torch==2.13.0+cpu``.
+
+    From the toolchain its export job recorded (mobileforge.fingerprint), so rows built before
+    and after an upgrade can be told apart; older sidecars only name torch.
+    """
+    packages = (sidecar.get("toolchain") or {}).get("packages")
+    if not packages:
+        version = sidecar.get("torch_version")
+        return f"torch=={version}" if version else ""
+    return " ".join(f"{name}=={version}" for name, version in sorted(packages.items()))
 
 
 def _count(layers: list[str] | None) -> int | None:

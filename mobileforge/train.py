@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pickle
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,22 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["TRAIN_DEFAULTS", "evaluate_accuracy", "load_user_checkpoint", "train_model"]
+from mobileforge.safeload import load_weights_only
+
+__all__ = [
+    "TRAIN_DEFAULTS",
+    "evaluate_accuracy",
+    "load_user_checkpoint",
+    "train_model",
+    "training_trend",
+]
+
+#: A last epoch whose train loss fell by this fraction of its value, or whose eval top-1 rose
+#: by this many points, ends a training that was still improving (:func:`training_trend`).
+STILL_IMPROVING_LOSS_FALL = 0.1
+STILL_IMPROVING_EVAL_POINTS = 1.0
+#: How to write a checkpoint this loader accepts: the end of its error messages.
+SAVE_HINT = "Save it with torch.save(model.state_dict(), path)."
 
 #: Optional ``**extra`` settings of :func:`train_model` and their defaults. Chosen (measured on
 #: the shapes data, 3 epochs, lr 0.05, batch 64) so that short from-scratch trainings converge:
@@ -204,7 +218,9 @@ def train_model(
 
     Returns:
         ``{"epochs": [{"epoch", "loss", "train_acc", "eval_acc", "seconds"}, ...],
-        "final_eval_acc": float, "seconds": float, "settings": {...}}``
+        "trend": training_trend(...), "final_eval_acc": float, "seconds": float,
+        "settings": {...}}``; the trend's message (whether training stopped while still
+        improving) is also logged.
     """
     unknown = set(extra) - set(TRAIN_DEFAULTS)
     if unknown:
@@ -286,11 +302,66 @@ def train_model(
         # Hand back ordinary contiguous weights: downstream stages and users expect them.
         model.to(memory_format=torch.contiguous_format)
         model.eval()
+    trend = training_trend(history)
+    log(trend["message"])
     return {
         "epochs": history,
+        "trend": trend,
         "final_eval_acc": history[-1]["eval_acc"],
         "seconds": time.perf_counter() - start_all,
         "settings": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, **cfg},
+    }
+
+
+def training_trend(epochs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether training stopped while still improving, judged by its last epoch.
+
+    Still improving: over the last epoch the train loss fell by at least
+    :data:`STILL_IMPROVING_LOSS_FALL` of its value, or eval top-1 rose by at least
+    :data:`STILL_IMPROVING_EVAL_POINTS` points. Returns ``still_improving`` (None after one
+    epoch: no trend to judge), ``loss_fall`` (fraction), ``eval_gain`` (points; None without an
+    eval split) and a one-line ``message`` saying which, with the numbers.
+    """
+    if len(epochs) < 2:
+        return {
+            "still_improving": None,
+            "loss_fall": None,
+            "eval_gain": None,
+            "message": "trained one epoch: no trend tells whether more epochs would help "
+            "(README: sizing epochs)",
+        }
+    previous, last = epochs[-2], epochs[-1]
+    loss_fall = (previous["loss"] - last["loss"]) / previous["loss"] if previous["loss"] else 0.0
+    eval_gain = last["eval_acc"] - previous["eval_acc"]
+    if math.isnan(eval_gain):
+        eval_gain = None
+    signs = []
+    if loss_fall >= STILL_IMPROVING_LOSS_FALL:
+        signs.append(
+            f"the train loss fell {100 * loss_fall:.0f}% ({previous['loss']:.3f} -> "
+            f"{last['loss']:.3f})"
+        )
+    if eval_gain is not None and eval_gain >= STILL_IMPROVING_EVAL_POINTS:
+        signs.append(
+            f"eval top-1 rose {eval_gain:.1f} points ({previous['eval_acc']:.1f}% -> "
+            f"{last['eval_acc']:.1f}%)"
+        )
+    if signs:
+        message = (
+            f"training stopped while still improving: in epoch {last['epoch']} "
+            f"{' and '.join(signs)}; more epochs would likely help (README: sizing epochs)"
+        )
+    else:
+        gain = "" if eval_gain is None else f", eval top-1 moved {eval_gain:+.1f} points"
+        message = (
+            f"training levelled off: in epoch {last['epoch']} the train loss fell "
+            f"{100 * loss_fall:.0f}%{gain}"
+        )
+    return {
+        "still_improving": bool(signs),
+        "loss_fall": loss_fall,
+        "eval_gain": eval_gain,
+        "message": message,
     }
 
 
@@ -303,37 +374,27 @@ def load_user_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file would execute code when unpickled, is not a torch file, or does not
-            hold a mapping of parameter names to tensors.
+        ValueError: the file would execute code when unpickled (unsafe: the message names
+            what it calls), is corrupt, truncated or not a torch file, or does not hold a
+            mapping of parameter names to tensors.
     """
     source = Path(path)
     if not source.is_file():
         raise FileNotFoundError(f"{path}: checkpoint file not found")
-    try:
-        obj = torch.load(source, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"{path}: refused to load checkpoint: it is not a plain state_dict (unpickling it "
-            "would execute code). Save it with torch.save(model.state_dict(), path)."
-        ) from exc
-    except Exception as exc:  # zip/pickle/EOF errors of a corrupt or foreign file
-        raise ValueError(
-            f"{path}: cannot read checkpoint: not a valid torch.save file "
-            f"({type(exc).__name__}: {exc})"
-        ) from exc
+    obj = load_weights_only(source, "checkpoint", hint=f"A plain state_dict does not. {SAVE_HINT}")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj:
         raise ValueError(
             f"{path}: expected a state_dict (mapping of parameter names to tensors), "
             f"got {type(obj).__name__ if not isinstance(obj, dict) else 'an empty dict'}. "
-            "Save it with torch.save(model.state_dict(), path)."
+            f"{SAVE_HINT}"
         )
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise ValueError(
             f"{path}: not a state_dict: entries {bad[:5]!r} are not tensors keyed by name. "
-            "Save it with torch.save(model.state_dict(), path)."
+            f"{SAVE_HINT}"
         )
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module.") :]: v for k, v in obj.items()}

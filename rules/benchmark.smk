@@ -1,17 +1,18 @@
-rule benchmark:
-    wildcard_constraints:
-        device=HOST_DEVICES,
+rule benchmark_host:
     input:
         artifact="results/{model}/{fmt}/{stem}.{fmt}",
     output:
         benchmark="results/{model}/bench/{fmt}/{stem}.{device}.json",
     params:
+        toolchain=toolchain("benchmark"),
         device=get_device_params,
     log:
         "logs/benchmark/{model}.{fmt}.{stem}.{device}.log",
     benchmark:
         "benchmarks/benchmark/{model}.{fmt}.{stem}.{device}.tsv"
-    threads: get_benchmark_threads
+    threads: get_host_benchmark_threads
+    wildcard_constraints:
+        device=HOST_DEVICES,
     resources:
         mem_mb=3000,
     conda:
@@ -20,10 +21,9 @@ rule benchmark:
         "../scripts/benchmark.py"
 
 
-# A phone benchmark runs on the machine the phones are plugged into, claims no host core and
-# holds its phone's resource (one job per physical phone at a time).
+# A phone benchmark runs on the machine the phones are plugged into (a local rule: see the
+# Snakefile), claims no host core and holds its phone's resource (one job per physical phone).
 rule benchmark_adb:
-    localrule: True
     wildcard_constraints:
         device=ADB_DEVICES,
     input:
@@ -32,6 +32,7 @@ rule benchmark_adb:
     output:
         benchmark="results/{model}/bench/{fmt}/{stem}.{device}.json",
     params:
+        toolchain=toolchain("benchmark"),
         device=get_device_params,
         operations=get_bench_operations,
     log:

@@ -17,6 +17,7 @@ from mobileforge.bench import farm
 from mobileforge.bench.runstate import RUN_ID_ENV
 from mobileforge.bench import peak as peak_measurement  # torch-free at import
 from mobileforge.config import ConfigError, canonical, resolve_config
+from mobileforge.fingerprint import job_toolchain, stage_names
 from mobileforge.versions import installed_executorch_mismatch
 
 # One id per workflow run, inherited by its jobs: they share what they learn about each phone
@@ -32,23 +33,32 @@ if "pte" in MF["formats"] and (problem := installed_executorch_mismatch()):
     sys.exit(f"mobileforge: cannot build .pte artifacts: {problem}")
 
 
+def _local_cores():
+    # The cores this Snakemake process runs jobs on itself, or None when its jobs run on other
+    # machines (a cluster executor, where workflow.cores raises, and the job process on a
+    # cluster node) or nothing runs (--lint gives no --cores).
+    if not workflow.local_exec or workflow.remote_exec:
+        return None
+    try:
+        return workflow.cores or 1
+    except WorkflowError:
+        return None
+
+
 def _cores_per_cpu():
     # See mobileforge.cpus: with --cores above this machine's CPUs, each job claims the cores
     # one CPU stands for, so jobs never share a CPU and the longest chain is not stretched.
-    if workflow.nodes is not None:  # a cluster/cloud executor: jobs run on other machines
+    if LOCAL_CORES is None:  # a cluster gives each job the CPUs it asks for: nothing to rescale
         return 1
-    try:
-        cores = workflow.cores
-    except WorkflowError:  # e.g. --lint: no --cores given, nothing runs
-        return 1
-    return cpus.cores_per_cpu(cores or 1, cpus.available_cpus())
+    return cpus.cores_per_cpu(LOCAL_CORES, cpus.available_cpus())
 
 
+LOCAL_CORES = _local_cores()
 CORES_PER_CPU = _cores_per_cpu()
 os.environ[cpus.ENV] = str(CORES_PER_CPU)  # jobs turn their claim back into runtime threads
 if CORES_PER_CPU > 1:
     print(
-        f"mobileforge: --cores {workflow.cores} on {cpus.available_cpus()} CPUs: each job "
+        f"mobileforge: --cores {LOCAL_CORES} on {cpus.available_cpus()} CPUs: each job "
         f"claims {CORES_PER_CPU} cores per runtime thread, so jobs never share a CPU",
         file=sys.stderr,
     )
@@ -87,6 +97,19 @@ wildcard_constraints:
     uvariant=rf"int8_pruned-l1_unstructured-{AMOUNT}",
     point=rf"channel-{AMOUNT}",
     fmt="ptl|pte",
+
+
+def toolchain(stage):
+    # A rule's rerun trigger for its code and packages (mobileforge.fingerprint): the rule
+    # running stages.<stage> passes params: toolchain=toolchain("<stage>"). Computed once per
+    # stage, lazily; each job gets its own view (a .ptl job does not depend on executorch).
+    if stage not in stage_names():
+        raise WorkflowError(f"toolchain({stage!r}): mobileforge/stages.py has no such stage")
+
+    def get_toolchain(wildcards):
+        return job_toolchain(stage, dict(wildcards.items()))
+
+    return get_toolchain
 
 
 def model_settings(wildcards):
@@ -274,10 +297,13 @@ def get_phone_resources():
     return {resource: _claims_phone(resource) for resource in PHONES}
 
 
-def get_benchmark_threads(wildcards):
-    # A host benchmark takes every core Snakemake manages, so no other job runs beside it and
-    # disturbs the timing (phone jobs claim none: they wait on the phone, not on this CPU).
-    return workflow.cores or 1
+def get_host_benchmark_threads(wildcards):
+    # Run locally, a host benchmark takes every core Snakemake manages, so no other job runs
+    # beside it and disturbs the timing. On a cluster it asks for the CPUs it pins itself to;
+    # profiles/slurm shows how to also keep other jobs off its node (--exclusive).
+    if LOCAL_CORES is None:
+        return MF["devices"][wildcards.device]["threads"]
+    return LOCAL_CORES
 
 
 def get_chw(wildcards):

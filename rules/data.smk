@@ -3,6 +3,7 @@ rule dataset:
         data="results/data/{dataset}-{chw}.pt",
         sidecar="results/data/{dataset}-{chw}.pt.json",
     params:
+        toolchain=toolchain("dataset"),
         spec=canonical(MF["dataset"]),
         chw=get_chw,
     log:

@@ -5,6 +5,8 @@ rule evaluate:
         reference="results/{model}/reference.pt",
     output:
         evaluation="results/{model}/eval/{fmt}/{stem}.json",
+    params:
+        toolchain=toolchain("evaluate"),
     log:
         "logs/evaluate/{model}.{fmt}.{stem}.log",
     benchmark:

@@ -4,6 +4,8 @@ rule export_ptl_fp32:
     output:
         artifact="results/{model}/ptl/fp32.{backend}.ptl",
         sidecar="results/{model}/ptl/fp32.{backend}.ptl.json",
+    params:
+        toolchain=toolchain("export_ptl"),
     log:
         "logs/export_ptl/{model}.fp32.{backend}.log",
     benchmark:
@@ -26,6 +28,8 @@ rule export_ptl_int8:
     output:
         artifact="results/{model}/ptl/{ivariant}.{engine}.{backend}.ptl",
         sidecar="results/{model}/ptl/{ivariant}.{engine}.{backend}.ptl.json",
+    params:
+        toolchain=toolchain("export_ptl"),
     log:
         "logs/export_ptl/{model}.{ivariant}.{engine}.{backend}.log",
     benchmark:
@@ -48,6 +52,7 @@ rule export_pte:
         artifact="results/{model}/pte/{variant}.{backend}.pte",
         sidecar="results/{model}/pte/{variant}.{backend}.pte.json",
     params:
+        toolchain=toolchain("export_pte"),
         prune=get_pte_prune_params,
     log:
         "logs/export_pte/{model}.{variant}.{backend}.log",

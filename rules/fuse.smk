@@ -7,6 +7,7 @@ rule fuse:
         sidecar="results/{model}/fused.pt.json",
         reference="results/{model}/reference.pt",
     params:
+        toolchain=toolchain("fuse"),
         fuse=get_fuse_params,
     log:
         "logs/fuse/{model}.log",

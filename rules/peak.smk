@@ -8,6 +8,7 @@ rule peak_programs:
         int8=plan.peak_program_path("int8"),
         int8_sidecar=plan.peak_program_path("int8") + ".json",
     params:
+        toolchain=toolchain("peak_programs"),
         shape=list(peak_measurement.GEMM_SHAPE),
     log:
         "logs/peak_programs/gemm.log",
@@ -28,12 +29,15 @@ rule peak:
     output:
         peak=plan.peak_path("{device}"),
     params:
+        toolchain=toolchain("peak"),
         measurement=get_peak_params,
     log:
         "logs/peak/{device}.log",
     benchmark:
         "benchmarks/peak/{device}.tsv"
-    threads: get_benchmark_threads
+    threads: get_host_benchmark_threads
+    wildcard_constraints:
+        device=HOST_DEVICES,
     resources:
         mem_mb=1500,
     conda:

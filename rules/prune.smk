@@ -8,6 +8,7 @@ rule prune:
         model="results/{model}/{uvariant}.{engine}.pt",
         sidecar="results/{model}/{uvariant}.{engine}.pt.json",
     params:
+        toolchain=toolchain("prune"),
         prune=get_prune_params,
     log:
         "logs/prune/{model}.{uvariant}.{engine}.log",
@@ -33,6 +34,7 @@ rule prune_channel:
         model="results/{model}/pruned-{point}.pt",
         sidecar="results/{model}/pruned-{point}.pt.json",
     params:
+        toolchain=toolchain("prune_channel"),
         prune=get_prune_channel_params,
     log:
         "logs/prune_channel/{model}.{point}.log",

@@ -5,6 +5,7 @@ rule sensitivity:
     output:
         sensitivity="results/{model}/sensitivity/{qvariant}.{fmt}.{key}.json",
     params:
+        toolchain=toolchain("sensitivity"),
         quantize=get_sensitivity_params,
     log:
         "logs/sensitivity/{model}.{qvariant}.{fmt}.{key}.log",
@@ -30,6 +31,7 @@ rule quantize:
         model="results/{model}/{qvariant}.{engine}.pt",
         sidecar="results/{model}/{qvariant}.{engine}.pt.json",
     params:
+        toolchain=toolchain("quantize"),
         quantize=get_quantize_params,
     log:
         "logs/quantize/{model}.{qvariant}.{engine}.log",
@@ -52,6 +54,7 @@ rule quantize_pte:
     output:
         recipe="results/{model}/pte/{qvariant}.{backend}.recipe.json",
     params:
+        toolchain=toolchain("quantize_pte"),
         quantize=get_pte_quantize_params,
     log:
         "logs/quantize_pte/{model}.{qvariant}.{backend}.log",
@@ -80,6 +83,8 @@ rule plot_sensitivity:
             subcategory="{model}",
             labels={"figure": "int8 sensitivity per layer"},
         ),
+    params:
+        toolchain=toolchain("plot_sensitivity"),
     log:
         "logs/plot_sensitivity/{model}.log",
     benchmark:

@@ -31,6 +31,7 @@ rule summary:
             labels={"file": "summary tables (view)"},
         ),
     params:
+        toolchain=toolchain("summary"),
         devices=get_summary_devices,
         accuracy_budget=MF["selection"]["accuracy_budget"],
         unstable_cv=MF["benchmark"]["unstable_cv"],
@@ -52,6 +53,7 @@ rule plots:
     output:
         figure_outputs(),
     params:
+        toolchain=toolchain("plots"),
         figures=get_figure_params,
         accuracy_budget=MF["selection"]["accuracy_budget"],
     log:

@@ -5,6 +5,7 @@ rule train:
         checkpoint="results/{model}/checkpoint.pt",
         sidecar="results/{model}/checkpoint.pt.json",
     params:
+        toolchain=toolchain("train"),
         settings=get_train_params,
     log:
         "logs/train/{model}.log",

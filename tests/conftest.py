@@ -1,7 +1,16 @@
-"""Shared fixtures: paths of the repository and a loaded default/tiny config."""
+"""Shared fixtures: paths of the repository, loaded configs, and one real run of the tiny config.
+
+Wall times the slow tests measure (the tiny run here, the SLURM run) are collected in
+:data:`TIMINGS` and printed at the end of the session: they are reported, never asserted.
+"""
 
 from __future__ import annotations
 
+import ast
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +18,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
+#: What -> seconds, measured by the tests of this session.
+TIMINGS: dict[str, float] = {}
 
 
 @pytest.fixture
@@ -80,3 +91,57 @@ def phones(adb_server, tmp_path: Path):
         phone.close()
     for phone in made:
         assert phone.errors == [], phone.errors
+
+
+def snakemake(
+    workdir: Path,
+    config: Path,
+    *args: str,
+    timeout: int = 1200,
+    snakefile: Path = REPO / "Snakefile",
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run the workflow in ``workdir`` on 2 cores; its output, or AssertionError."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile),
+               "--configfile", str(config), "--cores", "2", *args]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result.stdout + result.stderr
+
+
+def insert_into(path: Path, function: str, line: str) -> None:
+    """Insert ``line`` as the first statement of ``function``'s body (after its docstring)."""
+    source = path.read_text()
+    tree = ast.parse(source)
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == function)
+    first = node.body[1] if ast.get_docstring(node) else node.body[0]
+    lines = source.splitlines(keepends=True)
+    lines.insert(first.lineno - 1, f"{' ' * first.col_offset}{line}\n")
+    path.write_text("".join(lines))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> tuple[Path, Path, dict]:
+    """One local run of the tiny config (summary and plots): its working dir, config, raw config.
+
+    The run directory holds its own ``config.yaml``, the layout the README asks for.
+    """
+    workdir = tmp_path_factory.mktemp("workflow")
+    config = workdir / "config.yaml"
+    shutil.copy(TINY_CONFIG, config)
+    started = time.perf_counter()
+    snakemake(workdir, config)
+    TIMINGS["local run of tests/configs/tiny.yaml (--cores 2)"] = time.perf_counter() - started
+    return workdir, config, yaml.safe_load(config.read_text())
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if TIMINGS:
+        terminalreporter.section("mobileforge timings (measured, not asserted)")
+        for what, seconds in TIMINGS.items():
+            terminalreporter.write_line(f"{seconds:8.1f} s  {what}")

@@ -62,6 +62,6 @@ def test_dry_run_claims_a_cpu_per_job(tmp_path: Path) -> None:
             threads = re.search(r"^\s+threads: (\d+)", block, re.M)
             claims.setdefault(rule.group(1), set()).add(int(threads.group(1)) if threads else 1)
     assert claims["fuse"] == claims["evaluate"] == claims["export_pte"] == {share}
-    assert claims["benchmark"] == {8}  # a host benchmark takes every core
+    assert claims["benchmark_host"] == {8}  # a host benchmark takes every core
     if share > 1:
         assert f"each job claims {share} cores per runtime thread" in text

@@ -324,5 +324,6 @@ def test_load_dataset_errors(tmp_path):
     with pytest.raises(ValueError, match="not a mobileforge dataset"):
         load_dataset(tmp_path / "partial.pt")
     (tmp_path / "junk.pt").write_bytes(b"hello, not a torch file")
-    with pytest.raises(ValueError, match="not a valid torch.save file"):
+    with pytest.raises(ValueError, match="not a valid torch.save file") as err:
         load_dataset(tmp_path / "junk.pt")
+    assert "corrupt" in str(err.value) and "execute code" not in str(err.value)

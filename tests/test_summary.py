@@ -193,3 +193,19 @@ def test_latency_interval_and_pareto_columns(frame):
     bench = {**_bench(1.0), "samples_ms": [0.9, 1.0, 1.1, 1.0, 1.2]}
     row = build_rows([sidecar], {}, {(sidecar["artifact"], "host"): bench}, DEVICES)[0]
     assert 0.9 <= row["latency_ms_ci_low"] <= 1.0 <= row["latency_ms_ci_high"] <= 1.2
+
+
+def test_rows_name_the_benchmarking_node_and_the_packages_the_artifact_was_built_with():
+    sidecar = {
+        **_sidecar("fp32", "pte", "xnnpack"),
+        "toolchain": {"code": "0" * 16, "packages": {"torch": "2.13.0", "executorch": "1.5.1"}},
+    }
+    bench = {**_bench(1.0), "host": {"node": "node07", "cpu_model": "AMD EPYC 7B13"}}
+    rows = build_rows([sidecar], {}, {(sidecar["artifact"], "host"): bench}, DEVICES)
+    host = next(row for row in rows if row["device"] == "host")
+    assert (host["node"], host["cpu_model"]) == ("node07", "AMD EPYC 7B13")
+    assert host["built_with"] == "executorch==1.5.1 torch==2.13.0"
+    phone = next(row for row in rows if row["device"] == "phone")  # not run there: no node
+    assert phone["node"] is None and phone["built_with"] == host["built_with"]
+    legacy = {**_sidecar("fp32", "ptl", "cpu"), "torch_version": "2.13.0"}  # before toolchains
+    assert build_rows([legacy], {}, {}, DEVICES)[0]["built_with"] == "torch==2.13.0"

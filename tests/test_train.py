@@ -1,5 +1,6 @@
 """Training: determinism, learning, accuracy measurement and safe checkpoint loading."""
 
+import os
 import re
 
 import pytest
@@ -7,7 +8,12 @@ import torch
 
 from mobileforge.data import make_shapes
 from mobileforge.models import build_model
-from mobileforge.train import evaluate_accuracy, load_user_checkpoint, train_model
+from mobileforge.train import (
+    evaluate_accuracy,
+    load_user_checkpoint,
+    train_model,
+    training_trend,
+)
 from tests.exploit import Exploit, write_payload
 
 
@@ -79,12 +85,39 @@ def test_training_logs_history_and_restores_global_state(tiny_data):
     assert torch.are_deterministic_algorithms_enabled() == deterministic
     assert not model.training
     assert all(p.is_contiguous() for p in model.parameters())  # not left channels_last
-    assert len(lines) == 2
+    assert len(lines) == 3
     pattern = r"epoch 2/2 loss \d+\.\d{3} train_acc \d+\.\d% eval_acc \d+\.\d% \d+\.\ds"
     assert re.fullmatch(pattern, lines[1]), lines[1]
+    assert lines[2] == history["trend"]["message"]  # the verdict on convergence is logged
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert history["final_eval_acc"] == history["epochs"][-1]["eval_acc"]
     assert history["settings"]["seed"] == 0
+
+
+def _epochs(*points):
+    return [{"epoch": i + 1, "loss": loss, "eval_acc": acc} for i, (loss, acc) in enumerate(points)]
+
+
+def test_trend_says_when_training_stopped_while_still_improving():
+    # A 1,300-image folder after 3 epochs: loss still falling, eval still rising.
+    rising = training_trend(_epochs((1.9, 30.0), (1.2, 45.0), (0.8, 63.0)))
+    assert rising["still_improving"] is True
+    assert rising["message"] == (
+        "training stopped while still improving: in epoch 3 the train loss fell 33% "
+        "(1.200 -> 0.800) and eval top-1 rose 18.0 points (45.0% -> 63.0%); more epochs "
+        "would likely help (README: sizing epochs)"
+    )
+    # Only the eval split still rising is enough, and so is only the loss still falling.
+    assert training_trend(_epochs((0.30, 90.0), (0.29, 93.0)))["still_improving"] is True
+    assert training_trend(_epochs((0.30, 97.0), (0.20, 97.0)))["still_improving"] is True
+    flat = training_trend(_epochs((0.10, 97.0), (0.095, 97.2)))
+    assert flat["still_improving"] is False
+    assert flat["message"] == (
+        "training levelled off: in epoch 2 the train loss fell 5%, eval top-1 moved +0.2 points"
+    )
+    assert training_trend(_epochs((0.5, 80.0)))["still_improving"] is None  # one epoch
+    no_eval = training_trend(_epochs((0.5, float("nan")), (0.49, float("nan"))))
+    assert no_eval["still_improving"] is False and no_eval["eval_gain"] is None
 
 
 def test_channels_last_is_only_a_speed_setting(tiny_data):
@@ -139,10 +172,31 @@ def test_load_user_checkpoint_refuses_code(tmp_path, writer):
     with pytest.raises(ValueError) as err:
         load_user_checkpoint(path)
     assert str(err.value) == (
-        f"{path}: refused to load checkpoint: it is not a plain state_dict (unpickling it "
-        "would execute code). Save it with torch.save(model.state_dict(), path)."
+        f"{path}: refused to load checkpoint: unpickling it would execute code (it calls "
+        "posix.system). A plain state_dict does not. Save it with "
+        "torch.save(model.state_dict(), path)."
     )
     assert not marker.exists(), "the pickle's payload ran"
+
+
+def test_random_or_truncated_checkpoints_are_called_corrupt_not_unsafe(tmp_path):
+    random_bytes = tmp_path / "random.pt"
+    # 0xe7 first: torch's weights-only unpickler says "Unsupported operand 231" about it.
+    random_bytes.write_bytes(bytes([0xE7]) + os.urandom(4095))
+    truncated = tmp_path / "truncated.pt"
+    torch.save({"conv.weight": torch.zeros(64)}, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-100])
+    legacy = tmp_path / "legacy.pt"
+    torch.save({"conv.weight": torch.zeros(64)}, legacy, _use_new_zipfile_serialization=False)
+    legacy.write_bytes(legacy.read_bytes()[:-100])
+    cases = [(random_bytes, "is corrupt: byte 0 (0xe7) is not a pickle opcode"),
+             (truncated, "is truncated or corrupt"), (legacy, "is truncated")]  # fmt: skip
+    for path, words in cases:
+        with pytest.raises(ValueError) as err:
+            load_user_checkpoint(path)
+        message = str(err.value)
+        assert message.startswith(f"{path}: cannot read checkpoint: the file {words}"), message
+        assert "not a valid torch.save file" in message and "execute code" not in message
 
 
 def test_load_user_checkpoint_errors(tmp_path):

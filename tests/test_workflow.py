@@ -1,8 +1,8 @@
 """The workflow end to end on a tiny config: outputs, incremental plans, reproducibility.
 
-One real run (module fixture) is shared by the tests; each incremental test edits a copy of
-the config and asks Snakemake for its dry-run plan, which must list exactly the jobs that
-depend on the edit.
+One real run (the session's ``tiny_run``) is shared by the tests; each incremental test edits
+a copy of the config and asks Snakemake for its dry-run plan, which must list exactly the jobs
+that depend on the edit.
 """
 
 from __future__ import annotations
@@ -10,10 +10,14 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -23,27 +27,16 @@ import yaml
 from PIL import Image
 
 from tests import browser
-from tests.conftest import REPO, TINY_CONFIG
+from tests.conftest import REPO, insert_into, snakemake
 
 pytestmark = pytest.mark.slow
 # Jobs every edit replans after its own: the summary and the plots (named by their first output).
 DOWNSTREAM = {"results/summary.csv", "results/report/host/latency_accuracy.png"}
 
 
-def snakemake(workdir: Path, config: Path, *args: str, timeout: int = 1200) -> str:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
-               "--configfile", str(config), "--cores", "2", *args]  # fmt: skip
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        raise AssertionError(
-            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-        )
-    return result.stdout + result.stderr
-
-
-def planned_outputs(workdir: Path, config: Path) -> set[str]:
+def planned_outputs(workdir: Path, config: Path, **options) -> set[str]:
     """The first output file of every job a dry run would run (the `all` target excluded)."""
-    text = snakemake(workdir, config, "--dry-run")
+    text = snakemake(workdir, config, "--dry-run", **options)
     planned = set()
     for block in re.split(r"\n(?=\[\w{3} \w{3} |rule |localrule )", text):
         rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
@@ -59,13 +52,9 @@ def write_config(workdir: Path, raw: dict, name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    config = workdir / "config.yaml"
-    shutil.copy(TINY_CONFIG, config)
-    snakemake(workdir, config)  # the default target: summary and plots
-    return workdir, config, yaml.safe_load(config.read_text())
+@pytest.fixture
+def run(tiny_run):
+    return tiny_run
 
 
 L1 = "int8_pruned-l1_unstructured-0.3"  # the tiny config's two prune points
@@ -377,3 +366,114 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
         assert image.width >= 1200
         # A rendered plot, not a blank page: thousands of distinct colours.
         assert len(image.convert("RGB").getcolors(maxcolors=1 << 20)) > 1000
+
+
+# -- code and toolchain changes ----------------------------------------------------------------
+WORKFLOW_PARTS = ("Snakefile", "rules", "scripts", "mobileforge", "schemas", "envs", "report",
+                  "profiles")  # fmt: skip
+
+
+def test_an_edit_of_the_quantize_code_replans_quantize_and_downstream_only(run, tmp_path):
+    workdir, config, _ = run
+    checkout = tmp_path / "checkout"  # the workflow with one function of quantize/fx.py edited
+    checkout.mkdir()
+    for part in WORKFLOW_PARTS:
+        source = REPO / part
+        if source.is_dir():
+            shutil.copytree(source, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, checkout / part)
+    insert_into(checkout / "mobileforge" / "quantize" / "fx.py", "quantize_static", "assert True")
+    planned = planned_outputs(workdir, config, snakefile=checkout / "Snakefile")
+    # The FX calibrations (int8, and int8 of the channel-pruned model), then everything made from
+    # their int8 models; not the data, checkpoint, fused or pruned fp32 models, the sensitivities
+    # (they calibrate but do not convert), fp32 artifacts or the .pte programs (pt2e).
+    ptl = ("ptl",)
+    assert planned == (
+        _branch("alpha", "int8", ptl) | _branch("alpha", L1, ptl) | _branch("alpha", CHANNEL, ptl)
+        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+    )  # fmt: skip
+
+
+def test_an_executorch_upgrade_replans_only_the_pte_jobs(run, tmp_path):
+    workdir, config, _ = run
+    # A rebuilt executorch wheel: same release (the pin check passes), another build tag.
+    fake = tmp_path / "site" / "executorch-1.5.1+rebuilt.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: executorch\nVersion: 1.5.1+rebuilt\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    planned = planned_outputs(workdir, config, env=env)
+    pte = ("pte",)
+    # Every .pte job: recipes, sensitivities, programs, their evaluations and benchmarks, and the
+    # peak measurement (it times ExecuTorch programs); nothing on the .ptl side.
+    assert planned == (
+        _branch("alpha", "fp32", pte) | _branch("alpha", "int8", pte)
+        | _branch("alpha", L1, pte) | _branch("alpha", CHANNEL, pte)
+        | _sensitivities("alpha", "int8", pte) | _sensitivities("alpha", CHANNEL, pte)
+        | {"results/peak/gemm.fp32.xnnpack.pte", "results/peak/host.json",
+           "results/peak/host2.json", "results/report/sensitivity/alpha.png"}
+        | DOWNSTREAM
+    )  # fmt: skip
+
+
+def test_sidecars_and_summary_record_the_toolchain(run):
+    workdir, _, _ = run
+    sidecar = yaml.safe_load((workdir / "results/alpha/pte/int8.xnnpack.pte.json").read_text())
+    packages = sidecar["toolchain"]["packages"]
+    assert packages["executorch"] == metadata.version("executorch")
+    assert packages["torch"] == metadata.version("torch")
+    frame = pd.read_csv(workdir / "results/summary.csv")
+    pte = frame[frame["format"] == "pte"]
+    assert pte["built_with"].str.contains(f"executorch=={metadata.version('executorch')}").all()
+    assert not frame[frame["format"] == "ptl"]["built_with"].str.contains("executorch").any()
+
+
+# -- interrupted runs -------------------------------------------------------------------------
+ARTIFACTS = [
+    f"results/alpha/{stem}"
+    for stem in ("checkpoint.pt", "fused.pt", "int8.x86.pt", "int8_pruned.x86.pt",
+                 "ptl/fp32.cpu.ptl", "ptl/int8.x86.cpu.ptl", "ptl/int8_pruned.x86.cpu.ptl",
+                 "pte/fp32.xnnpack.pte", "pte/int8.xnnpack.pte", "pte/int8_pruned.xnnpack.pte")
+]  # fmt: skip
+
+
+def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(run, tmp_path):
+    reference, config, _ = run
+    workdir = tmp_path / "killed"
+    workdir.mkdir()
+    shutil.copy(config, workdir / "config.yaml")
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"),
+               "--cores", "2", *ARTIFACTS]  # fmt: skip
+    with open(tmp_path / "killed.log", "w") as log:
+        # Its own session, so kill -9 reaches Snakemake and every job it started, like a crash.
+        process = subprocess.Popen(
+            command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        deadline = time.monotonic() + 600
+        while not (workdir / "results/alpha/fused.pt").exists():  # mid-run: exports are next
+            assert process.poll() is None, (tmp_path / "killed.log").read_text()
+            assert time.monotonic() < deadline, "the run never reached the fused model"
+            time.sleep(0.2)
+        time.sleep(1)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not all((workdir / target).exists() for target in ARTIFACTS), "killed too late"
+
+    # A plain rerun stops: on jobs killed after writing their outputs (--rerun-incomplete) or,
+    # once those are allowed to rerun, on the lock the killed run left (--unlock).
+    again = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=600)
+    text = again.stdout + again.stderr
+    assert again.returncode != 0 and ("--rerun-incomplete" in text or "--unlock" in text), text
+    again = subprocess.run(
+        [*command, "--rerun-incomplete"], cwd=workdir, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode != 0 and "Directory cannot be locked" in again.stderr, again.stderr
+    # What the README says to do after a kill: unlock, then rerun the incomplete jobs.
+    snakemake(workdir, workdir / "config.yaml", "--unlock")
+    snakemake(workdir, workdir / "config.yaml", "--rerun-incomplete", *ARTIFACTS)
+    for target in ARTIFACTS:
+        assert (workdir / target).read_bytes() == (reference / target).read_bytes(), target
+    leftovers = [path.name for path in (workdir / "results").rglob("*.tmp")]
+    assert leftovers == [], "a killed job's temporary file was left behind"

@@ -38,6 +38,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -136,7 +137,36 @@ def host_info() -> dict[str, Any]:
         "cpu_model": cpu_model or platform.processor() or None,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "allocation": batch_allocation(),
     }
+
+
+def batch_allocation() -> dict[str, Any] | None:
+    """The SLURM job this benchmark runs in, or None: its id, node(s), CPUs and exclusivity.
+
+    Read from ``scontrol show job``: inside a job step the environment only describes the
+    step (``SLURM_CPUS_ON_NODE`` is the step's one CPU even in a job holding the whole node).
+    ``exclusive`` means no other job could share the node (``--exclusive``).
+    """
+    job_id = os.environ.get("SLURM_JOB_ID")
+    if not job_id:
+        return None
+    allocation: dict[str, Any] = {"scheduler": "slurm", "job_id": job_id, "cpus": None,
+                                  "exclusive": None, "node_list": None}  # fmt: skip
+    try:
+        shown = subprocess.run(
+            ["scontrol", "show", "job", "--oneliner", job_id],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return allocation
+    fields = dict(item.split("=", 1) for item in shown.split() if "=" in item)
+    if fields.get("NumCPUs", "").isdigit():
+        allocation["cpus"] = int(fields["NumCPUs"])
+    if "OverSubscribe" in fields:
+        allocation["exclusive"] = fields["OverSubscribe"] == "NO"
+    allocation["node_list"] = fields.get("NodeList")
+    return allocation
 
 
 def pin_cpus(threads: int) -> list[int]:

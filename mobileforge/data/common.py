@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+
+from mobileforge.safeload import load_weights_only
 
 
 def normalise(data: dict[str, Any]) -> dict[str, Any]:
@@ -68,20 +68,8 @@ def stratified_split(
 
 
 def torch_load_weights_only(path: Path, what: str) -> Any:
-    """``torch.load(weights_only=True)`` with errors that name the file and say what to do."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: {what} not found")
-    if path.is_dir():
-        raise ValueError(f"{path}: expected a {what} file, found a directory")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ValueError(
-            f"{path}: refused to load {what}: it is not a weights-only torch file "
-            "(unpickling it would execute code). Save only tensors, lists, dicts and numbers "
-            f"with torch.save. Detail: {str(exc).splitlines()[0]}"
-        ) from exc
-    except Exception as exc:  # zip/pickle/EOF errors of a corrupt or foreign file
-        raise ValueError(
-            f"{path}: cannot read {what}: not a valid torch.save file ({type(exc).__name__}: {exc})"
-        ) from exc
+    """``torch.load(weights_only=True)`` with errors that name the file and say what is wrong:
+    unsafe (unpickling would execute code) or corrupt (see :mod:`mobileforge.safeload`)."""
+    return load_weights_only(
+        path, what, hint="Save only tensors, lists, dicts and numbers with torch.save."
+    )
