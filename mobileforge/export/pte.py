@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from mobileforge.export import coreml
 from mobileforge.export.xnnpack_patterns import skip_unmatchable_patterns
+from mobileforge.provenance import shallow_node_provenance
 from mobileforge.prune.pt2e import prune_amount, prune_converted
 from mobileforge.quantize.pt2e import quantize_pt2e
 from mobileforge.quantize.recipe import Recipe
@@ -225,7 +226,7 @@ def lower(
 
     info: dict[str, Any] = {}
     example_input = example_input.detach().to(torch.float32).contiguous()
-    with torch.no_grad():
+    with torch.no_grad(), shallow_node_provenance():
         exported = torch.export.export(module, (example_input,))
         partitioner, info["lowering"] = _partitioner(backend, variant)
         payloads: list[str] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from mobileforge.provenance import shallow_node_provenance
 from mobileforge.quantize.clamps import make_clamp_aware
 from mobileforge.quantize.observers import describe, pt2e_activation_observer
 from mobileforge.quantize.recipe import Recipe
@@ -185,7 +186,7 @@ def prepare_pt2e_model(
     chosen, info["quantizer"] = quantizer(backend, recipe)
     example_input = example_input.detach().to(torch.float32).contiguous()
     calibration = calibration[: recipe.calibration_samples].detach().to(torch.float32)
-    with torch.no_grad():
+    with torch.no_grad(), shallow_node_provenance():
         captured, chunk, dynamic = _export_for_calibration(
             model.eval(), example_input, calibration, recipe.batch_size
         )
@@ -217,6 +218,6 @@ def quantize_pt2e(
     prepared, info = prepare_pt2e_model(
         model, example_input, backend, calibration, recipe or Recipe()
     )
-    with torch.no_grad():
+    with torch.no_grad(), shallow_node_provenance():
         converted = convert_pt2e(prepared)
     return converted, info
