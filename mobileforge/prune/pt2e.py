@@ -76,6 +76,7 @@ class _Weight:
             ).abs()
         else:
             self.magnitude = self.original.abs()
+        self._order: torch.Tensor | None = None
 
     def zeros(self) -> int:
         import torch
@@ -88,9 +89,11 @@ class _Weight:
         """Set the tensor to its original pruned by ``amount``; returns its zero count."""
         import torch
 
-        from mobileforge.prune.unstructured import smallest_magnitude_mask
+        from mobileforge.prune.unstructured import magnitude_order, smallest_magnitude_mask
 
-        smallest = smallest_magnitude_mask(self.magnitude, amount)
+        if self._order is None:  # sorted once: a search prunes the same weight many times
+            self._order = magnitude_order(self.magnitude)
+        smallest = smallest_magnitude_mask(self.magnitude, amount, self._order)
         with torch.no_grad():
             if self.is_int8:
                 zero = self.zero_point.expand_as(self.original)

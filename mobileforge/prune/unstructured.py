@@ -45,25 +45,42 @@ def _zero_points_like(weight: torch.Tensor) -> torch.Tensor:
     return torch.full_like(weight.int_repr(), weight.q_zero_point())
 
 
-def smallest_magnitude_mask(magnitude: torch.Tensor, amount: float) -> torch.Tensor:
+def magnitude_order(magnitude: torch.Tensor) -> torch.Tensor:
+    """Flat indices of ``magnitude`` from smallest to largest; ties broken by position (stable).
+
+    A search that prunes one tensor at many amounts sorts it once and passes this to
+    :func:`smallest_magnitude_mask`.
+    """
+    return torch.argsort(magnitude.flatten(), stable=True)
+
+
+def smallest_magnitude_mask(
+    magnitude: torch.Tensor, amount: float, order: torch.Tensor | None = None
+) -> torch.Tensor:
     """True for the ``round(amount * numel)`` entries of smallest ``magnitude``.
 
     The count is ``torch.nn.utils.prune.L1Unstructured``'s; ties (common among int8 weights) are
     broken by position with a stable sort, so the choice is deterministic. Both the ``.ptl`` and
-    the ``.pte`` pruning select weights with this.
+    the ``.pte`` pruning select weights with this. ``order``: ``magnitude_order(magnitude)``,
+    if already known.
     """
     mask = torch.zeros(magnitude.numel(), dtype=torch.bool)
     count = round(amount * magnitude.numel())
     if count:
-        mask[torch.argsort(magnitude.flatten(), stable=True)[:count]] = True
+        mask[(magnitude_order(magnitude) if order is None else order)[:count]] = True
     return mask.view(magnitude.shape)
 
 
-def _pruned_like(weight: torch.Tensor, amount: float) -> tuple[torch.Tensor, int]:
-    """``weight`` with its ``amount`` smallest (dequantized) entries at the zero point; zeros."""
+def _pruned_like(
+    weight: torch.Tensor, amount: float, order: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
+    """``weight`` with its ``amount`` smallest (dequantized) entries at the zero point; zeros.
+
+    ``order``: :func:`magnitude_order` of the dequantized magnitudes, if already known.
+    """
     int_values = weight.int_repr().clone()
     zero_points = _zero_points_like(weight)
-    smallest = smallest_magnitude_mask(weight.dequantize().abs(), amount)
+    smallest = smallest_magnitude_mask(weight.dequantize().abs(), amount, order)
     if smallest.any():
         int_values[smallest] = zero_points[smallest].to(int_values.dtype)
         weight = _requantize_like(weight, int_values)
@@ -85,13 +102,16 @@ class QuantizedLayers:
             raise ValueError("the model has no quantized conv/linear weights to prune")
         self.originals = {name: module.weight() for name, module in self.modules.items()}
         self.sizes = {name: weight.numel() for name, weight in self.originals.items()}
+        self._orders: dict[str, torch.Tensor] = {}  # sorted once per layer, on first use
         self._touched: set[str] = set()
 
     @torch.no_grad()
     def apply(self, amounts: dict[str, float]) -> torch.nn.Module:
         for name in self._touched | set(amounts):
-            module = self.modules[name]
-            weight, _ = _pruned_like(self.originals[name], amounts.get(name, 0.0))
+            module, original = self.modules[name], self.originals[name]
+            if name not in self._orders:
+                self._orders[name] = magnitude_order(original.dequantize().abs())
+            weight, _ = _pruned_like(original, amounts.get(name, 0.0), self._orders[name])
             module.set_weight_bias(weight, module.bias())
         self._touched = {name for name, amount in amounts.items() if amount}
         return self.model
