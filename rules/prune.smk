@@ -24,11 +24,12 @@ rule prune:
         "../scripts/prune.py"
 
 
-# Channel points prune the fused fp32 model and fine-tune it; int8 then follows from it as from
-# the fused model (rule quantize, qvariant int8_pruned-channel-*): fused -> pruned -> int8.
+# Channel points prune the trained model with its BatchNorm layers, fine-tune and fuse it; int8
+# then follows from it as from the fused model (rule quantize, qvariant int8_pruned-channel-*):
+# checkpoint -> pruned -> fine-tuned -> fused -> int8.
 rule prune_channel:
     input:
-        fused="results/{model}/fused.pt",
+        checkpoint="results/{model}/checkpoint.pt",
         data=get_dataset,
     output:
         model="results/{model}/pruned-{point}.pt",

@@ -433,9 +433,9 @@ def test_sidecars_and_summary_record_the_toolchain(run):
 # -- interrupted runs -------------------------------------------------------------------------
 ARTIFACTS = [
     f"results/alpha/{stem}"
-    for stem in ("checkpoint.pt", "fused.pt", "int8.x86.pt", "int8_pruned.x86.pt",
-                 "ptl/fp32.cpu.ptl", "ptl/int8.x86.cpu.ptl", "ptl/int8_pruned.x86.cpu.ptl",
-                 "pte/fp32.xnnpack.pte", "pte/int8.xnnpack.pte", "pte/int8_pruned.xnnpack.pte")
+    for stem in ("checkpoint.pt", "fused.pt", "int8.x86.pt", f"{L1}.x86.pt",
+                 "ptl/fp32.cpu.ptl", "ptl/int8.x86.cpu.ptl", f"ptl/{L1}.x86.cpu.ptl",
+                 "pte/fp32.xnnpack.pte", "pte/int8.xnnpack.pte", f"pte/{L1}.xnnpack.pte")
 ]  # fmt: skip
 
 

@@ -123,7 +123,7 @@ def prune_channels(
     if len(layers) < 2:
         raise ValueError("channel pruning needs at least two conv/linear layers")
     kept = [layers[0], layers[-1]]  # first layer and classifier outputs
-    before = {"macs": count_macs(model, example.shape), "params": _params(model)}
+    before = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
     pruner = tp.pruner.BasePruner(
         model,
         example,
@@ -133,7 +133,7 @@ def prune_channels(
         ignored_layers=kept,
     )
     pruner.step()
-    after = {"macs": count_macs(model, example.shape), "params": _params(model)}
+    after = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
     log(
         f"channel pruning {amount} ({scope}): MACs {before['macs']:,} -> {after['macs']:,}, "
         f"parameters {before['params']:,} -> {after['params']:,}"
@@ -149,7 +149,8 @@ def prune_channels(
     }
 
 
-def _params(model: nn.Module) -> int:
+def parameter_count(model: nn.Module) -> int:
+    """Number of parameters (weights and biases) of ``model``."""
     return sum(p.numel() for p in model.parameters())
 
 
