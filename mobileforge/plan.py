@@ -6,7 +6,7 @@ the rules, the summary and the tests agree on one layout:
     results/data/<dataset>-<H>x<W>.pt
     results/<model>/checkpoint.pt | fused.pt | int8.<engine>.pt
     results/<model>/reference.pt                       fp32 logits on the eval split
-    results/<model>/pruned-channel-<amount>.pt         channel-pruned, fine-tuned fused fp32
+    results/<model>/pruned-channel-<amount>.pt         channel-pruned, fine-tuned fp32, fused
     results/<model>/int8_pruned-<method>-<amount>.<engine>.pt   FX int8 of a prune point
     results/<model>/sensitivity/<qvariant>.<ptl.<engine>|pte.<backend>>.json   int8 damage
     results/<model>/pte/<qvariant>.<backend>.recipe.json   .pte int8 calibration + fp32 layers

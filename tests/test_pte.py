@@ -445,3 +445,31 @@ def test_skipping_unmatchable_patterns_changes_no_byte(setup, monkeypatch) -> No
             slow, _ = pte.export_pte(*args, skip_patterns=False)
             assert built_patterns  # the unguarded lowering always builds them
             assert fast == slow, (type(model).__name__, variant)
+
+
+def test_shared_node_provenance_changes_no_byte(setup, monkeypatch) -> None:
+    """The provenance lists are shared instead of deep-copied, on this torch, for the same bytes."""
+    import copy
+
+    import torch.fx.traceback as fx_traceback
+
+    from mobileforge import provenance
+
+    assert provenance._applicable(fx_traceback)  # a torch that reads otherwise would skip it
+    shared = []
+    original = provenance._copy_history
+
+    def counting(value, memo=None):
+        shared.append(1)
+        return original(value, memo)
+
+    monkeypatch.setattr(provenance, "_copy_history", counting)
+    args = (setup["model"], setup["x"], "xnnpack", "int8", torch.randn(8, *setup["x"].shape[1:]))
+    fast, _ = pte.export_pte(*args)
+    assert shared  # the swap was in effect while exporting
+    assert fx_traceback.copy is copy  # and is undone afterwards
+    monkeypatch.setattr(provenance, "_applicable", lambda _: False)
+    shared.clear()
+    slow, _ = pte.export_pte(*args)
+    assert not shared
+    assert fast == slow

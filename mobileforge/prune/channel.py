@@ -1,4 +1,7 @@
-"""Structured channel pruning of the fused fp32 model with Torch-Pruning.
+"""Structured channel pruning of an fp32 model with Torch-Pruning.
+
+The stage prunes the trained model with its BatchNorm layers (they re-normalise the thinner
+activations while it fine-tunes) and saves it fused; :func:`resize` rebuilds either form.
 
 Whole output channels of conv/linear layers are removed, so the pruned model has physically
 smaller layers: fewer multiply-accumulates, smaller weights, real speed on dense kernels.
