@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,8 +33,11 @@ pytestmark = pytest.mark.slow
 # sacct): poll squeue, whose finished jobs live MinJobAge (600 s) >= 3x the first check (2 s).
 CLUSTER_ARGS = ["--slurm-status-command", "squeue",
                 "--slurm-init-seconds-before-status-checks", "2"]  # fmt: skip
-# Measured outputs: latencies, and sidecars holding timings (training, export candidates).
-MEASURED = ("bench/", "report/", "summary.csv", "checkpoint.pt.json", ".ptl.json")
+# Measured outputs: latencies and the peak, the tables and plots made of them, and sidecars
+# holding timings (training and fine-tuning seconds per epoch, the .ptl export's candidates).
+MEASURED = ("bench/", "peak/", "report/", "summary.csv", "summary.md", "checkpoint.pt.json",
+            ".ptl.json")  # fmt: skip
+FINETUNED_SIDECAR = re.compile(r"/pruned-channel-[^/]*\.pt\.json$")
 
 
 def _missing() -> list[str]:
@@ -73,7 +77,8 @@ def artifact_digests(workdir: Path) -> dict[str, str]:
     digests = {}
     for path in sorted((workdir / "results").rglob("*")):
         name = path.relative_to(workdir).as_posix()
-        if path.is_file() and not any(part in name for part in MEASURED):
+        measured = FINETUNED_SIDECAR.search(name) or any(part in name for part in MEASURED)
+        if path.is_file() and not measured:
             digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return digests
 
@@ -107,7 +112,8 @@ def test_host_benchmarks_name_their_node_and_ask_slurm_for_their_threads(slurm_r
     workdir, log = slurm_run
     assert "No wall time information given" not in log  # the profile's default runtime
     summary = pd.read_csv(workdir / "results" / "summary.csv")
-    assert len(summary) == 6 and summary["latency_ms_p50"].notna().all()
+    # fp32, int8 and the two prune points, in both formats, on the one host device
+    assert len(summary) == 8 and summary["latency_ms_p50"].notna().all()
     assert set(summary["node"]) == {cluster.node}
     assert summary["cpu_model"].notna().all()
     for path in (workdir / "results" / "alpha" / "bench").rglob("*.json"):
