@@ -21,15 +21,18 @@ from typing import Any, BinaryIO
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | os.PathLike[str], *, shared: bool = False) -> Iterator[BinaryIO]:
     """A binary file handle whose content appears at ``path`` only once the block succeeds.
 
     It writes to a temporary name in the destination directory, fsyncs, then ``os.replace``s;
-    on any error the temporary file is removed and ``path`` is left as it was.
+    on any error the temporary file is removed and ``path`` is left as it was. ``shared``: a
+    file that concurrent jobs write (run state, not a Snakemake output), whose temporaries may
+    be another job's work in progress, so none is removed as stale.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
+    if not shared:
+        _remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -51,16 +54,16 @@ def _remove_stale_temporaries(path: Path) -> None:
             candidate.unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, shared: bool = False) -> None:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_writer`)."""
-    with atomic_writer(path) as handle:
+    with atomic_writer(path, shared=shared) as handle:
         handle.write(data)
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as stable, sorted, indented JSON (atomically)."""
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, *, shared: bool = False) -> None:
+    """Write ``obj`` as stable, sorted, indented JSON (atomically; ``shared``: see above)."""
     text = json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n"
-    write_bytes_atomic(path, text.encode())
+    write_bytes_atomic(path, text.encode(), shared=shared)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -61,7 +61,7 @@ class RunState:
         if not path.parent.is_dir():
             path.parent.mkdir(parents=True, exist_ok=True)
             _sweep(path.parent.parent, keep=path.parent.name)
-        write_json_atomic(path, value)
+        write_json_atomic(path, value, shared=True)  # one run's jobs write it at once
 
     def _drop(self, what: str) -> None:
         self._memory.pop(what, None)
@@ -109,7 +109,7 @@ class RunState:
     def _write_shared(self, what: str, value: dict[str, Any]) -> None:
         assert self.folder is not None
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.folder / f"{what}.json", value)
+        write_json_atomic(self.folder / f"{what}.json", value, shared=True)
 
 
 def _sweep(base: Path, keep: str) -> None:
