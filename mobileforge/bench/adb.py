@@ -629,10 +629,7 @@ def _result(
         "remote_command": invocation,
         "pushed": pushed,
         "retries_used": retries_used,
-        "thermal": {
-            "before_c": thermal.hottest(runs[0]["thermal_before"], zones),
-            "after_c": thermal.hottest(runs[-1]["thermal_after"], zones),
-        },
+        "thermal": thermal.across_runs(runs, zones),
         "timing": {
             "job_s": job_s,
             "runner_s": runner_s,

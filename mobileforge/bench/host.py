@@ -320,10 +320,7 @@ def run_host_repeats(
         "first_inference_ms": float(statistics.median(first_inference)),
         "rss_before_load_mb": runs[0]["rss_before_load_mb"],
         "peak_rss_mb": max(run["peak_rss_mb"] for run in runs),
-        "thermal": {
-            "before_c": thermal.hottest(runs[0]["thermal_before"], zones),
-            "after_c": thermal.hottest(runs[-1]["thermal_after"], zones),
-        },
+        "thermal": thermal.across_runs(runs, zones),
         # runner_s: the forked runs; import_s: the serving runner's start and imports, once.
         "timing": {
             "job_s": job_s,

@@ -92,6 +92,14 @@ def hottest(snapshot: Mapping[str, Any], zones: str = "") -> float | None:
     return max(temps) if temps else None
 
 
+def across_runs(runs: list[Mapping[str, Any]], zones: str = "") -> dict[str, float | None]:
+    """Hottest matching zone before the first of ``runs`` and after the last (their record)."""
+    return {
+        "before_c": hottest(runs[0]["thermal_before"], zones),
+        "after_c": hottest(runs[-1]["thermal_after"], zones),
+    }
+
+
 def cool_down(
     settings: Mapping[str, Any],
     read: Callable[[], dict[str, Any]],
