@@ -415,7 +415,12 @@ def prune_channel(job: Job) -> None:
     settings = job.params["prune"]
     teacher = copy.deepcopy(model).eval()
     record = prune_channels(
-        model, chain.example_input(meta), settings["amount"], settings["scope"], job.log
+        model,
+        chain.example_input(meta),
+        settings["amount"],
+        settings["scope"],
+        settings["round_to"],
+        job.log,
     )
     finetune, train = settings["finetune"], settings["train"]
     if finetune["epochs"] > 0:
@@ -446,7 +451,7 @@ def prune_channel(job: Job) -> None:
         "pruned_structure": pruned_structure(fused),
         "macs": record["after"]["macs"],
         "params": record["after"]["params"],
-        "pruned": {key: record[key] for key in ("method", "amount", "scope")},
+        "pruned": {key: record[key] for key in ("method", "amount", "scope", "round_to")},
     }
     # The saved stage must rebuild from architecture + structure + weights alone.
     rebuilt = chain.rebuild_stage(state_dict, pruned_meta)

@@ -249,6 +249,7 @@ def get_prune_channel_params(wildcards):
             "method": point.method,
             "amount": point.amount,
             "scope": prune["scope"],
+            "round_to": prune["round_to"],
             "finetune": prune["finetune"],
             "train": {key: train[key] for key in ("batch_size", "momentum", "weight_decay", "seed")},
         }

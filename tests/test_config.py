@@ -19,6 +19,7 @@ def test_default_config_resolves_with_defaults_filled(default_raw):
         "amount": 0.3,
         "method": "l1_unstructured",
         "scope": "layer",
+        "round_to": 8,
         "finetune": {"epochs": 2, "lr": 0.01, "temperature": 2.0, "distillation": 0.5},
     }
     assert mobilenet["num_classes"] == config["dataset"]["num_classes"]

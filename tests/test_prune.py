@@ -102,6 +102,24 @@ def test_channel_pruning_of_mobilenet_v2_cuts_macs_and_survives_the_chain(scope)
     torch.export.export(model, (torch.zeros(shape),))
 
 
+def test_round_to_leaves_every_pruned_layer_a_multiple_of_its_channels():
+    def out_channels(model):
+        return [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    shape = (1, 3, 32, 32)
+    counts = {}
+    for round_to in (None, 8):
+        model = fuse(build_model("mobilenet_v2", 10, {"width_mult": 1.0}, seed=0))
+        record = prune_channels(model, torch.zeros(shape), 0.3, round_to=round_to, log=print)
+        assert record["round_to"] == round_to
+        assert record["after"]["macs"] < 0.75 * record["before"]["macs"]
+        counts[round_to] = out_channels(model)
+    assert any(c % 8 for c in counts[None])  # 0.3 of 32, 96, 144, ... is not a multiple of 8
+    assert all(c % 8 == 0 for c in counts[8])
+    with pytest.raises(ValueError, match="round_to"):
+        prune_channels(fuse(build_model("tinycnn", 10)), torch.zeros(shape), 0.3, round_to=0)
+
+
 def test_distillation_fine_tuning_pulls_the_student_towards_the_teacher():
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(48, 5)).eval()

@@ -187,6 +187,17 @@ def test_removing_a_sweep_point_drops_only_that_point(run):
     assert planned == {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
 
 
+def test_editing_round_to_replans_only_the_channel_point(run):
+    workdir, _, raw = run
+    edited = copy.deepcopy(raw)
+    edited["models"]["alpha"]["prune"] = {"round_to": None}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "round_to.yaml"))
+    assert planned == (
+        _branch("alpha", CHANNEL) | {"results/alpha/pruned-channel-0.3.pt"}
+        | _sensitivities("alpha", CHANNEL) | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+    )  # fmt: skip
+
+
 def test_editing_the_accuracy_budget_replans_int8_but_not_the_sensitivity(run):
     workdir, _, raw = run
     edited = copy.deepcopy(raw)

@@ -112,15 +112,23 @@ def prune_channels(
     example: torch.Tensor,
     amount: float,
     scope: str = "layer",
+    round_to: int | None = None,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    """Remove ``amount`` of the channels of ``model`` in place; returns the record for sidecars."""
+    """Remove ``amount`` of the channels of ``model`` in place; returns the record for sidecars.
+
+    ``round_to``: each pruned layer keeps a multiple of this many channels (Torch-Pruning rounds
+    the kept count down, and leaves a layer alone that would keep none). Int8 conv kernels want
+    it: on x86 a MobileNetV2 pruned to arbitrary channel counts ran 10-16x slower as a ``.ptl``.
+    """
     import torch_pruning as tp
 
     if not 0 <= amount < 1:
         raise ValueError(f"prune.amount {amount} is outside [0, 1)")
     if scope not in ("layer", "global"):
         raise ValueError(f"prune.scope must be 'layer' or 'global', got {scope!r}")
+    if round_to is not None and round_to < 1:
+        raise ValueError(f"prune.round_to must be a positive integer or null, got {round_to!r}")
     model.eval()
     layers = _layers_in_call_order(model, example)
     if len(layers) < 2:
@@ -134,17 +142,20 @@ def prune_channels(
         pruning_ratio=amount,
         global_pruning=scope == "global",
         ignored_layers=kept,
+        round_to=round_to,
     )
     pruner.step()
     after = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
     log(
-        f"channel pruning {amount} ({scope}): MACs {before['macs']:,} -> {after['macs']:,}, "
+        f"channel pruning {amount} ({scope}, round_to {round_to}): "
+        f"MACs {before['macs']:,} -> {after['macs']:,}, "
         f"parameters {before['params']:,} -> {after['params']:,}"
     )
     return {
         "method": "channel",
         "amount": amount,
         "scope": scope,
+        "round_to": round_to,
         "importance": "torch_pruning.importance.GroupMagnitudeImportance(p=2)",
         "kept_layers": [_name_of(model, layer) for layer in kept],
         "before": before,
