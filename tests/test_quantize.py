@@ -259,6 +259,37 @@ def test_budget_keeps_layers_in_sensitivity_order_until_within():
     assert none["fp32_layers"] == [] and len(none["steps"]) == 1
 
 
+def test_budget_returns_a_layer_to_int8_when_keeping_it_fp32_did_not_lower_the_loss():
+    labels = torch.arange(100) % 10
+    fp32 = torch.nn.functional.one_hot(labels, 10).float()
+    fixes = {"a": 0, "b": 2, "c": 2, "d": 2}  # images each layer in fp32 puts right
+    calls = []
+
+    def quantize(kept):
+        calls.append(kept)
+        logits = fp32.clone()
+        wrong = 5 - sum(fixes[layer] for layer in kept)
+        logits[:wrong, :] = torch.roll(fp32[:wrong], 1, dims=1)
+        return logits
+
+    model, record = keep_within_budget(
+        quantize, lambda m: m, fp32, labels, ["a", "b", "c", "d"], 2.0, 5, log=lambda _: None
+    )
+    assert calls == [(), ("a",), ("b",), ("b", "c")]
+    assert record["fp32_layers"] == ["b", "c"] and record["budget_met"]
+    assert [step["kept"] for step in record["steps"]] == [True, False, True, True]
+    assert "went back to int8" in record["reason"]
+    assert torch.equal(model, quantize(("b", "c")))
+    # Nothing helps: the all-int8 model stays, and the record says the budget was not met.
+    fixes.update(b=0, c=0, d=0)
+    _, stuck = keep_within_budget(
+        quantize, lambda m: m, fp32, labels, ["a", "b", "c", "d"], 2.0, 1, log=lambda _: None
+    )
+    assert stuck["fp32_layers"] == [] and not stuck["budget_met"]
+    assert "not met" in stuck["reason"]
+    assert len(stuck["steps"]) == 3  # all-int8, then at most 2 x max_fp32_layers tried
+
+
 def test_budget_without_labels_counts_every_changed_prediction():
     fp32 = torch.eye(4).repeat(25, 1)
     int8 = fp32.clone()
