@@ -228,10 +228,12 @@ def _control(job: Job, fused: Any) -> tuple[Any, Any, Any, Any]:
 
 def quantize(job: Job) -> None:
     """FX static int8 for one engine, within the accuracy budget (layers kept fp32 if needed)."""
+    import dataclasses
+
     from mobileforge import chain
-    from mobileforge.quantize.budget import keep_within_budget
+    from mobileforge.quantize.budget import choose_reduce_range, keep_within_budget
     from mobileforge.quantize.fx import quantize_static, quantized_engine
-    from mobileforge.quantize.recipe import Recipe
+    from mobileforge.quantize.recipe import AUTO, Recipe
     from mobileforge.runtime.evaluate import collect_logits
     from mobileforge.stagefile import save_stage
 
@@ -241,6 +243,20 @@ def quantize(job: Job) -> None:
     engine = job.wildcards["engine"]
     recipe = Recipe.from_settings(settings)
     seen = {}
+    reduce_range_choice = None
+    if settings.get("reduce_range") == AUTO and engine == "x86":  # QNNPACK has no 7-bit mode
+        with quantized_engine(engine):
+            chosen, reduce_range_choice = choose_reduce_range(
+                lambda reduce_range: quantize_static(
+                    fused, engine, dataclasses.replace(recipe, reduce_range=reduce_range),
+                    calibration,
+                )[0],
+                lambda model: collect_logits(model, calibration, batch_size=256),
+                fp32_logits,
+                labels,
+                job.log,
+            )  # fmt: skip
+        recipe = dataclasses.replace(recipe, reduce_range=chosen)
 
     def build(fp32_layers: tuple[str, ...]) -> Any:
         model, seen["images"] = quantize_static(
@@ -276,6 +292,7 @@ def quantize(job: Job) -> None:
         {
             "calibration_images": seen["images"],
             "quantize": settings,
+            "reduce_range_choice": reduce_range_choice,
             "budget": budget,
             **_versions(job),
         },  # fmt: skip

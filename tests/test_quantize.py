@@ -12,7 +12,7 @@ from torch import nn
 
 from mobileforge.fuse import fuse
 from mobileforge.quantize import fx, pt2e
-from mobileforge.quantize.budget import keep_within_budget, measure
+from mobileforge.quantize.budget import choose_reduce_range, keep_within_budget, measure
 from mobileforge.quantize.clamps import make_clamp_aware
 from mobileforge.quantize.layers import quantizable_layers
 from mobileforge.quantize.observers import fx_activation_observer, pt2e_activation_observer
@@ -28,6 +28,9 @@ SHAPE = (1, 3, 16, 16)
 PRIVATE_TENSORS = {"stem.0", "blocks.0.project.0", "blocks.1.project.0", "blocks.0.se.expand",
                    "blocks.1.se.expand"}  # fmt: skip
 RECIPE = Recipe(calibration_batches=4, batch_size=16)
+# Where a test compares FX's real x86 kernels with exact expectations: 7-bit activations, which
+# cannot overflow fbgemm's 16-bit sums on CPUs without VNNI (8-bit ones can, e.g. on AVX2 parts).
+RECIPE_X86 = Recipe(calibration_batches=4, batch_size=16, reduce_range=True)
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +55,14 @@ def _real_alone_fx(fused: nn.Module, layer: str, images: torch.Tensor) -> torch.
     from torch.ao.quantization import QConfigMapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    qconfig = fx.qconfig_mapping("x86", RECIPE).global_qconfig
+    qconfig = fx.qconfig_mapping("x86", RECIPE_X86).global_qconfig
     mapping = QConfigMapping().set_module_name(layer, qconfig)
     with fx.quantized_engine("x86"):
         import copy
 
         prepared = prepare_fx(copy.deepcopy(fused), mapping, (images[:1],))
         make_clamp_aware(prepared)
-        fx.calibrate(prepared, images, RECIPE)
+        fx.calibrate(prepared, images, RECIPE_X86)
         return collect_logits(convert_fx(prepared), images, 64)
 
 
@@ -81,9 +84,9 @@ def test_fx_sensitivity_is_the_damage_of_each_layer_quantized_alone(fused, image
     layer in isolation.
     """
     with fx.quantized_engine("x86"):
-        prepared = fx.prepare(fused, "x86", RECIPE, images[:1])
-        fx.calibrate(prepared, images, RECIPE)
-        weight_observer = fx.qconfig_mapping("x86", RECIPE).global_qconfig.weight
+        prepared = fx.prepare(fused, "x86", RECIPE_X86, images[:1])
+        fx.calibrate(prepared, images, RECIPE_X86)
+        weight_observer = fx.qconfig_mapping("x86", RECIPE_X86).global_qconfig.weight
         ranked = layer_sensitivity(prepared, fused, images, weight_observer)
     assert [r["rank"] for r in ranked] == list(range(1, 13))
     assert {r["layer"] for r in ranked} == set(quantizable_layers(fused))
@@ -179,8 +182,9 @@ def test_clamp_aware_ranges_stop_at_the_clamp_and_change_no_fp32_value():
     fused_model = fuse(model)
     x = torch.randn(32, 3, 8, 8) * 4
     with fx.quantized_engine("x86"):
-        prepared = fx.prepare(fused_model, "x86", Recipe(clamp_aware=False), x[:1])
-        plain = fx.prepare(fused_model, "x86", Recipe(clamp_aware=False), x[:1])
+        loose_recipe = Recipe(clamp_aware=False, reduce_range=True)  # see RECIPE_X86
+        prepared = fx.prepare(fused_model, "x86", loose_recipe, x[:1])
+        plain = fx.prepare(fused_model, "x86", loose_recipe, x[:1])
         chosen = make_clamp_aware(prepared)
         # The conv output feeding ReLU6 and the ReLU6 output (one shared observer), nothing else.
         assert set(chosen.values()) == {(0.0, 6.0)}
@@ -288,6 +292,33 @@ def test_budget_returns_a_layer_to_int8_when_keeping_it_fp32_did_not_lower_the_l
     assert stuck["fp32_layers"] == [] and not stuck["budget_met"]
     assert "not met" in stuck["reason"]
     assert len(stuck["steps"]) == 3  # all-int8, then at most 2 x max_fp32_layers tried
+
+
+@pytest.mark.parametrize(
+    "wrong_8bit, wrong_7bit, expected", [(5, 1, True), (1, 5, False), (2, 2, False)]
+)
+def test_reduce_range_auto_keeps_the_activation_width_that_loses_less(
+    wrong_8bit, wrong_7bit, expected
+):
+    labels = torch.arange(100) % 10
+    fp32 = torch.nn.functional.one_hot(labels, 10).float()
+
+    def quantize(reduce_range):
+        wrong = wrong_7bit if reduce_range else wrong_8bit
+        logits = fp32.clone()
+        logits[:wrong] = torch.roll(fp32[:wrong], 1, dims=1)
+        return logits
+
+    chosen, record = choose_reduce_range(quantize, lambda m: m, fp32, labels, log=lambda _: None)
+    assert chosen is expected and record["chosen"] is expected  # 8-bit on a tie
+    assert (record["8-bit"]["loss"], record["7-bit"]["loss"]) == (wrong_8bit, wrong_7bit)
+    assert f"kept {7 if expected else 8}-bit" in record["reason"]
+
+
+def test_reduce_range_auto_reaches_only_the_int8_job_as_a_choice():
+    # Elsewhere (the simulated sensitivity ranking) "auto" means 8 bits.
+    assert Recipe.from_settings({"reduce_range": "auto"}).reduce_range is False
+    assert Recipe.from_settings({"reduce_range": True}).reduce_range is True
 
 
 def test_budget_without_labels_counts_every_changed_prediction():

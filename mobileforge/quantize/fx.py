@@ -41,10 +41,11 @@ def qconfig_mapping(engine: str, recipe: Recipe):  # -> QConfigMapping
     """The engine's default mapping with the recipe's observers and its fp32 layers.
 
     ``reduce_range`` keeps activations to 7 bits, PyTorch's x86 default, which avoids overflow in
-    fbgemm's kernels on x86 CPUs without VNNI; with full 8 bits int8 stays within a point of fp32
-    on the default models (7-bit: up to 1.8 points lower). QNNPACK always uses 8 bits. A layer in
-    ``recipe.fp32_layers`` gets no qconfig: FX leaves it in float, with a dequantize before it
-    and a quantize after it.
+    fbgemm's kernels on x86 CPUs without VNNI; with VNNI, full 8 bits kept int8 within a point of
+    fp32 on the default models (7-bit: up to 1.8 points lower), hence the config's ``auto``
+    (:func:`mobileforge.quantize.budget.choose_reduce_range`). QNNPACK always uses 8 bits. A
+    layer in ``recipe.fp32_layers`` gets no qconfig: FX leaves it in float, with a dequantize
+    before it and a quantize after it.
     """
     from torch.ao.quantization import QConfig, QConfigMapping, get_default_qconfig_mapping
     from torch.ao.quantization.observer import (

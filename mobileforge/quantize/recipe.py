@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+#: ``quantize.reduce_range: auto``: the int8 job calibrates 8-bit and 7-bit and keeps the better.
+AUTO = "auto"
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -29,6 +32,10 @@ class Recipe:
         keys = ("per_channel", "observer", "percentile", "reduce_range", "clamp_aware")
         keys += ("calibration_batches", "batch_size")
         chosen = {key: settings[key] for key in keys if key in settings}
+        if chosen.get("reduce_range") == AUTO:
+            # Decided by measurement in the int8 job (stages.quantize); the simulated ranking of
+            # the sensitivity job cannot see kernel overflow either way, so it uses 8 bits.
+            chosen["reduce_range"] = False
         return cls(**chosen, fp32_layers=tuple(fp32_layers))
 
     @classmethod
