@@ -243,37 +243,37 @@ def quantize(job: Job) -> None:
     engine = job.wildcards["engine"]
     recipe = Recipe.from_settings(settings)
     seen = {}
-    reduce_range_choice = None
-    if settings.get("reduce_range") == AUTO and engine == "x86":  # QNNPACK has no 7-bit mode
-        with quantized_engine(engine):
-            chosen, reduce_range_choice = choose_reduce_range(
-                lambda reduce_range: quantize_static(
-                    fused, engine, dataclasses.replace(recipe, reduce_range=reduce_range),
-                    calibration,
-                )[0],
-                lambda model: collect_logits(model, calibration, batch_size=256),
-                fp32_logits,
-                labels,
-                job.log,
-            )  # fmt: skip
-        recipe = dataclasses.replace(recipe, reduce_range=chosen)
 
-    def build(fp32_layers: tuple[str, ...]) -> Any:
+    def build(fp32_layers: tuple[str, ...], candidate: Recipe | None = None) -> Any:
         model, seen["images"] = quantize_static(
-            fused, engine, recipe.with_fp32_layers(fp32_layers), calibration
+            fused, engine, (candidate or recipe).with_fp32_layers(fp32_layers), calibration
         )
         return model
 
+    def logits_of(model: Any) -> Any:
+        return collect_logits(model, calibration, batch_size=256)
+
     with quantized_engine(engine):
+        reduce_range_choice = first = None
+        if settings.get("reduce_range") == AUTO and engine == "x86":  # QNNPACK: no 7-bit mode
+            chosen, reduce_range_choice, first = choose_reduce_range(
+                lambda width: build((), dataclasses.replace(recipe, reduce_range=width)),
+                logits_of,
+                fp32_logits,
+                labels,
+                job.log,
+            )
+            recipe = dataclasses.replace(recipe, reduce_range=chosen)
         model, budget = keep_within_budget(
             build,
-            lambda model: collect_logits(model, calibration, batch_size=256),
+            logits_of,
             fp32_logits,
             labels,
             _ranking(job),
             settings["accuracy_budget"],
             settings["max_fp32_layers"],
             job.log,
+            first,
         )
         state_dict = model.state_dict()
     recipe = recipe.with_fp32_layers(budget["fp32_layers"])

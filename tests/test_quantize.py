@@ -4,6 +4,7 @@ squeeze-excite multiply (tests/user_nets.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -30,7 +31,7 @@ PRIVATE_TENSORS = {"stem.0", "blocks.0.project.0", "blocks.1.project.0", "blocks
 RECIPE = Recipe(calibration_batches=4, batch_size=16)
 # Where a test compares FX's real x86 kernels with exact expectations: 7-bit activations, which
 # cannot overflow fbgemm's 16-bit sums on CPUs without VNNI (8-bit ones can, e.g. on AVX2 parts).
-RECIPE_X86 = Recipe(calibration_batches=4, batch_size=16, reduce_range=True)
+RECIPE_X86 = dataclasses.replace(RECIPE, reduce_range=True)
 
 
 @pytest.fixture(scope="module")
@@ -309,10 +310,21 @@ def test_reduce_range_auto_keeps_the_activation_width_that_loses_less(
         logits[:wrong] = torch.roll(fp32[:wrong], 1, dims=1)
         return logits
 
-    chosen, record = choose_reduce_range(quantize, lambda m: m, fp32, labels, log=lambda _: None)
+    chosen, record, first = choose_reduce_range(
+        quantize, lambda m: m, fp32, labels, log=lambda _: None
+    )
     assert chosen is expected and record["chosen"] is expected  # 8-bit on a tie
     assert (record["8-bit"]["loss"], record["7-bit"]["loss"]) == (wrong_8bit, wrong_7bit)
     assert f"kept {7 if expected else 8}-bit" in record["reason"]
+    assert torch.equal(first[0], quantize(expected)) and torch.equal(first[1], first[0])
+    # The budget's first step is that model, not a second calibration of it.
+    calls = []
+    _, budget = keep_within_budget(
+        lambda kept: calls.append(kept), lambda m: m, fp32, labels, [], None, 5,
+        log=lambda _: None, first=first,
+    )  # fmt: skip
+    kept_width = record[f"{7 if expected else 8}-bit"]
+    assert calls == [] and budget["steps"][0]["loss"] == kept_width["loss"]
 
 
 def test_reduce_range_auto_reaches_only_the_int8_job_as_a_choice():

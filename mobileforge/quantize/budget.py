@@ -67,7 +67,7 @@ def choose_reduce_range(
     fp32_logits: torch.Tensor,
     labels: torch.Tensor | None,
     log: Callable[[str], Any] = print,
-) -> tuple[bool, dict[str, Any]]:
+) -> tuple[bool, dict[str, Any], tuple[Any, torch.Tensor]]:
     """``quantize.reduce_range: auto``: all-int8 with 8-bit and with 7-bit activations, scored
     as the budget scores them; the lower loss wins (8-bit on ties).
 
@@ -76,10 +76,14 @@ def choose_reduce_range(
     the default tinycnn lost 2.59 points on the calibration split with 8 bits and 0.44 with 7.
     On the same CPU ResNet-18 lost 0.39 with 8 bits and 3.12 with 7, whose coarser steps cost
     more than any overflow. ``quantize(reduce_range)`` returns a converted all-int8 model.
+    Returns the choice, its record, and the chosen model with its logits (the budget's first
+    step: :func:`keep_within_budget` ``first``).
     """
-    steps = {}
+    steps, built = {}, {}
     for reduce_range in (False, True):
-        steps[reduce_range] = measure(fp32_logits, logits_of(quantize(reduce_range)), labels)
+        model = quantize(reduce_range)
+        built[reduce_range] = (model, logits_of(model))
+        steps[reduce_range] = measure(fp32_logits, built[reduce_range][1], labels)
         log(f"reduce_range {reduce_range}: all-int8 loss {steps[reduce_range]['loss']:.2f} points")
     chosen = steps[True]["loss"] < steps[False]["loss"]
     reason = (
@@ -87,7 +91,8 @@ def choose_reduce_range(
         f"{steps[True]['loss']:.2f} with 7-bit; kept {'7' if chosen else '8'}-bit"
     )
     log(reason)
-    return chosen, {"chosen": chosen, "reason": reason, "8-bit": steps[False], "7-bit": steps[True]}
+    record = {"chosen": chosen, "reason": reason, "8-bit": steps[False], "7-bit": steps[True]}
+    return chosen, record, built[chosen]
 
 
 def keep_within_budget(
@@ -99,18 +104,25 @@ def keep_within_budget(
     budget: float | None,
     max_fp32_layers: int,
     log: Callable[[str], Any] = print,
+    first: tuple[Any, torch.Tensor] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Quantize, then keep layers of ``ranking`` in fp32 until the loss is within ``budget``.
 
     ``quantize(fp32_layers)`` returns a converted model; ``logits_of(model)`` its logits on the
-    control images, whose fp32 logits and labels (or None) are given. Returns the chosen model
-    and the record for the sidecar. ``budget`` None quantizes every layer and only measures.
+    control images, whose fp32 logits and labels (or None) are given. ``first``: the all-int8
+    model and its logits where the caller has them already. Returns the chosen model and the
+    record for the sidecar. ``budget`` None quantizes every layer and only measures.
     """
     steps: list[dict[str, Any]] = []
 
-    def attempt(fp32_layers: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
-        model = quantize(fp32_layers)
-        step = {"fp32_layers": list(fp32_layers), **measure(fp32_logits, logits_of(model), labels)}
+    def attempt(
+        fp32_layers: tuple[str, ...], built: tuple[Any, torch.Tensor] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if built is None:
+            model = quantize(fp32_layers)
+            built = (model, logits_of(model))
+        model, logits = built
+        step = {"fp32_layers": list(fp32_layers), **measure(fp32_logits, logits, labels)}
         steps.append(step)
         log(
             f"int8 with {len(fp32_layers)} fp32 layer(s) {list(fp32_layers)}: loss "
@@ -119,7 +131,7 @@ def keep_within_budget(
         )
         return model, step
 
-    best_model, chosen = attempt(())
+    best_model, chosen = attempt((), first)
     chosen["kept"] = True
     candidates = iter(ranking[: 2 * max_fp32_layers])
     while budget is not None and chosen["loss"] > budget:
