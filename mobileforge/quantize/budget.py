@@ -12,7 +12,8 @@ layers are kept, the next layer in sensitivity order (most damaging first) is tr
 model is re-quantized and re-measured, and the layer stays fp32 only if that lowered the loss.
 One that did not goes back to int8 (the ranking is a simulation; the real kernels may disagree,
 and every fp32 layer costs latency: on an AVX2 x86 host three fp32 layers cost MobileNetV2 ×0.5's
-``.ptl`` 23 %, while the first of them had changed one image of 2,048). At most twice
+``.ptl`` 16-23 % in two paired measurements, while the first of them had changed one image of
+2,048). At most twice
 ``max_fp32_layers`` layers are tried. If the budget is still not met, the most accurate model
 found is kept and the record says so. Every step is recorded, with whether its layer was kept,
 so a user sees what each fp32 layer bought.
