@@ -41,6 +41,7 @@ import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -102,7 +103,7 @@ def _per_thread_cpu_ms(before: dict[int, int], after: dict[int, int]) -> list[fl
     return sorted((ms for ms in spent if ms > 0), reverse=True)
 
 
-def _busy_seconds(cpus: list[int]) -> float | None:
+def busy_seconds(cpus: list[int]) -> float | None:
     """Non-idle CPU seconds so far on ``cpus``, all processes together (``/proc/stat``)."""
     wanted = {f"cpu{c}" for c in cpus}
     total = 0
@@ -195,6 +196,78 @@ def _expected_inputs_hint(loaded: pte_runtime.LoadedPte | None) -> str:
         return ""
 
 
+def apply_threads(fmt: str, threads: int) -> tuple[int, str, int, str | None]:
+    """Set the runtime's thread count and read it back; a mismatch is an error.
+
+    Returns (threads applied, how they were set, torch's thread count, inter-op note).
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    interop_note: str | None = None
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError as exc:  # only possible once inter-op work has started
+        interop_note = str(exc)
+    torch_threads = torch.get_num_threads()
+    thread_control = "torch.set_num_threads"
+    if fmt == "ptl":
+        threads_applied = torch_threads
+    else:
+        threads_applied = pte_runtime.set_pte_threads(threads)  # read back from the pool
+        thread_control = "executorch threadpool (_unsafe_reset_threadpool)"
+    if threads_applied != threads:
+        raise RuntimeError(
+            f"{RUNTIMES[fmt]} runs {threads_applied} thread(s) after asking for {threads} "
+            f"(via {thread_control}); refusing to report a mislabelled measurement"
+        )
+    return threads_applied, thread_control, torch_threads, interop_note
+
+
+def select_engine(fmt: str, engine: str | None) -> str | None:
+    """Set torch's quantized engine for a ``ptl`` (before loading: int8 weights are repacked
+    for it at load); returns the engine in use, None for a ``pte`` (ExecuTorch ignores it)."""
+    if fmt != "ptl":
+        return None
+    import torch
+
+    if engine is not None:
+        supported = list(torch.backends.quantized.supported_engines)
+        if engine not in supported:
+            raise ValueError(
+                f"quantized engine {engine!r} is not in this torch build (supported: "
+                f"{', '.join(supported)})"
+            )
+        torch.backends.quantized.engine = engine
+    return torch.backends.quantized.engine
+
+
+def load_artifact(
+    artifact: Path, fmt: str
+) -> tuple[Callable[[Any], Any], pte_runtime.LoadedPte | None]:
+    """Load ``artifact`` in its runtime; returns a one-input inference call (and the loaded
+    ExecuTorch program, for error messages)."""
+    import torch.jit.mobile
+
+    if fmt == "ptl":
+        module = torch.jit.mobile._load_for_lite_interpreter(str(artifact))
+        return module, None
+    program = pte_runtime.load_pte(artifact)
+
+    def infer(x: Any) -> Any:
+        return program([x])
+
+    return infer, program
+
+
+def benchmark_input(input_shape: list[int]) -> Any:
+    """The benchmark's input tensor: the same seeded values in every run and runtime."""
+    import torch
+
+    generator = torch.Generator().manual_seed(INPUT_SEED)
+    return torch.rand(input_shape, generator=generator, dtype=torch.float32)
+
+
 def run(
     artifact: Path,
     fmt: str,
@@ -225,61 +298,21 @@ def run(
         executorch_version = check_executorch()
     import_ms = _ns_to_ms(time.perf_counter_ns() - t0)
 
-    torch.set_num_threads(threads)
-    interop_note: str | None = None
-    try:
-        torch.set_num_interop_threads(1)
-    except RuntimeError as exc:  # only possible once inter-op work has started
-        interop_note = str(exc)
-    torch_threads = torch.get_num_threads()
-    thread_control = "torch.set_num_threads"
-    if fmt == "ptl":
-        threads_applied = torch_threads
-    else:
-        threads_applied = pte_runtime.set_pte_threads(threads)  # read back from the pool
-        thread_control = "executorch threadpool (_unsafe_reset_threadpool)"
-    if threads_applied != threads:
-        raise RuntimeError(
-            f"{RUNTIMES[fmt]} runs {threads_applied} thread(s) after asking for {threads} "
-            f"(via {thread_control}); refusing to report a mislabelled measurement"
-        )
+    threads_applied, thread_control, torch_threads, interop_note = apply_threads(fmt, threads)
 
     notes: dict[str, str] = {}
-    quantized_engine: str | None = None
-    if fmt == "ptl":
-        if engine is not None:
-            supported = list(torch.backends.quantized.supported_engines)
-            if engine not in supported:
-                raise ValueError(
-                    f"quantized engine {engine!r} is not in this torch build (supported: "
-                    f"{', '.join(supported)})"
-                )
-            torch.backends.quantized.engine = engine
-        quantized_engine = torch.backends.quantized.engine
-    else:
+    quantized_engine = select_engine(fmt, engine)
+    if quantized_engine is None:
         notes["quantized_engine"] = "ExecuTorch kernels do not use torch's quantized engine"
 
     rss_before_load_mb = _current_rss_mb()
     peak_rss_before_load_mb = _peak_rss_mb()
 
-    loaded: pte_runtime.LoadedPte | None = None
     t = time.perf_counter_ns()
-    if fmt == "ptl":
-        module = torch.jit.mobile._load_for_lite_interpreter(str(artifact))
-
-        def infer(x: torch.Tensor) -> Any:
-            return module(x)
-
-    else:
-        program = loaded = pte_runtime.load_pte(artifact)
-
-        def infer(x: torch.Tensor) -> Any:
-            return program([x])
-
+    infer, loaded = load_artifact(artifact, fmt)
     load_ms = _ns_to_ms(time.perf_counter_ns() - t)
 
-    generator = torch.Generator().manual_seed(INPUT_SEED)
-    x = torch.rand(input_shape, generator=generator, dtype=torch.float32)
+    x = benchmark_input(input_shape)
 
     with torch.inference_mode():
         t = time.perf_counter_ns()
@@ -298,7 +331,7 @@ def run(
         load_start = os.getloadavg()
         usage_start = resource.getrusage(resource.RUSAGE_SELF)
         ticks_start = _thread_cpu_ticks()
-        busy_start = _busy_seconds(affinity)
+        busy_start = busy_seconds(affinity)
         cpu_start, wall_start = time.process_time_ns(), time.perf_counter_ns()
         samples_ms: list[float] = []
         for _ in range(iterations):
@@ -308,7 +341,7 @@ def run(
         cpu_ms = _ns_to_ms(time.process_time_ns() - cpu_start)
         wall_ms = _ns_to_ms(time.perf_counter_ns() - wall_start)
         ticks_end = _thread_cpu_ticks()
-        busy_end = _busy_seconds(affinity)
+        busy_end = busy_seconds(affinity)
         usage_end = resource.getrusage(resource.RUSAGE_SELF)
         load_end = os.getloadavg()
 
