@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 #: Fraction dropped from each end for ``trimmed_mean``; ExecuTorch's Android benchmark app
 #: (``ModelRunner.kt``) reports the mean of the middle 80 % of sorted samples.
@@ -47,15 +48,16 @@ def summarize_latencies(samples_ms: Sequence[float]) -> dict[str, float | int]:
         "max": arr[-1],
         "mean": statistics.fmean(arr),
         "std": statistics.pstdev(arr),
-        "p50": _percentile(arr, 50),
-        "p90": _percentile(arr, 90),
-        "p99": _percentile(arr, 99),
+        "p50": percentile(arr, 50),
+        "p90": percentile(arr, 90),
+        "p99": percentile(arr, 99),
         "trimmed_mean": statistics.fmean(trimmed),
     }
 
 
-def _percentile(ordered: list[float], q: float) -> float:
-    """numpy's default percentile: linear interpolation between the closest ranks."""
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """numpy's default percentile of sorted values: linear interpolation between the closest
+    ranks."""
     position = (len(ordered) - 1) * q / 100.0
     lo = math.floor(position)
     hi = min(lo + 1, len(ordered) - 1)
@@ -92,3 +94,21 @@ def combine_runs(runs: Sequence[dict[str, float | int]]) -> dict[str, float | in
     mean = statistics.fmean(p50s)
     combined["cv"] = statistics.stdev(p50s) / mean if len(runs) > 1 and mean > 0 else None
     return combined
+
+
+def benchmark_samples(record: dict[str, Any]) -> list[float]:
+    """Every timed run's latency in a benchmark record (host or phone): its repeats'
+    ``runs[*].samples_ms``, in order.
+
+    Raises ``KeyError`` naming the record when that shape is not there: the summary's intervals
+    and the report's distributions read this, and a record that changed shape must stop them,
+    not leave their columns quietly empty.
+    """
+    where = f"benchmark record of {record.get('artifact')} on {record.get('device')}"
+    runs = record.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise KeyError(f"{where} has no 'runs' list (per-process results)")
+    missing = [i for i, run in enumerate(runs) if "samples_ms" not in run]
+    if missing:
+        raise KeyError(f"{where}: runs {missing} have no 'samples_ms'")
+    return [float(sample) for run in runs for sample in run["samples_ms"]]
