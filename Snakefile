@@ -22,6 +22,7 @@ include: "rules/prune.smk"
 include: "rules/export.smk"
 include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
+include: "rules/compare.smk"
 include: "rules/peak.smk"
 include: "rules/summary.smk"
 

@@ -15,6 +15,7 @@ the rules, the summary and the tests agree on one layout:
     results/<model>/pte/<variant>.<backend>.pte
     results/<model>/eval/<format>/<stem>.json          accuracy of the artifact itself
     results/<model>/bench/<format>/<stem>.<device>.json
+    results/<model>/compare/<device>.json              paired comparison: best and every ratio
     results/peak/gemm.<precision>.xnnpack.pte          GEMM programs of the peak measurement
     results/peak/<device>.json                         peak dense throughput of a host device
     results/summary.csv | summary.md                   everything joined; best per model x device
@@ -294,4 +295,23 @@ def benchmarks(config: dict[str, Any]) -> list[tuple[Artifact, str]]:
         for artifact in all_artifacts(config)
         for device in config["devices"]
         if device_runs(config, device, artifact)
+    ]
+
+
+def compare_path(model: str, device: str) -> str:
+    return f"{RESULTS}/{model}/compare/{device}.json"
+
+
+def compared_artifacts(config: dict[str, Any], model: str, device: str) -> list[Artifact]:
+    """The artifacts of ``model`` a comparison on ``device`` chooses its candidates from."""
+    return [a for a in artifacts(config, model) if device_runs(config, device, a)]
+
+
+def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(model, device) of every paired comparison: host devices that run an artifact of it."""
+    return [
+        (model, device)
+        for model in config["models"]
+        for device in host_devices(config)
+        if compared_artifacts(config, model, device)
     ]

@@ -34,6 +34,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from mobileforge import files  # noqa: E402
+from mobileforge.bench.stats import benchmark_samples  # noqa: E402
 from mobileforge.selection import label as artifact_label  # noqa: E402
 
 DPI = 110
@@ -686,7 +687,7 @@ def draw_figures(
     and the benchmark records' per-iteration samples."""
     samples = {
         (record["artifact"], record["device"]): {
-            "samples_ms": record.get("samples_ms") or [],
+            "samples_ms": benchmark_samples(record),
             "rss_before_load_mb": record.get("rss_before_load_mb"),
         }
         for record in benchmarks

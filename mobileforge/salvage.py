@@ -94,11 +94,17 @@ def salvage(config: dict[str, Any], summary_path: str = "results/summary.csv") -
         record = _read(plan.peak_path(device))
         if record is not None:
             peaks[device] = record
+    comparisons = {}
+    for model, device in plan.comparisons(config):
+        record = _read(plan.compare_path(model, device))
+        if record is not None:
+            comparisons[(model, device)] = record
     rows = build_rows(
-        artifacts, evaluations, benchmarks, devices, peaks, failures=failures, planned=planned
-    )
+        artifacts, evaluations, benchmarks, devices, peaks, failures=failures, planned=planned,
+        comparisons=comparisons,
+    )  # fmt: skip
     budget = config["selection"]["accuracy_budget"]
-    frame = summarize(rows, budget, config["benchmark"]["unstable_cv"])
+    frame = summarize(rows, budget, config["benchmark"]["unstable_cv"], comparisons)
     results = Path(summary_path).parent
     tables = [summary_path, str(results / "summary.md"), str(results / "report/summary.html")]
     summary_tables.write_summaries(frame, peaks, budget, *tables)

@@ -1,16 +1,17 @@
-"""Which artifacts are worth shipping: the Pareto front and a ``best`` that noise cannot decide.
+"""Which artifacts are worth shipping: the Pareto front, and a ``best`` decided by paired timing.
 
 Per model and device, over the rows of :mod:`mobileforge.summary`:
 
 * ``pareto``: no other artifact of that model on that device is at least as fast and at least as
   accurate, and strictly better in one of the two (p50 latency, top-1 of the artifact itself).
-* ``best``: among the artifacts within ``selection.accuracy_budget`` top-1 points of fp32, the
-  fastest by p50, unless its latency cannot be told apart from other candidates'. Two latencies
-  are *indistinguishable* when the 95 % bootstrap intervals of their medians overlap, or, where a
-  benchmark measured its run-to-run spread (``latency_cv``, the coefficient of variation of
-  the p50 over repeated processes), when their p50s differ by less than two of those spreads.
-  The fastest and every candidate indistinguishable from it tie; of those the most accurate
-  wins, then the smallest file, then the lower p50. ``best_reason`` says which rule decided.
+* ``best``: decided from the model's paired comparison on that device
+  (:mod:`mobileforge.bench.compare`), never from benchmarks taken apart. Among the candidates
+  within ``selection.accuracy_budget`` top-1 points of fp32, the fastest by median ratio is
+  taken, and every candidate it is not *faster* than (the interval of their ratio does not lie
+  below 1 by more than the A/A control's own spread) ties with it. Of those the most accurate
+  wins, then the smallest file, then the simpler artifact (unpruned before pruned), then the
+  lower median. ``best_reason`` says which rule decided, with the ratio. A comparison whose
+  A/A control failed decides nothing; a device without a comparison has no ``best``.
 
 Torch-free (numpy and pandas): the summary job runs it.
 """
@@ -19,16 +20,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from mobileforge.bench import compare
 
 #: Resamples of the bootstrap interval of the median; fixed seed, so a summary is reproducible.
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 CONFIDENCE = 0.95
-#: Latencies closer than this many run-to-run standard deviations (CV x p50) are a tie.
-RUN_SPREADS = 2.0
 
 
 def median_interval(
@@ -46,29 +48,6 @@ def median_interval(
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(medians, [tail, 100.0 - tail])
     return float(low), float(high)
-
-
-def _number(value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return number
-
-
-def indistinguishable(a: pd.Series, b: pd.Series) -> bool:
-    """Whether the latencies of rows ``a`` and ``b`` cannot be told apart (module docstring)."""
-    low_a, high_a = _number(a["latency_ms_ci_low"]), _number(a["latency_ms_ci_high"])
-    low_b, high_b = _number(b["latency_ms_ci_low"]), _number(b["latency_ms_ci_high"])
-    if not any(math.isnan(v) for v in (low_a, high_a, low_b, high_b)):
-        if low_a <= high_b and low_b <= high_a:
-            return True
-    spreads = [_number(row.get("latency_cv")) for row in (a, b)]
-    spreads = [s for s in spreads if not math.isnan(s)]
-    if spreads:
-        p50_a, p50_b = _number(a["latency_ms_p50"]), _number(b["latency_ms_p50"])
-        return abs(p50_a - p50_b) < RUN_SPREADS * max(spreads) * min(p50_a, p50_b)
-    return False
 
 
 def pareto_front(frame: pd.DataFrame) -> pd.Series:
@@ -95,48 +74,104 @@ def label(row: pd.Series) -> str:
     )
 
 
-def choose_best(frame: pd.DataFrame, accuracy_budget: float) -> tuple[pd.Series, pd.Series]:
-    """``best`` (one row per model and device with a candidate) and its ``best_reason``."""
+def choose_best(
+    frame: pd.DataFrame,
+    comparisons: dict[tuple[str, str], dict[str, Any]],
+    accuracy_budget: float,
+) -> tuple[pd.Series, pd.Series]:
+    """``best`` (one row per model and device with a reliable comparison and a candidate) and
+    its ``best_reason`` (module docstring)."""
     best = pd.Series(False, index=frame.index)
     reason = pd.Series("", index=frame.index, dtype=object)
-    eligible = frame[
-        frame["latency_ms_p50"].notna() & (frame["accuracy_delta"] >= -accuracy_budget)
-    ]
-    for _, group in eligible.groupby(["model", "device"]):
-        ordered = group.sort_values("latency_ms_p50", kind="stable")
-        fastest = ordered.iloc[0]
-        tied = ordered[
+    for (model, device), group in frame.groupby(["model", "device"]):
+        record = comparisons.get((model, device))
+        if record is None or not record["reliable"]:
+            continue
+        position = {row["path"]: i for i, row in enumerate(record["artifacts"])}
+        eligible = group[
             [
-                index == fastest.name or indistinguishable(fastest, row)
-                for index, row in ordered.iterrows()
+                path in position and _number(delta) >= -accuracy_budget
+                for path, delta in zip(group["artifact"], group["accuracy_delta"], strict=True)
             ]
         ]
-        pick = tied.sort_values(
-            ["accuracy", "size_bytes", "latency_ms_p50"],
-            ascending=[False, True, True],
-            kind="stable",
-        ).iloc[0]
-        best[pick.name] = True
-        reason[pick.name] = _reason(pick, fastest, tied, ordered)
+        if eligible.empty:
+            continue
+        at = {index: position[path] for index, path in eligible["artifact"].items()}
+        ratio = {index: record["artifacts"][i]["ratio"] for index, i in at.items()}
+        fastest = min(at, key=lambda index: (ratio[index], index))
+        spread = compare.resolution(record["control"])
+        tied = [
+            index
+            for index in at
+            if index == fastest
+            or compare.verdict(compare.pair(record, at[fastest], at[index]), spread) != "faster"
+        ]
+        pick = min(
+            tied,
+            key=lambda index: (
+                -_number(frame.loc[index, "accuracy"]),
+                int(frame.loc[index, "size_bytes"]),
+                _pruned(frame.loc[index, "variant"]),
+                ratio[index],
+            ),
+        )
+        best[pick] = True
+        reason[pick] = _reason(frame, record, at, pick, fastest, tied, spread)
     return best, reason
 
 
-def _reason(pick: pd.Series, fastest: pd.Series, tied: pd.DataFrame, ordered: pd.DataFrame) -> str:
+def _number(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _pruned(variant: str) -> bool:
+    return "pruned" in str(variant)
+
+
+def _times(entry: dict[str, Any]) -> str:
+    return f"{entry['ratio']:.3g}x [{entry['ratio_low']:.3g}, {entry['ratio_high']:.3g}]"
+
+
+def _reason(
+    frame: pd.DataFrame,
+    record: dict[str, Any],
+    at: dict[Any, int],
+    pick: Any,
+    fastest: Any,
+    tied: list[Any],
+    spread: float,
+) -> str:
+    resolution = f"A/A resolution ±{spread:.1%}"
     if len(tied) == 1:
-        if len(ordered) == 1:
-            return "fastest: the only artifact within the accuracy budget"
-        runner_up = ordered.iloc[1]
+        others = [index for index in at if index != pick]
+        if not others:
+            return "the only compared artifact within the accuracy budget"
+        runner_up = min(others, key=lambda index: record["artifacts"][at[index]]["ratio"])
+        entry = compare.pair(record, at[runner_up], at[pick])
         return (
-            f"fastest; the next, {label(runner_up)} at {runner_up['latency_ms_p50']:.3g} ms, "
-            "is distinguishable"
+            f"fastest (paired): the next, {label(frame.loc[runner_up])}, takes {_times(entry)} "
+            f"its time, beyond the {resolution}"
         )
-    others = tied.drop(pick.name)
-    names = ", ".join(label(row) for _, row in others.iterrows())
-    as_accurate = others[others["accuracy"].astype(float) >= float(pick["accuracy"])]
-    if as_accurate.empty:
+    others = [index for index in tied if index != pick]
+    names = ", ".join(
+        f"{label(frame.loc[index])} ({_times(compare.pair(record, at[index], at[pick]))})"
+        for index in others
+    )
+    accuracy = _number(frame.loc[pick, "accuracy"])
+    as_accurate = [index for index in others if _number(frame.loc[index, "accuracy"]) >= accuracy]
+    if not as_accurate:
         why = "chose the most accurate"
-    elif int(pick["size_bytes"]) < int(as_accurate["size_bytes"].min()):
+    elif int(frame.loc[pick, "size_bytes"]) < min(
+        int(frame.loc[index, "size_bytes"]) for index in as_accurate
+    ):
         why = "chose the smallest of the most accurate"
+    elif not _pruned(frame.loc[pick, "variant"]) and any(
+        _pruned(frame.loc[index, "variant"]) for index in as_accurate
+    ):
+        why = "as accurate and as small: chose the unpruned artifact"
     else:
-        why = "as accurate and as small: chose the lowest p50"
-    return f"tie on latency with {names} (indistinguishable p50s); {why}"
+        why = "as accurate and as small: chose the lower median"
+    return f"tie on latency with {names}, within the {resolution}; {why}"

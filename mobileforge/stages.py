@@ -708,6 +708,79 @@ def benchmark(job: Job) -> None:
     )
 
 
+#: Reference variants of each format, timed in every comparison whatever their accuracy; the
+#: first one built is also held twice, as the A/A control.
+COMPARE_REFERENCES = (("pte", "int8"), ("pte", "fp32"), ("ptl", "int8"), ("ptl", "fp32"))
+
+
+@without_torch  # imports the runtimes itself, before forking the processes that hold artifacts
+def compare(job: Job) -> None:
+    """Time the model's candidates on one host device side by side (mobileforge.bench.compare).
+
+    Candidates: every artifact within ``accuracy_budget`` top-1 points of the fp32 artifact of
+    its format and backend, plus the fp32 and int8 references of each format. The record names
+    each one's role, variant, accuracy and size, so the summary decides ``best`` from it alone.
+    """
+    from mobileforge.bench import compare as paired
+    from mobileforge.bench import farm
+    from mobileforge.bench.devicelock import device_lock
+    from mobileforge.compare import compare_on_host, host_artifact
+
+    budget = job.params["accuracy_budget"]
+    settings = dict(job.params["settings"])
+    threads = settings.pop("threads")
+    accuracy = {}
+    for path in job.input["evaluations"]:
+        record = files.read_json(path)
+        accuracy[record["artifact"]] = record["accuracy"]
+    sidecars = {path: files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]}
+    fp32 = {
+        (s["format"], s["backend"]): accuracy.get(path)
+        for path, s in sidecars.items()
+        if s["variant"] == "fp32"
+    }
+    entries = []
+    for path, sidecar in sidecars.items():
+        reference = fp32.get((sidecar["format"], sidecar["backend"]))
+        own = accuracy.get(path)
+        delta = None if own is None or reference is None else own - reference
+        role = "reference" if (sidecar["format"], sidecar["variant"]) in COMPARE_REFERENCES else ""
+        if not role:
+            if delta is None or delta < -budget:
+                job.log(f"not a candidate: {path} (top-1 change {delta} points, budget {budget})")
+                continue
+            role = "candidate"
+        entries.append(
+            {
+                "path": path,
+                "role": role,
+                "model": sidecar["model"],
+                "variant": sidecar["variant"],
+                "format": sidecar["format"],
+                "backend": sidecar["backend"],
+                "engine": sidecar.get("engine"),
+                "accuracy": own,
+                "accuracy_delta": delta,
+                "within_budget": delta is not None and delta >= -budget,
+                "size_bytes": sidecar["size_bytes"],
+            }
+        )
+    rank = {key: index for index, key in enumerate(COMPARE_REFERENCES)}
+    entries.sort(key=lambda e: (rank.get((e["format"], e["variant"]), len(rank)), e["path"]))
+    device = job.wildcards["device"]
+    with device_lock(farm.device_key({"kind": "host"})):
+        record = compare_on_host(
+            [host_artifact(entry["path"]) for entry in entries],
+            threads,
+            paired.Settings(**settings),
+            job.log,
+        )
+    for entry, row in zip(entries, record["artifacts"], strict=True):
+        row.update(entry)
+    record.update(model=job.wildcards["model"], device=device, accuracy_budget=budget)
+    files.write_json_atomic(job.output["comparison"], record)
+
+
 def peak_programs(job: Job) -> None:
     """The ExecuTorch GEMM programs (fp32, int8 XNNPACK) the peak measurement times."""
     from mobileforge.bench.peak import gemm_programs
@@ -755,6 +828,7 @@ def summary(job: Job) -> None:
     """Join sidecars, evaluations, benchmarks and peaks into summary.csv, summary.md and the
     report's summary.html."""
     from mobileforge import summary_tables
+    from mobileforge.bench import compare as paired
     from mobileforge.summary import build_rows, summarize
 
     artifacts = [files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]]
@@ -770,9 +844,15 @@ def summary(job: Job) -> None:
     for path in job.input["peaks"]:
         record = files.read_json(path)
         peaks[record["device"]] = record
+    comparisons = {}
+    for path in job.input["comparisons"]:
+        record = paired.check_record(files.read_json(path), path)
+        comparisons[(record["model"], record["device"])] = record
     budget = job.params["accuracy_budget"]
-    rows = build_rows(artifacts, evaluations, benchmarks, job.params["devices"], peaks)
-    frame = summarize(rows, budget, job.params["unstable_cv"])
+    rows = build_rows(
+        artifacts, evaluations, benchmarks, job.params["devices"], peaks, comparisons=comparisons
+    )
+    frame = summarize(rows, budget, job.params["unstable_cv"], comparisons)
     out = job.output
     summary_tables.write_summaries(
         frame, peaks, budget, out["summary"], out["markdown"], out["html"]

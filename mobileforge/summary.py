@@ -1,9 +1,13 @@
 """results/summary.csv: one row per (model, variant, format, backend, device).
 
-Built only from the JSON the jobs wrote (artifact sidecars, evaluations, benchmarks, the host's
-peak throughput), so it can be regenerated without touching a model. Comparisons are within the
-same model, format and backend (``accuracy_delta``) and also device (``speedup``), against the
-fp32 row. ``pareto``, ``best`` and ``best_reason`` come from :mod:`mobileforge.selection`.
+Built only from the JSON the jobs wrote (artifact sidecars, evaluations, benchmarks, paired
+comparisons, the host's peak throughput), so it can be regenerated without touching a model.
+``accuracy_delta`` is against the fp32 row of the same model, format and backend. Every latency
+*ratio* comes from the model's paired comparison on that device (:mod:`mobileforge.bench.compare`),
+never from two benchmarks taken apart: ``speedup`` (the fp32 artifact of the same format and
+backend over this one) and ``vs_executorch`` (the faster of the plain ``.pte`` fp32 and int8
+exports over this one), each with its interval. ``pareto``, ``best`` and ``best_reason`` come
+from :mod:`mobileforge.selection`.
 
 Distance from the limit, for host benchmark rows: ``macs`` (one inference, counted on the fused
 float model and carried in the sidecar), ``achieved_gmacs = macs / p50``, ``peak_gmacs`` and
@@ -19,6 +23,8 @@ from typing import Any
 import pandas as pd
 
 from mobileforge import selection
+from mobileforge.bench import compare
+from mobileforge.bench.stats import benchmark_samples
 
 COLUMNS = [
     "model", "variant", "format", "backend", "device", "engine", "params", "size_bytes",
@@ -27,14 +33,15 @@ COLUMNS = [
     "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "latency_ms_min",
     "latency_ms_trimmed_mean", "latency_ms_ci_low", "latency_ms_ci_high", "latency_cv",
     "repeats", "unstable", "load_ms", "peak_rss_mb", "threads", "affinity", "node", "cpu_model",
-    "temp_c_before", "temp_c_after", "speedup", "macs", "achieved_gmacs", "peak_gmacs",
+    "temp_c_before", "temp_c_after", "speedup", "speedup_low", "speedup_high", "vs_executorch",
+    "vs_executorch_low", "vs_executorch_high", "compared", "macs", "achieved_gmacs", "peak_gmacs",
     "peak_kernel", "roofline_fraction", "pareto", "best", "best_reason", "optimization",
     "runtime", "built_with", "note",
     "artifact",
 ]  # fmt: skip
 #: Columns summarize() derives; build_rows() leaves them out.
-DERIVED = ("accuracy_delta", "speedup", "unstable", "achieved_gmacs", "roofline_fraction",
-           "pareto", "best", "best_reason")  # fmt: skip
+DERIVED = ("accuracy_delta", "unstable", "achieved_gmacs", "roofline_fraction", "pareto", "best",
+           "best_reason")  # fmt: skip
 
 
 def precision(variant: str) -> str | None:
@@ -53,9 +60,11 @@ def build_rows(
     peaks: dict[str, dict[str, Any]] | None = None,
     failures: dict[tuple[str, str], str] | None = None,
     planned: set[tuple[str, str]] | None = None,
+    comparisons: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Join sidecars, evaluations (by artifact path), benchmarks (by artifact, device) and the
-    peak throughput of each host device (by device name).
+    """Join sidecars, evaluations (by artifact path), benchmarks (by artifact, device), the
+    peak throughput of each host device (by device name) and the paired comparisons (by model,
+    device).
 
     ``failures`` holds the error of each failed benchmark and ``planned`` every benchmark the
     run meant to make (both by artifact, device): a run that ended in errors still gets one
@@ -63,6 +72,7 @@ def build_rows(
     """
     peaks = peaks or {}
     failures = failures or {}
+    comparisons = comparisons or {}
     rows = []
     for sidecar in artifacts:
         path = sidecar["artifact"]
@@ -75,7 +85,9 @@ def build_rows(
             latency = measured.get("latency_ms", {})
             affinity = measured.get("affinity")
             thermal = measured.get("thermal") or {}
-            ci_low, ci_high = selection.median_interval(measured.get("samples_ms") or [])
+            samples = benchmark_samples(bench) if bench is not None else []
+            ci_low, ci_high = selection.median_interval(samples)
+            ratios = paired_ratios(comparisons.get((sidecar["model"], device)), path)
             peak = peaks.get(device, {}).get("peak", {}).get(precision(sidecar["variant"]) or "")
             if bench is None:
                 peak = None  # a roofline is drawn for measured rows only
@@ -124,6 +136,7 @@ def build_rows(
                     "cpu_model": host.get("cpu_model"),
                     "temp_c_before": thermal.get("before_c"),
                     "temp_c_after": thermal.get("after_c"),
+                    **ratios,
                     "macs": sidecar.get("macs"),
                     "peak_gmacs": peak["gmacs"] if peak else None,
                     "peak_kernel": peak["kernel"] if peak else "",
@@ -141,6 +154,52 @@ def build_rows(
                 }
             )
     return rows
+
+
+#: The ratio columns a comparison fills (empty where the artifact was not in one).
+RATIO_COLUMNS = ("speedup", "speedup_low", "speedup_high", "vs_executorch", "vs_executorch_low",
+                 "vs_executorch_high")  # fmt: skip
+
+
+def paired_ratios(record: dict[str, Any] | None, path: str) -> dict[str, Any]:
+    """``speedup`` and ``vs_executorch`` of ``path`` (with intervals) from its model's paired
+    comparison on the row's device, and ``compared`` (whether it was a candidate there).
+
+    ``speedup``: latency of the fp32 artifact of the same format and backend over this one's;
+    ``vs_executorch``: latency of the faster (by median ratio) of the plain ``.pte`` fp32 and
+    int8 programs over this one's. Both are medians over rounds of per-round ratios.
+    """
+    empty: dict[str, Any] = {column: None for column in RATIO_COLUMNS}
+    if record is None:
+        return {**empty, "compared": False}
+    rows = record["artifacts"]
+    index = {row["path"]: i for i, row in enumerate(rows)}
+    if path not in index:
+        return {**empty, "compared": False}
+    me = index[path]
+    found = {**empty, "compared": True}
+    mine = rows[me]
+    fp32 = [i for i, row in enumerate(rows) if row["variant"] == "fp32"
+            and (row["format"], row["backend"]) == (mine["format"], mine["backend"])]  # fmt: skip
+    if fp32:
+        found.update(_ratio_columns("speedup", record, fp32[0], me))
+    plain = {row["variant"]: i for i, row in enumerate(rows)
+             if row["format"] == "pte" and row["variant"] in ("fp32", "int8")}  # fmt: skip
+    if plain:
+        faster = plain.get("fp32", plain.get("int8"))
+        if len(plain) == 2 and compare.pair(record, plain["int8"], plain["fp32"])["ratio"] < 1:
+            faster = plain["int8"]
+        found.update(_ratio_columns("vs_executorch", record, faster, me))
+    return found
+
+
+def _ratio_columns(name: str, record: dict[str, Any], over: int, me: int) -> dict[str, float]:
+    """``name``, ``name_low``, ``name_high``: latency of artifact ``over`` over artifact ``me``."""
+    if over == me:
+        return {name: 1.0, f"{name}_low": 1.0, f"{name}_high": 1.0}
+    entry = compare.pair(record, over, me)
+    return {name: entry["ratio"], f"{name}_low": entry["ratio_low"],
+            f"{name}_high": entry["ratio_high"]}  # fmt: skip
 
 
 def built_with(sidecar: dict[str, Any]) -> str:
@@ -196,47 +255,44 @@ def _note(
 
 
 def summarize(
-    rows: list[dict[str, Any]], accuracy_budget: float, unstable_cv: float = 0.05
+    rows: list[dict[str, Any]],
+    accuracy_budget: float,
+    unstable_cv: float = 0.05,
+    comparisons: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> pd.DataFrame:
-    """Add accuracy_delta, speedup, unstable, the roofline, pareto and best; order rows and
-    columns predictably.
+    """Add accuracy_delta, unstable, the roofline, pareto and best; order rows and columns
+    predictably.
 
     ``unstable`` marks a benchmark whose repeats' p50 moved more than ``unstable_cv`` (as a
-    coefficient of variation) from run to run; its note says so.
+    coefficient of variation) from run to run; its note says so. ``best`` is decided from the
+    ``comparisons`` (:func:`mobileforge.selection.choose_best`); a comparison whose A/A control
+    failed decides nothing, and its rows' note says so.
     """
+    comparisons = comparisons or {}
     frame = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in DERIVED])
     # A partial summary may have a column of None only (no evaluation finished): still numbers.
-    for column in ("accuracy", "latency_ms_p50"):
+    for column in ("accuracy", "latency_ms_p50", *RATIO_COLUMNS):
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
     cv = pd.to_numeric(frame["latency_cv"], errors="coerce")
     frame["unstable"] = cv > unstable_cv
     for index in frame.index[frame["unstable"]]:
         flag = f"unstable: run-to-run CV {cv[index]:.1%} > {unstable_cv:.1%}"
         frame.loc[index, "note"] = "; ".join(n for n in (frame.loc[index, "note"], flag) if n)
+    for (model, device), record in comparisons.items():
+        if record["reliable"]:
+            continue
+        flag = f"paired comparison unreliable, nothing decided: {record['unreliable_reason']}"
+        rows_of = frame.index[(frame["model"] == model) & (frame["device"] == device)]
+        for index in rows_of:
+            frame.loc[index, "note"] = "; ".join(n for n in (frame.loc[index, "note"], flag) if n)
     fp32 = frame[frame["variant"] == "fp32"]
     accuracy_ref = fp32.drop_duplicates(["model", "format", "backend"]).set_index(
         ["model", "format", "backend"]
     )["accuracy"]
-    latency_ref = fp32.set_index(["model", "format", "backend", "device"])["latency_ms_p50"]
-
-    def lookup(series: pd.Series, key: tuple) -> float:
-        return series.get(key, float("nan"))
-
     frame["accuracy_delta"] = [
-        acc - lookup(accuracy_ref, (m, f, b))
+        acc - accuracy_ref.get((m, f, b), float("nan"))
         for acc, m, f, b in zip(
             frame["accuracy"], frame["model"], frame["format"], frame["backend"], strict=True
-        )
-    ]
-    frame["speedup"] = [
-        lookup(latency_ref, (m, f, b, d)) / p50
-        for p50, m, f, b, d in zip(
-            frame["latency_ms_p50"],
-            frame["model"],
-            frame["format"],
-            frame["backend"],
-            frame["device"],
-            strict=True,
         )
     ]
     # MACs per second in G: macs / (p50 ms / 1e3) / 1e9.
@@ -249,7 +305,7 @@ def summarize(
         for achieved, peak in zip(frame["achieved_gmacs"], frame["peak_gmacs"], strict=True)
     ]
     frame["pareto"] = selection.pareto_front(frame)
-    frame["best"], frame["best_reason"] = selection.choose_best(frame, accuracy_budget)
+    frame["best"], frame["best_reason"] = selection.choose_best(frame, comparisons, accuracy_budget)
     frame = frame.sort_values(["model", "device", "format", "backend", "variant"], kind="stable")
     return frame[COLUMNS].reset_index(drop=True)
 

@@ -80,6 +80,29 @@ def fmt_p50(row: pd.Series) -> str:
     return text
 
 
+def fmt_ratio(row: pd.Series, name: str) -> str:
+    """A paired ratio with its interval, e.g. ``2.41× [2.38, 2.45]``; – where not compared."""
+    value, low, high = row.get(name), row.get(f"{name}_low"), row.get(f"{name}_high")
+    if _missing(value):
+        return "–"
+    text = f"{float(value):.3g}×"
+    if not _missing(low) and not _missing(high) and (low, high) != (value, value):
+        text += f" [{float(low):.3g}, {float(high):.3g}]"
+    return text
+
+
+def _undecided(frame: pd.DataFrame, model: str, device: str) -> str:
+    """Why ``model`` on ``device`` has no best artifact."""
+    rows = frame[(frame["model"] == model) & (frame["device"] == device)]
+    for note in rows["note"].astype(str):
+        for part in note.split("; "):
+            if part.startswith("paired comparison unreliable"):
+                return f"{model} on {device} ({part})"
+    if not rows["compared"].astype(bool).any():
+        return f"{model} on {device} (no paired comparison: phones are not compared yet)"
+    return f"{model} on {device} (no compared artifact within the accuracy budget)"
+
+
 def _peak_text(peak: dict[str, Any], precision: str) -> str:
     entry = peak.get("peak", {}).get(precision)
     return "–" if not entry else f"{entry['gmacs']:.1f} ({entry['kernel']})"
@@ -93,14 +116,17 @@ def sections(
     pick = Section(
         "Best artifact per model and device",
         [
-            f"The fastest artifact (p50) within {accuracy_budget:g} top-1 points of fp32 "
-            "(`selection.accuracy_budget`). Where the fastest candidates' latencies cannot be "
-            "told apart (overlapping 95 % bootstrap intervals of their medians, or a difference "
-            "under twice the run-to-run spread where one was measured), the more accurate wins, "
-            "then the smaller; *why* says which rule decided. p50 in ms with its 95 % interval; "
-            "speedup and accuracy delta against the fp32 artifact of the same format and "
-            "backend; roofline: achieved MAC/s over the peak of the artifact's precision on "
-            "that device.",
+            f"The fastest artifact within {accuracy_budget:g} top-1 points of fp32 "
+            "(`selection.accuracy_budget`), decided by a paired comparison: the candidates held "
+            "loaded side by side and timed in interleaved rounds on the same CPUs, with an A/A "
+            "control (one artifact held twice) showing the measurement's own resolution. A "
+            "candidate is faster only where the 95 % interval of its latency ratio lies beyond "
+            "that resolution; otherwise it ties, and the more accurate wins, then the smaller, "
+            "then the unpruned; *why* says which rule decided. Ratios are medians over rounds "
+            "[95 % bootstrap interval]: speedup over the fp32 artifact of the same format and "
+            "backend, and over what ExecuTorch gives by hand (the faster of the plain .pte fp32 "
+            "and int8 programs). p50 in ms with its 95 % interval describes the artifact's own "
+            "benchmark; roofline: achieved MAC/s over the peak of its precision on that device.",
         ],
         [
             "model",
@@ -110,6 +136,7 @@ def sections(
             "variant",
             "p50 ms [95 % CI]",
             "speedup vs fp32",
+            "vs ExecuTorch by hand",
             "size",
             "Δ top-1 (pt)",
             "roofline",
@@ -125,7 +152,8 @@ def sections(
                 f".{row['format']}",
                 row["variant"],
                 fmt_p50(row),
-                f"{fmt_number(row['speedup'])}×",
+                fmt_ratio(row, "speedup"),
+                fmt_ratio(row, "vs_executorch"),
                 fmt_bytes(row["size_bytes"]),
                 fmt_number(row["accuracy_delta"]),
                 fmt_fraction(row["roofline_fraction"]),
@@ -138,8 +166,8 @@ def sections(
     )
     if missing:
         pick.text.append(
-            "No artifact qualifies (none measured, or none within the accuracy budget) for: "
-            + ", ".join(f"{model} on {device}" for model, device in missing)
+            "No best artifact for: "
+            + ", ".join(_undecided(frame, model, device) for model, device in missing)
             + "."
         )
     out = [pick]

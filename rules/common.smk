@@ -326,6 +326,26 @@ def get_peak_params(wildcards):
     }
 
 
+def get_compare_inputs(wildcards):
+    found = plan.compared_artifacts(MF, wildcards.model, wildcards.device)
+    # Not the benchmarks: a comparison needs none of their numbers (editing a device's
+    # iterations must not rerun it), and holding every core it never runs beside one.
+    return {
+        "artifacts": [a.path for a in found],
+        "evaluations": [a.eval_path for a in found if plan.evaluable_here(a)],
+    }
+
+
+def get_compare_params(wildcards):
+    # The device's runtime threads and how the rounds run: what the comparison measures.
+    threads = MF["devices"][wildcards.device]["threads"]
+    return canonical({"threads": threads, **MF["compare"]})
+
+
+def get_comparison_paths(wildcards):
+    return [plan.compare_path(model, device) for model, device in plan.comparisons(MF)]
+
+
 def get_benchmark_paths(wildcards):
     return [a.bench_path(device) for a, device in plan.benchmarks(MF)]
 
@@ -337,6 +357,7 @@ def summary_inputs(wildcards):
         "evaluations": [a.eval_path for a in artifacts if plan.evaluable_here(a)],
         "benchmarks": get_benchmark_paths(wildcards),
         "peaks": [plan.peak_path(device) for device in plan.host_devices(MF)],
+        "comparisons": get_comparison_paths(wildcards),
     }
 
 

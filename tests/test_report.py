@@ -10,6 +10,7 @@ from PIL import Image
 
 from mobileforge import report, summary_tables
 from mobileforge.summary import COLUMNS, build_rows, summarize
+from tests.paired import record_of
 
 DEVICES = {"host": {"kind": "host", "engine": "x86"}}
 PEAKS = {
@@ -36,8 +37,9 @@ ARTIFACTS = [
 
 def _summary(models=("resnet18", "tinycnn"), compressed=False) -> tuple[pd.DataFrame, dict]:
     rng = np.random.default_rng(0)
-    sidecars, evaluations, benchmarks, samples = [], {}, {}, {}
+    sidecars, evaluations, benchmarks, samples, comparisons = [], {}, {}, {}, {}
     for scale, model in zip((1.0, 0.1), models, strict=False):
+        entries = []
         for variant, fmt, backend, p50, accuracy, size in ARTIFACTS:
             engine = "x86" if fmt == "ptl" and variant != "fp32" else None
             stem = ".".join([variant] + ([engine] if engine else []) + [backend])
@@ -56,16 +58,19 @@ def _summary(models=("resnet18", "tinycnn"), compressed=False) -> tuple[pd.DataF
             )
             evaluations[path] = {"accuracy": accuracy}
             runs = list(p50 * scale * np.exp(rng.normal(0, 0.03, 40)))
+            entries.append({"path": path, "variant": variant, "format": fmt, "backend": backend})
             benchmarks[(path, "host")] = {
                 "latency_ms": {"p50": float(np.median(runs))},
-                "samples_ms": runs,
+                "runs": [{"samples_ms": runs}],
                 "load_ms": 20.0,
                 "peak_rss_mb": 250.0,
                 "threads_applied": 1,
             }
             samples[(path, "host")] = {"samples_ms": runs, "rss_before_load_mb": 220.0}
-    rows = build_rows(sidecars, evaluations, benchmarks, DEVICES, PEAKS)
-    frame = summarize(rows, accuracy_budget=1.0)
+        latency = [p50 * scale for _, _, _, p50, _, _ in ARTIFACTS]
+        comparisons[(model, "host")] = record_of(entries, latency)
+    rows = build_rows(sidecars, evaluations, benchmarks, DEVICES, PEAKS, comparisons=comparisons)
+    frame = summarize(rows, accuracy_budget=1.0, comparisons=comparisons)
     if compressed:
         frame["compressed_bytes"] = (frame["size_bytes"] * 0.6).astype(int)
     return frame, samples
@@ -173,17 +178,22 @@ def test_summary_md_puts_the_best_per_model_and_device_first():
         ["resnet18", "host", "results/resnet18/pte/int8.xnnpack.pte", ".pte", "int8"],
         ["tinycnn", "host", "results/tinycnn/pte/int8.xnnpack.pte", ".pte", "int8"],
     ]
-    assert parts[0].header[5:10] == [
+    assert parts[0].header[5:11] == [
         "p50 ms [95 % CI]",
         "speedup vs fp32",
+        "vs ExecuTorch by hand",
         "size",
         "Δ top-1 (pt)",
         "roofline",
     ]
-    assert best_rows[0][7] == "11.2 MB" and best_rows[0][8] == "-0.6"
+    # fp32 .pte 2.8 ms over int8 0.43 ms, timed in pairs: 6.5x, with its interval.
+    speedup, interval = best_rows[0][6].split("× ")
+    assert float(speedup) == pytest.approx(2.8 / 0.43, rel=0.02) and interval.startswith("[")
+    assert best_rows[0][7] == "1×"  # it is the faster plain .pte program itself
+    assert best_rows[0][8] == "11.2 MB" and best_rows[0][9] == "-0.6"
     # 1.8 G MACs in ~0.43 ms against the 467 GMAC/s int8 peak: about 0.9 %.
     p50 = frame[frame["best"]].iloc[0]["latency_ms_p50"]
-    assert best_rows[0][9] == f"{100 * 1.8e9 / p50 / 1e6 / 467.0:.1f} %"
+    assert best_rows[0][10] == f"{100 * 1.8e9 / p50 / 1e6 / 467.0:.1f} %"
     assert parts[2].header == COLUMNS and len(parts[2].rows) == len(frame)
     assert "| host | AMD EPYC (avx2) | 1 | 119.0 (XNNPACK) | 467.0 (fbgemm) |" in markdown
     html = summary_tables.to_html(parts)

@@ -1,4 +1,4 @@
-"""Pareto front and a `best` that noise cannot decide (mobileforge.selection)."""
+"""Pareto front and a `best` decided by paired comparisons (mobileforge.selection)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from mobileforge.selection import choose_best, indistinguishable, median_interval, pareto_front
+from mobileforge.selection import choose_best, median_interval, pareto_front
+from tests.paired import record_of
 
 
 def _samples(p50: float, spread: float, n: int = 50, seed: int = 0) -> list[float]:
@@ -74,118 +74,73 @@ def test_pareto_front_keeps_rows_no_other_beats_on_both():
     }
 
 
-def test_distinguishable_latencies_pick_the_fastest():
-    frame = pd.DataFrame(
-        [
-            _row("int8", 1.0, 94.5, samples=_samples(1.0, 0.03)),
-            _row("fp32", 2.0, 95.0, samples=_samples(2.0, 0.03, seed=1)),
-        ]
-    )
-    best, reason = choose_best(frame, accuracy_budget=1.0)
+def _compared(rows, latency, copy_latency=None):
+    """A frame of ``rows`` and their comparison on their model and device, at ``latency``."""
+    frame = pd.DataFrame(rows)
+    entries = [{"path": row["artifact"], "variant": row["variant"], "format": row["format"],
+                "backend": row["backend"]} for row in rows]  # fmt: skip
+    record = record_of(entries, latency, copy_latency)
+    return frame, {(rows[0]["model"], rows[0]["device"]): record}
+
+
+def test_the_paired_fastest_wins_when_beyond_the_aa_resolution():
+    frame, comparisons = _compared([_row("fp32", 5.0, 95.0), _row("int8", 2.0, 94.5)], [5.0, 2.0])
+    best, reason = choose_best(frame, comparisons, accuracy_budget=1.0)
     assert list(frame["variant"][best]) == ["int8"]
-    assert reason[best].item().startswith("fastest; the next, fp32 .pte xnnpack at 2 ms")
-
-
-def test_issue_example_noise_cannot_make_the_pruned_twin_best():
-    # ResNet-18 on a busy run: int8_pruned 0.192 ms "beat" int8 0.208 ms, the same kernels and
-    # bytes; their samples overlap, so the more accurate int8 must win.
-    pruned = _samples(0.192, 0.25, seed=2)
-    dense = _samples(0.208, 0.25, seed=3)
-    frame = pd.DataFrame(
-        [
-            _row("int8_pruned", float(np.median(pruned)), 94.5, size=11_260_200, samples=pruned),
-            _row("int8", float(np.median(dense)), 95.0, size=11_260_200, samples=dense),
-        ]
+    assert (
+        reason[best].item().startswith("fastest (paired): the next, fp32 .pte xnnpack, takes 2.5")
     )
-    assert frame.loc[0, "latency_ms_p50"] < frame.loc[1, "latency_ms_p50"]
-    best, reason = choose_best(frame, accuracy_budget=1.0)
+
+
+def test_an_unstructured_twin_on_the_same_kernels_ties_and_the_dense_int8_wins():
+    # The issue's case: the same dense kernels; its p50 "difference" was load on one benchmark.
+    rows = [_row("int8", 1.85, 95.0, size=11_345_589),
+            _row("int8_pruned-l1_unstructured-0.3", 1.33, 95.0, size=11_345_589)]  # fmt: skip
+    frame, comparisons = _compared(rows, [1.0, 1.0])
+    best, reason = choose_best(frame, comparisons, accuracy_budget=1.0)
     assert list(frame["variant"][best]) == ["int8"]
-    assert reason[best].item() == (
-        "tie on latency with int8_pruned .pte xnnpack (indistinguishable p50s); "
-        "chose the most accurate"
-    )
+    assert reason[best].item().startswith("tie on latency with int8_pruned-l1_unstructured-0.3")
+    assert reason[best].item().endswith("as accurate and as small: chose the unpruned artifact")
 
 
-def test_a_tie_at_equal_accuracy_goes_to_the_smaller_file():
-    a = _samples(1.00, 0.2, seed=4)
-    b = _samples(1.02, 0.2, seed=5)
-    frame = pd.DataFrame(
-        [
-            _row("big", float(np.median(a)), 95.0, size=4000, samples=a),
-            _row("small", float(np.median(b)), 95.0, size=1000, samples=b),
-        ]
-    )
-    best, reason = choose_best(frame, accuracy_budget=1.0)
-    assert list(frame["variant"][best]) == ["small"]
+def test_a_tie_goes_to_the_more_accurate_then_the_smaller():
+    rows = [_row("a", 1.0, 95.0, size=2000), _row("b", 1.0, 95.5, size=3000)]
+    frame, comparisons = _compared(rows, [1.0, 1.0])
+    best, reason = choose_best(frame, comparisons, accuracy_budget=1.0)
+    assert list(frame["variant"][best]) == ["b"] and reason[best].item().endswith("most accurate")
+    rows = [_row("a", 1.0, 95.0, size=2000), _row("b", 1.0, 95.0, size=1000)]
+    frame, comparisons = _compared(rows, [1.0, 1.0])
+    best, reason = choose_best(frame, comparisons, accuracy_budget=1.0)
+    assert list(frame["variant"][best]) == ["b"]
     assert reason[best].item().endswith("chose the smallest of the most accurate")
 
 
-def test_run_to_run_spread_makes_a_tie_where_intervals_alone_do_not():
-    # Tight samples within each process, but reruns of a benchmark move its p50 by 5 %:
-    # a 4 % difference is then not a real one.
-    fast = _samples(1.00, 0.005, seed=6)
-    slow = _samples(1.04, 0.005, seed=7)
-    rows = [_row("fast", 1.00, 94.5, samples=fast), _row("slow", 1.04, 95.0, samples=slow)]
-    without = pd.DataFrame(rows)
-    assert not indistinguishable(without.iloc[0], without.iloc[1])
-    assert list(without["variant"][choose_best(without, 1.0)[0]]) == ["fast"]
-    spread = pd.DataFrame([{**row, "latency_cv": 0.05} for row in rows])
-    assert indistinguishable(spread.iloc[0], spread.iloc[1])
-    assert list(spread["variant"][choose_best(spread, 1.0)[0]]) == ["slow"]
-    # ... but not a 15 % difference.
-    far = pd.DataFrame(
-        [
-            {**rows[0], "latency_cv": 0.05},
-            {
-                **rows[1],
-                "latency_ms_p50": 1.15,
-                "latency_cv": 0.05,
-                "latency_ms_ci_low": 1.14,
-                "latency_ms_ci_high": 1.16,
-            },
-        ]
-    )
-    assert list(far["variant"][choose_best(far, 1.0)[0]]) == ["fast"]
-
-
 def test_over_budget_artifacts_are_never_best_however_fast():
-    frame = pd.DataFrame(
-        [
-            _row("pruned", 0.5, 80.0, delta=-15.0, samples=_samples(0.5, 0.01)),
-            _row("int8", 1.0, 94.5, delta=-0.5, samples=_samples(1.0, 0.01, seed=8)),
-            _row("fp32", 3.0, 95.0, delta=0.0, samples=_samples(3.0, 0.01, seed=9)),
-        ]
-    )
-    best, _ = choose_best(frame, accuracy_budget=1.0)
+    rows = [_row("int8", 2.0, 95.0), _row("pruned", 0.5, 90.0)]
+    frame, comparisons = _compared(rows, [2.0, 0.5])
+    best, _ = choose_best(frame, comparisons, accuracy_budget=1.0)
     assert list(frame["variant"][best]) == ["int8"]
-    assert list(frame["variant"][choose_best(frame, accuracy_budget=20.0)[0]]) == ["pruned"]
+    best, _ = choose_best(frame, comparisons, accuracy_budget=20.0)
+    assert list(frame["variant"][best]) == ["pruned"]
 
 
-def test_one_best_per_model_and_device():
-    rows = [
-        _row(v, p, 95.0, model=m, device=d, samples=_samples(p, 0.01, seed=i))
-        for i, (m, d, v, p) in enumerate(
-            [
-                ("m", "host", "a", 1.0),
-                ("m", "host", "b", 2.0),
-                ("m", "phone", "a", 3.0),
-                ("m", "phone", "b", 1.5),
-                ("n", "host", "a", 1.0),
-            ]
-        )
-    ]
-    frame = pd.DataFrame(rows)
-    best, _ = choose_best(frame, accuracy_budget=1.0)
+def test_a_failed_aa_control_decides_nothing():
+    rows = [_row("fp32", 5.0, 95.0), _row("int8", 2.0, 94.5)]
+    frame, comparisons = _compared(rows, [5.0, 2.0], copy_latency=5.5)
+    assert not next(iter(comparisons.values()))["reliable"]
+    best, reason = choose_best(frame, comparisons, accuracy_budget=1.0)
+    assert not best.any() and (reason == "").all()
+
+
+def test_no_comparison_no_best_and_one_best_per_model_and_device():
+    host = [_row("a", 1.0, 95.0), _row("b", 2.0, 95.0)]
+    other = [_row("a", 3.0, 95.0, model="n"), _row("b", 1.5, 95.0, model="n")]
+    phone = [_row("a", 3.0, 95.0, device="phone")]
+    frame = pd.DataFrame(host + other + phone)
+    comparisons = {**_compared(host, [1.0, 2.0])[1], **_compared(other, [3.0, 1.5])[1]}
+    best, _ = choose_best(frame, comparisons, accuracy_budget=1.0)
     picked = frame[best]
     assert sorted(zip(picked["model"], picked["device"], picked["variant"], strict=True)) == [
         ("m", "host", "a"),
-        ("m", "phone", "b"),
-        ("n", "host", "a"),
+        ("n", "host", "b"),
     ]
-
-
-@pytest.mark.parametrize("missing", ["latency_ms_ci_low", "latency_ms_ci_high"])
-def test_rows_without_samples_are_compared_by_p50_alone(missing):
-    a, b = _row("a", 1.0, 95.0, samples=[1.0]), _row("b", 1.0001, 96.0, samples=[1.0001])
-    a[missing] = math.nan
-    assert not indistinguishable(pd.Series(a), pd.Series(b))

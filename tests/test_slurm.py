@@ -33,10 +33,10 @@ pytestmark = pytest.mark.slow
 # sacct): poll squeue, whose finished jobs live MinJobAge (600 s) >= 3x the first check (2 s).
 CLUSTER_ARGS = ["--slurm-status-command", "squeue",
                 "--slurm-init-seconds-before-status-checks", "2"]  # fmt: skip
-# Measured outputs: latencies and the peak, the tables and plots made of them, and sidecars
-# holding timings (training and fine-tuning seconds per epoch, the .ptl export's candidates).
-MEASURED = ("bench/", "peak/", "report/", "summary.csv", "summary.md", "checkpoint.pt.json",
-            ".ptl.json")  # fmt: skip
+# Measured outputs: latencies, comparisons and the peak, the tables and plots made of them, and
+# sidecars holding timings (training and fine-tuning seconds per epoch).
+MEASURED = ("bench/", "compare/", "peak/", "report/", "summary.csv", "summary.md",
+            "checkpoint.pt.json")  # fmt: skip
 FINETUNED_SIDECAR = re.compile(r"/pruned-channel-[^/]*\.pt\.json$")
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 
 from mobileforge.summary import COLUMNS, build_rows, summarize
+from tests.paired import record_of
 
 DEVICES = {"host": {"kind": "host", "engine": "x86"}, "phone": {"kind": "adb", "engine": "qnnpack"}}
 
@@ -26,9 +27,18 @@ def _sidecar(variant, fmt, backend, engine=None, size=1000):
     }
 
 
-def _bench(p50):
+def _bench(p50, samples=None):
     return {"latency_ms": {"p50": p50, "p90": p50 * 1.1, "mean": p50, "std": 0.1, "min": p50},
-            "load_ms": 1.0, "threads_applied": 1, "runtime": "x", "peak_rss_mb": 100.0}  # fmt: skip
+            "load_ms": 1.0, "threads_applied": 1, "runtime": "x", "peak_rss_mb": 100.0,
+            "runs": [{"samples_ms": samples or [p50] * 3}]}  # fmt: skip
+
+
+def _comparison(artifacts, latency):
+    """The host comparison of the artifacts in ``latency`` (path: ms), as the compare job's."""
+    by_path = {a["artifact"]: a for a in artifacts}
+    entries = [{"path": path, **{k: by_path[path][k] for k in ("variant", "format", "backend")}}
+               for path in latency]  # fmt: skip
+    return {("m", "host"): record_of(entries, list(latency.values()))}
 
 
 @pytest.fixture
@@ -53,7 +63,9 @@ def frame():
         "results/m/pte/int8.xnnpack.pte": 2.0,
     }
     benchmarks = {(path, "host"): _bench(p50) for path, p50 in latency.items()}
-    return summarize(build_rows(artifacts, evaluations, benchmarks, DEVICES), accuracy_budget=1.0)
+    comparisons = _comparison(artifacts, latency)
+    rows = build_rows(artifacts, evaluations, benchmarks, DEVICES, comparisons=comparisons)
+    return summarize(rows, accuracy_budget=1.0, comparisons=comparisons)
 
 
 def test_columns_and_one_row_per_artifact_and_matching_device(frame):
@@ -65,20 +77,37 @@ def test_columns_and_one_row_per_artifact_and_matching_device(frame):
     assert set(frame[frame["device"] == "phone"]["engine"]) == {"", "qnnpack"}
 
 
-def test_accuracy_delta_and_speedup_against_fp32_of_same_format_and_backend(frame):
-    row = frame[
-        (frame["device"] == "host") & (frame["artifact"] == "results/m/pte/int8.xnnpack.pte")
-    ]
-    assert row["accuracy_delta"].item() == pytest.approx(-0.5)
-    assert row["speedup"].item() == pytest.approx(5.0 / 2.0)
-    ptl = frame[
-        (frame["device"] == "host") & (frame["artifact"] == "results/m/ptl/int8.x86.cpu.ptl")
-    ]
-    assert ptl["speedup"].item() == pytest.approx(10.0 / 4.0)
+def _host(frame, path):
+    return frame[(frame["device"] == "host") & (frame["artifact"] == path)].iloc[0]
+
+
+def test_accuracy_delta_and_paired_speedup_against_fp32_of_same_format_and_backend(frame):
+    row = _host(frame, "results/m/pte/int8.xnnpack.pte")
+    assert row["accuracy_delta"] == pytest.approx(-0.5)
+    # From the paired rounds (1 % noise per run), not from the benchmarks' p50s.
+    assert row["speedup"] == pytest.approx(5.0 / 2.0, rel=0.02)
+    assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"] and row["compared"]
+    ptl = _host(frame, "results/m/ptl/int8.x86.cpu.ptl")
+    assert ptl["speedup"] == pytest.approx(10.0 / 4.0, rel=0.02)
+    fp32 = _host(frame, "results/m/ptl/fp32.cpu.ptl")
+    assert fp32["speedup"] == fp32["speedup_low"] == fp32["speedup_high"] == 1.0
+
+
+def test_vs_executorch_is_over_the_faster_plain_pte_program(frame):
+    # Plain .pte int8 (2 ms) beats its fp32 (5 ms): that is what ExecuTorch gives by hand.
+    assert _host(frame, "results/m/pte/int8.xnnpack.pte")["vs_executorch"] == 1.0
+    ptl = _host(frame, "results/m/ptl/int8.x86.cpu.ptl")
+    assert ptl["vs_executorch"] == pytest.approx(2.0 / 4.0, rel=0.02)
+    assert ptl["vs_executorch_low"] <= ptl["vs_executorch"] <= ptl["vs_executorch_high"]
+
+
+def test_rows_without_a_comparison_have_no_ratio_and_no_best(frame):
+    phone = frame[frame["device"] == "phone"]
+    assert not phone["compared"].any() and phone["speedup"].isna().all()
+    assert not phone["best"].any()
 
 
 def test_best_is_fastest_within_accuracy_budget(frame):
-    # No samples: latencies are compared by p50 alone, so the fastest within budget wins.
     best = frame[frame["best"]]
     assert list(zip(best["device"], best["artifact"], strict=True)) == [
         ("host", "results/m/pte/int8.xnnpack.pte")
@@ -190,9 +219,22 @@ def test_latency_interval_and_pareto_columns(frame):
     assert host.loc["results/m/ptl/int8_pruned.x86.cpu.ptl", "pareto"]
     assert not host.loc["results/m/ptl/fp32.cpu.ptl", "pareto"]
     sidecar = _sidecar("fp32", "ptl", "cpu")
-    bench = {**_bench(1.0), "samples_ms": [0.9, 1.0, 1.1, 1.0, 1.2]}
+    bench = _bench(1.0, [0.9, 1.0, 1.1, 1.0, 1.2])
+    bench["runs"].append({"samples_ms": [1.0, 0.95, 1.05]})  # every repeat's runs count
     row = build_rows([sidecar], {}, {(sidecar["artifact"], "host"): bench}, DEVICES)[0]
     assert 0.9 <= row["latency_ms_ci_low"] <= 1.0 <= row["latency_ms_ci_high"] <= 1.2
+
+
+def test_a_benchmark_record_of_another_shape_stops_the_summary_by_name():
+    # samples_ms once moved into runs and the intervals went empty without a word: never again.
+    sidecar = _sidecar("fp32", "ptl", "cpu")
+    bench = {**_bench(1.0), "artifact": sidecar["artifact"], "device": "host"}
+    bench["runs"] = [{"samples": [1.0]}]
+    with pytest.raises(KeyError, match=r"fp32.cpu.ptl on host: runs \[0\] have no 'samples_ms'"):
+        build_rows([sidecar], {}, {(sidecar["artifact"], "host"): bench}, DEVICES)
+    del bench["runs"]
+    with pytest.raises(KeyError, match="has no 'runs' list"):
+        build_rows([sidecar], {}, {(sidecar["artifact"], "host"): bench}, DEVICES)
 
 
 def test_rows_name_the_benchmarking_node_and_the_packages_the_artifact_was_built_with():

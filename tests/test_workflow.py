@@ -32,6 +32,8 @@ from tests.conftest import REPO, insert_into, snakemake
 pytestmark = pytest.mark.slow
 # Jobs every edit replans after its own: the summary and the plots (named by their first output).
 DOWNSTREAM = {"results/summary.csv", "results/report/host/latency_accuracy.png"}
+# The paired comparisons of the tiny config's model: rerun whenever one of its artifacts is.
+COMPARES = {"results/alpha/compare/host.json", "results/alpha/compare/host2.json"}
 
 
 def planned_outputs(workdir: Path, config: Path, **options) -> set[str]:
@@ -175,6 +177,7 @@ def test_adding_a_sweep_point_plans_only_its_branches(run):
         | {"results/alpha/pruned-channel-0.5.pt"}
         | _sensitivities("alpha", new_channel)
         | {"results/report/sensitivity/alpha.png"}
+        | COMPARES
         | DOWNSTREAM
     )
 
@@ -184,7 +187,7 @@ def test_removing_a_sweep_point_drops_only_that_point(run):
     edited = copy.deepcopy(raw)
     edited["models"]["alpha"]["prune"] = {"method": "l1_unstructured"}
     planned = planned_outputs(workdir, write_config(workdir, edited, "fewer.yaml"))
-    assert planned == {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+    assert planned == {"results/report/sensitivity/alpha.png"} | COMPARES | DOWNSTREAM
 
 
 def test_editing_round_to_replans_only_the_channel_point(run):
@@ -194,7 +197,8 @@ def test_editing_round_to_replans_only_the_channel_point(run):
     planned = planned_outputs(workdir, write_config(workdir, edited, "round_to.yaml"))
     assert planned == (
         _branch("alpha", CHANNEL) | {"results/alpha/pruned-channel-0.3.pt"}
-        | _sensitivities("alpha", CHANNEL) | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+        | _sensitivities("alpha", CHANNEL) | {"results/report/sensitivity/alpha.png"} | COMPARES
+        | DOWNSTREAM
     )  # fmt: skip
 
 
@@ -207,7 +211,7 @@ def test_editing_the_accuracy_budget_replans_int8_but_not_the_sensitivity(run):
     # channel-pruned fp32 model and every sensitivity stay.
     assert planned == (
         _branch("alpha", "int8") | _branch("alpha", L1) | _branch("alpha", CHANNEL)
-        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+        | {"results/report/sensitivity/alpha.png"} | COMPARES | DOWNSTREAM
     )  # fmt: skip
 
 
@@ -219,7 +223,7 @@ def test_editing_calibration_replans_the_sensitivity_too(run):
     assert planned == (
         _branch("alpha", "int8") | _branch("alpha", L1) | _branch("alpha", CHANNEL)
         | _sensitivities("alpha", "int8") | _sensitivities("alpha", CHANNEL)
-        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+        | {"results/report/sensitivity/alpha.png"} | COMPARES | DOWNSTREAM
     )  # fmt: skip
 
 
@@ -232,7 +236,7 @@ def test_editing_reduce_range_replans_only_the_ptl_int8_chain(run):
     assert planned == (
         _branch("alpha", "int8", ptl) | _branch("alpha", L1, ptl) | _branch("alpha", CHANNEL, ptl)
         | _sensitivities("alpha", "int8", ptl) | _sensitivities("alpha", CHANNEL, ptl)
-        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+        | {"results/report/sensitivity/alpha.png"} | COMPARES | DOWNSTREAM
     )  # fmt: skip
 
 
@@ -274,8 +278,9 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     own = planned - DOWNSTREAM - {plot}
     assert all(path.startswith("results/gamma/") for path in own)
     # jobs: train, fuse (+ reference logits), 4 sensitivities, 2 int8 (FX), 2 int8 recipes
-    # (.pte), 2 prunes, 8 artifacts, 8 evaluations, 16 benchmarks (and the sensitivity plot)
-    assert len(own) == 12 + 8 + 8 + 16
+    # (.pte), 2 prunes, 8 artifacts, 8 evaluations, 16 benchmarks, 2 paired comparisons (and the
+    # sensitivity plot)
+    assert len(own) == 12 + 8 + 8 + 16 + 2
 
 
 def test_two_clean_runs_give_byte_identical_artifacts(run, tmp_path):
@@ -402,7 +407,7 @@ def test_an_edit_of_the_quantize_code_replans_quantize_and_downstream_only(run, 
     ptl = ("ptl",)
     assert planned == (
         _branch("alpha", "int8", ptl) | _branch("alpha", L1, ptl) | _branch("alpha", CHANNEL, ptl)
-        | {"results/report/sensitivity/alpha.png"} | DOWNSTREAM
+        | {"results/report/sensitivity/alpha.png"} | COMPARES | DOWNSTREAM
     )  # fmt: skip
 
 
@@ -425,7 +430,7 @@ def test_an_executorch_upgrade_replans_only_the_pte_jobs(run, tmp_path):
         | _sensitivities("alpha", "int8", pte) | _sensitivities("alpha", CHANNEL, pte)
         | {"results/peak/gemm.fp32.xnnpack.pte", "results/peak/host.json",
            "results/peak/host2.json", "results/report/sensitivity/alpha.png"}
-        | DOWNSTREAM
+        | COMPARES | DOWNSTREAM
     )  # fmt: skip
 
 

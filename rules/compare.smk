@@ -1,0 +1,27 @@
+# Which artifact is faster, per model and host device: the candidates (every artifact within
+# selection.accuracy_budget, plus the fp32 and int8 references of each format) held loaded in
+# processes of their own on the same CPUs and timed in interleaved rounds with an A/A control
+# (mobileforge.bench.compare). The benchmarks describe each artifact; this decides between them.
+# Like a benchmark it holds every local core, so no other job runs beside it.
+rule compare:
+    input:
+        unpack(get_compare_inputs),
+    output:
+        comparison="results/{model}/compare/{device}.json",
+    params:
+        toolchain=toolchain("compare"),
+        settings=get_compare_params,
+        accuracy_budget=MF["selection"]["accuracy_budget"],
+    log:
+        "logs/compare/{model}.{device}.log",
+    benchmark:
+        "benchmarks/compare/{model}.{device}.tsv"
+    threads: get_host_benchmark_threads
+    wildcard_constraints:
+        device=HOST_DEVICES,
+    resources:
+        mem_mb=4000,
+    conda:
+        "../envs/mobileforge.yaml"
+    script:
+        "../scripts/compare.py"

@@ -1,0 +1,12 @@
+"""Snakemake job script: see mobileforge.stages.compare."""
+
+import sys
+from pathlib import Path
+
+# The repository root, so the job also runs in a conda env that lacks an installed mobileforge.
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - injected by Snakemake
+
+from mobileforge import stages  # noqa: E402
+from mobileforge.job import run  # noqa: E402
+
+run(snakemake, stages.compare)  # noqa: F821
