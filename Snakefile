@@ -31,6 +31,7 @@ include: "rules/summary.smk"
 # the phones plugged into it; the summary and plots are too small to wait in a cluster queue.
 localrules:
     benchmark_adb,
+    compare_adb,
     summary,
     plots,
     plot_sensitivity,

@@ -23,11 +23,14 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mobileforge import files
 from mobileforge.bench import compare
 from mobileforge.bench.paired_host import HeldArtifacts, HostArtifact
+
+if TYPE_CHECKING:  # the adb client is imported only for a phone
+    from mobileforge.bench.paired_adb import PhoneArtifact
 
 FORMATS = ("ptl", "pte")
 
@@ -68,33 +71,68 @@ def compare_on_host(
     if not artifacts:
         raise ValueError("nothing to compare")
     held = [*artifacts, artifacts[0]]
-    names = [a.path for a in artifacts] + [f"{artifacts[0].path} (A/A copy)"]
     log(f"holding {len(held)} processes ({len(artifacts)} artifacts and an A/A copy), "
         f"{threads} thread(s) each, on the same CPUs")  # fmt: skip
     with HeldArtifacts(held, threads, settings.warmup) as processes:
-        record = compare.run_comparison(processes, names, (0, len(held) - 1), settings, log)
+        record = compare.run_comparison(processes, _names(artifacts), (0, len(held) - 1),
+                                        settings, log)  # fmt: skip
         ready = processes.ready
-    spread = compare.resolution(record["control"])
-    rows = []
-    for index, (artifact, ratio) in enumerate(
-        zip(artifacts, compare.over_first(record), strict=True)
-    ):
-        rows.append(
-            {
-                "path": artifact.path,
-                "format": artifact.fmt,
-                "engine": artifact.engine,
-                "input_shape": artifact.input_shape,
-                "load_ms": ready[index]["load_ms"],
-                "median_ms": record["median_ms"][index],
-                **ratio,
-            }
-        )
-    record["artifacts"] = rows
-    record["resolution"] = spread
-    record["threads"] = threads
-    record["affinity"] = ready[0]["affinity"]
+    record["artifacts"] = _rows(record, artifacts, [r["load_ms"] for r in ready])
+    record.update(threads=threads, affinity=ready[0]["affinity"])
     return record
+
+
+def compare_on_phone(
+    artifacts: Sequence[PhoneArtifact],
+    device: dict[str, Any],
+    runners: dict[str, str],
+    settings: compare.Settings,
+    operations: dict[str, Any],
+    state: Any,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Compare ``artifacts`` on the phone ``device`` (config entry), one runner process per
+    turn (:mod:`mobileforge.bench.paired_adb`); the first is also timed a second time as the
+    A/A control. The same record as :func:`compare_on_host`."""
+    from mobileforge.bench.paired_adb import PhoneTurns
+
+    if not artifacts:
+        raise ValueError("nothing to compare")
+    held = [*artifacts, artifacts[0]]
+    log(f"alternating {len(held)} runner processes per round on {device['serial']} "
+        f"({len(artifacts)} artifacts and an A/A copy)")  # fmt: skip
+    job = f"comparison on {device['serial']}"
+    timeouts, retries = operations["timeouts"], operations["retries"]
+    turns = PhoneTurns(list(held), device, runners, timeouts, retries, state, job)
+    record = compare.run_comparison(turns, _names(artifacts), (0, len(held) - 1), settings, log)
+    record["artifacts"] = _rows(record, artifacts, [None] * len(artifacts))
+    record.update(threads=device["threads"], affinity=None)
+    return record
+
+
+def _names(artifacts: Sequence[HostArtifact | PhoneArtifact]) -> list[str]:
+    return [a.path for a in artifacts] + [f"{artifacts[0].path} (A/A copy)"]
+
+
+def _rows(
+    record: dict[str, Any],
+    artifacts: Sequence[HostArtifact | PhoneArtifact],
+    load_ms: list[float | None],
+) -> list[dict[str, Any]]:
+    record["resolution"] = compare.resolution(record["control"])
+    ratios = compare.over_first(record)
+    return [
+        {
+            "path": artifact.path,
+            "format": artifact.fmt,
+            "engine": getattr(artifact, "engine", None),
+            "input_shape": artifact.input_shape,
+            "load_ms": load_ms[index],
+            "median_ms": record["median_ms"][index],
+            **ratios[index],
+        }
+        for index, artifact in enumerate(artifacts)
+    ]
 
 
 def table(record: dict[str, Any]) -> str:
@@ -104,7 +142,7 @@ def table(record: dict[str, Any]) -> str:
     lines = [
         f"paired comparison: {record['rounds_kept']} rounds x {settings['runs_per_turn']} timed "
         f"runs per turn ({settings['turn_warmup']} warm-up), {record['threads']} thread(s) on "
-        f"CPU {','.join(str(c) for c in record['affinity'])}, order shuffled (seed "
+        f"{_cpus(record['affinity'])}, order shuffled (seed "
         f"{settings['seed']}); ratio = latency / latency of #1, median over rounds "
         f"[{settings['confidence']:.0%} bootstrap interval]",
         f"{'#':>2}  {'median ms':>9}  {'ratio':>6}  {'interval':>15}  {'verdict':<9}  artifact",
@@ -127,7 +165,8 @@ def table(record: dict[str, Any]) -> str:
     extra = record["rounds_repeated_for_contention"]
     lines.append(
         f"rounds: {record['rounds_kept']} kept in {record['batches']} batch(es); {extra} redone "
-        f"because other processes took over {settings['max_other_cpus']:g} CPU during a turn"
+        f"because other work took over {settings['max_other_cpus']:g} of a pinned CPU or loaded "
+        f"its cache neighbours over {settings['max_neighbour_load']:g}"
         + (
             f", {record['rounds_kept_contended']} kept anyway"
             if record["rounds_kept_contended"]
@@ -136,6 +175,10 @@ def table(record: dict[str, Any]) -> str:
         + f"; {record['wall_s']:.1f} s"
     )
     return "\n".join(lines)
+
+
+def _cpus(affinity: list[int] | None) -> str:
+    return "the phone" if affinity is None else "CPU " + ",".join(str(c) for c in affinity)
 
 
 def _shape(text: str) -> list[int]:

@@ -308,10 +308,10 @@ def compared_artifacts(config: dict[str, Any], model: str, device: str) -> list[
 
 
 def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(model, device) of every paired comparison: host devices that run an artifact of it."""
+    """(model, device) of every paired comparison: each device that runs an artifact of it."""
     return [
         (model, device)
         for model in config["models"]
-        for device in host_devices(config)
+        for device in config["devices"]
         if compared_artifacts(config, model, device)
     ]

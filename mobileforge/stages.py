@@ -523,7 +523,7 @@ def _artifact_info(
 
 
 def export_ptl(job: Job) -> None:
-    """Frozen (or plain scripted, when smaller and as fast) lite-interpreter module."""
+    """Frozen (or plain scripted, when smaller) lite-interpreter module."""
     import torch
 
     from mobileforge import chain
@@ -708,18 +708,13 @@ def benchmark(job: Job) -> None:
     )
 
 
-#: Reference variants of each format, timed in every comparison whatever their accuracy; the
-#: first one built is also held twice, as the A/A control.
-COMPARE_REFERENCES = (("pte", "int8"), ("pte", "fp32"), ("ptl", "int8"), ("ptl", "fp32"))
-
-
 @without_torch  # imports the runtimes itself, before forking the processes that hold artifacts
 def compare(job: Job) -> None:
-    """Time the model's candidates on one host device side by side (mobileforge.bench.compare).
+    """Time the model's candidates on one device side by side (mobileforge.bench.compare): on
+    the host, each held loaded in a process of its own; on a phone, one runner per turn.
 
-    Candidates: every artifact within ``accuracy_budget`` top-1 points of the fp32 artifact of
-    its format and backend, plus the fp32 and int8 references of each format. The record names
-    each one's role, variant, accuracy and size, so the summary decides ``best`` from it alone.
+    The candidates are :func:`mobileforge.bench.compare.candidates`; the record names each one's
+    role, variant, accuracy and size, so the summary decides ``best`` from it alone.
     """
     from mobileforge.bench import compare as paired
     from mobileforge.bench import farm
@@ -728,56 +723,35 @@ def compare(job: Job) -> None:
 
     budget = job.params["accuracy_budget"]
     settings = dict(job.params["settings"])
-    threads = settings.pop("threads")
+    device = settings.pop("device")
     accuracy = {}
     for path in job.input["evaluations"]:
         record = files.read_json(path)
         accuracy[record["artifact"]] = record["accuracy"]
     sidecars = {path: files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]}
-    fp32 = {
-        (s["format"], s["backend"]): accuracy.get(path)
-        for path, s in sidecars.items()
-        if s["variant"] == "fp32"
-    }
-    entries = []
-    for path, sidecar in sidecars.items():
-        reference = fp32.get((sidecar["format"], sidecar["backend"]))
-        own = accuracy.get(path)
-        delta = None if own is None or reference is None else own - reference
-        role = "reference" if (sidecar["format"], sidecar["variant"]) in COMPARE_REFERENCES else ""
-        if not role:
-            if delta is None or delta < -budget:
-                job.log(f"not a candidate: {path} (top-1 change {delta} points, budget {budget})")
-                continue
-            role = "candidate"
-        entries.append(
-            {
-                "path": path,
-                "role": role,
-                "model": sidecar["model"],
-                "variant": sidecar["variant"],
-                "format": sidecar["format"],
-                "backend": sidecar["backend"],
-                "engine": sidecar.get("engine"),
-                "accuracy": own,
-                "accuracy_delta": delta,
-                "within_budget": delta is not None and delta >= -budget,
-                "size_bytes": sidecar["size_bytes"],
-            }
-        )
-    rank = {key: index for index, key in enumerate(COMPARE_REFERENCES)}
-    entries.sort(key=lambda e: (rank.get((e["format"], e["variant"]), len(rank)), e["path"]))
-    device = job.wildcards["device"]
-    with device_lock(farm.device_key({"kind": "host"})):
-        record = compare_on_host(
-            [host_artifact(entry["path"]) for entry in entries],
-            threads,
-            paired.Settings(**settings),
-            job.log,
-        )
+    entries, left_out = paired.candidates(sidecars, accuracy, budget)
+    for path, why in left_out.items():
+        job.log(f"not a candidate: {path} ({why})")
+    name = job.wildcards["device"]
+    paths = [entry["path"] for entry in entries]
+    with device_lock(farm.device_key(device)):
+        if device["kind"] == "host":
+            held = [host_artifact(path) for path in paths]
+            record = compare_on_host(held, device["threads"], paired.Settings(**settings), job.log)
+        else:
+            from mobileforge.bench.paired_adb import PhoneArtifact
+            from mobileforge.bench.runstate import RunState
+            from mobileforge.compare import compare_on_phone
+
+            phone = [PhoneArtifact(p, sidecars[p]["format"], sidecars[p]["input_shape"])
+                     for p in paths]  # fmt: skip
+            record = compare_on_phone(
+                phone, device, job.params["runners"], paired.Settings(**settings),
+                job.params["operations"], RunState(farm.device_key(device)), job.log,
+            )  # fmt: skip
     for entry, row in zip(entries, record["artifacts"], strict=True):
         row.update(entry)
-    record.update(model=job.wildcards["model"], device=device, accuracy_budget=budget)
+    record.update(model=job.wildcards["model"], device=name, accuracy_budget=budget)
     files.write_json_atomic(job.output["comparison"], record)
 
 

@@ -99,7 +99,7 @@ def _undecided(frame: pd.DataFrame, model: str, device: str) -> str:
             if part.startswith("paired comparison unreliable"):
                 return f"{model} on {device} ({part})"
     if not rows["compared"].astype(bool).any():
-        return f"{model} on {device} (no paired comparison: phones are not compared yet)"
+        return f"{model} on {device} (no paired comparison finished)"
     return f"{model} on {device} (no compared artifact within the accuracy budget)"
 
 

@@ -328,18 +328,38 @@ def get_peak_params(wildcards):
 
 def get_compare_inputs(wildcards):
     found = plan.compared_artifacts(MF, wildcards.model, wildcards.device)
+    device = MF["devices"][wildcards.device]
     # Not the benchmarks: a comparison needs none of their numbers (editing a device's
-    # iterations must not rerun it), and holding every core it never runs beside one.
-    return {
+    # iterations must not rerun it), and it never runs beside one (see rules/compare.smk).
+    inputs = {
         "artifacts": [a.path for a in found],
         "evaluations": [a.eval_path for a in found if plan.evaluable_here(a)],
     }
+    if device["kind"] == "adb":  # the runners of the formats compared there
+        formats = {a.fmt for a in found}
+        inputs["runners"] = [device["runner" if f == "ptl" else "pte_runner"] for f in formats]
+    return inputs
+
+
+# What a comparison depends on of its device: where it runs and with how many threads; not the
+# benchmark settings (warmup, iterations, repeats, cooldown) nor the runners' paths (inputs).
+COMPARE_DEVICE_KEYS = ("kind", "threads", "engine", "serial", "adb_host", "adb_port", "remote_dir")
 
 
 def get_compare_params(wildcards):
-    # The device's runtime threads and how the rounds run: what the comparison measures.
-    threads = MF["devices"][wildcards.device]["threads"]
-    return canonical({"threads": threads, **MF["compare"]})
+    device = MF["devices"][wildcards.device]
+    return canonical(
+        {
+            "device": {key: device[key] for key in COMPARE_DEVICE_KEYS if key in device},
+            **MF["compare"],
+        }
+    )
+
+
+def get_compare_runners(wildcards):
+    # The runner of each format on a phone, by format (plain builtins for the params).
+    device = MF["devices"][wildcards.device]
+    return {"ptl": device["runner"], **({"pte": device["pte_runner"]} if "pte_runner" in device else {})}
 
 
 def get_comparison_paths(wildcards):

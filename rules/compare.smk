@@ -25,3 +25,32 @@ rule compare:
         "../envs/mobileforge.yaml"
     script:
         "../scripts/compare.py"
+
+
+# On a phone: a local rule (the phones are plugged into this machine) that claims no host core
+# but its phone's resource, like a phone benchmark; each turn is one runner process there.
+rule compare_adb:
+    input:
+        unpack(get_compare_inputs),
+    output:
+        comparison="results/{model}/compare/{device}.json",
+    params:
+        toolchain=toolchain("compare"),
+        settings=get_compare_params,
+        accuracy_budget=MF["selection"]["accuracy_budget"],
+        runners=get_compare_runners,
+        operations=get_bench_operations,
+    log:
+        "logs/compare/{model}.{device}.log",
+    benchmark:
+        "benchmarks/compare/{model}.{device}.tsv"
+    threads: 0
+    wildcard_constraints:
+        device=ADB_DEVICES,
+    resources:
+        mem_mb=400,
+        **get_phone_resources(),
+    conda:
+        "../envs/mobileforge.yaml"
+    script:
+        "../scripts/compare.py"

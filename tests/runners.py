@@ -4,7 +4,8 @@
   ``speed_benchmark_torch`` and ExecuTorch's ``executor_runner`` (same flags, same output lines)
   and really load and run the artifact with torch / the ExecuTorch runtime.
 * :data:`LIGHT_RUNNER` speaks both contracts without importing anything heavy: it sleeps the
-  latency it is told (``<phone root>/latency_ms``, default 2) per iteration, after an optional
+  latency it is told (``<phone root>/latency_ms.<artifact file name>``, else
+  ``<phone root>/latency_ms``, default 2) per iteration, after an optional
   ``runner_sleep`` (seconds) before its first one, so workflow tests of many jobs stay fast.
   ``old_runner`` in the phone root makes it reject ``--print_output`` like an executor_runner
   older than v1.3; ``crash`` makes it die with exit 3.
@@ -105,7 +106,8 @@ if "print_output" in flags and os.path.exists(os.path.join(ROOT, "old_runner")):
     log("end")
     sys.exit(1)
 time.sleep(setting("runner_sleep", 0.0))
-latency = setting("latency_ms", 2.0)
+model = os.path.basename(flags.get("model", flags.get("model_path", "")))
+latency = setting("latency_ms." + model, setting("latency_ms", 2.0))
 if "model" in flags:
     for _ in range(int(flags["warmup"])):
         time.sleep(latency / 1e3)

@@ -60,11 +60,34 @@ def test_contended_rounds_are_redone_and_counted():
     assert all(r["other_cpus"] == 0.0 for r in record["rounds"])
 
 
+class _Probe:
+    """A round's load as RoundLoad reports it: busy cache neighbours in the first three rounds."""
+
+    def __init__(self) -> None:
+        self.rounds = 0
+
+    def start(self) -> None:
+        self.rounds += 1
+
+    def stop(self) -> dict:
+        return {"steal": 0.0, "neighbours": 0.9 if self.rounds <= 3 else 0.0}
+
+
+def test_rounds_with_busy_cache_neighbours_are_redone():
+    turns = ScriptedTurns([1.0, 2.0, 1.0])
+    probe = _Probe()
+    turns.round_load = lambda: probe  # type: ignore[attr-defined]
+    record = compare.run_comparison(turns, list("abc"), (0, 2), SETTINGS, _quiet)
+    assert record["rounds_repeated_for_contention"] == 3
+    assert all(r["neighbours"] == 0.0 for r in record["rounds"])
+
+
 def test_contention_that_never_ends_is_kept_after_a_bounded_number_of_retries():
     turns = ScriptedTurns([1.0, 2.0, 1.0], contended=lambda turn: 0.5)
     settings = compare.Settings(rounds=5, runs_per_turn=3, resamples=100, max_batches=1)
     record = compare.run_comparison(turns, list("abc"), (0, 2), settings, _quiet)
-    assert record["rounds_repeated_for_contention"] == 5  # at most `rounds` retries per batch
+    # At most RETRIES_PER_ROUND x rounds retries per batch, then contended rounds are kept.
+    assert record["rounds_repeated_for_contention"] == compare.RETRIES_PER_ROUND * 5
     assert record["rounds_kept_contended"] == 5 and record["rounds_kept"] == 5
 
 
@@ -195,3 +218,41 @@ def test_every_held_process_runs_on_the_same_pinned_cpus(ptls, tmp_path):
     )  # fmt: skip
     record = json.loads(out.read_text())
     assert record["affinity"] == sorted(os.sched_getaffinity(0))[:1]
+
+
+# --- a phone behind the real adb server -------------------------------------------------------
+
+
+def test_a_phone_comparison_alternates_runner_processes_one_at_a_time(adb_server, phones, tmp_path):
+    from mobileforge.bench.paired_adb import PhoneArtifact
+    from mobileforge.bench.runstate import RunState
+    from mobileforge.compare import compare_on_phone
+    from tests.runners import LIGHT_RUNNER, runs_log, write_runner
+
+    phone = phones()
+    runner = write_runner(tmp_path / "bin", "speed_benchmark_torch", LIGHT_RUNNER)
+    fast, slow = tmp_path / "fast.ptl", tmp_path / "slow.ptl"
+    for path, latency in ((fast, "1"), (slow, "3")):
+        path.write_bytes(path.name.encode())  # the light runner only reads its name
+        (phone.root / f"latency_ms.{path.name}").write_text(latency)
+    device = {"kind": "adb", "serial": phone.serial, "threads": 1, "adb_host": "127.0.0.1",
+              "adb_port": adb_server.port, "remote_dir": "/data/local/tmp/mobileforge"}  # fmt: skip
+    operations = {"retries": 0, "timeouts": {"command_s": 20, "run_s": 60, "wait_for_device_s": 5}}
+    settings = compare.Settings(rounds=5, runs_per_turn=4, turn_warmup=1, resamples=200)
+    held = [PhoneArtifact(str(path), "ptl", [1, 3, 8, 8]) for path in (fast, slow)]
+    state = RunState("phone", run_id="")
+    record = compare_on_phone(
+        held, device, {"ptl": str(runner)}, settings, operations, state, _quiet
+    )
+    rows = record["artifacts"]
+    assert [row["path"] for row in rows] == [str(fast), str(slow)]
+    # The runner sleeps 3 ms against 1 ms per iteration (host timer granularity aside).
+    assert rows[1]["ratio_low"] > 1.5 and rows[1]["verdict"] == "slower"
+    assert record["affinity"] is None and all(r["other_cpus"] is None for r in record["rounds"])
+    # One runner process per turn: 5 rounds x (2 artifacts + the A/A copy), never two at once.
+    processes = runs_log(phone.root)
+    assert len(processes) == 5 * 3
+    for earlier, later in zip(processes, processes[1:], strict=False):
+        assert earlier["end"] <= later["start"]
+    models = [next(a for a in p["argv"] if a.startswith("--model=")) for p in processes]
+    assert sorted({m.rsplit("/", 1)[1] for m in models}) == ["fast.ptl", "slow.ptl"]

@@ -37,7 +37,10 @@ BASE = {
     "variants": ["fp32"],  # one .ptl and one .pte: both runners, few slow exports
     "formats": ["ptl", "pte"],
     "benchmark": {"warmup": 1, "iterations": 5, "repeats": 2, "timeouts": {"command_s": 10}},
+    # The paired comparison per phone: 5 rounds of 3 runner processes (2 artifacts, A/A copy).
+    "compare": {"rounds": 5, "runs_per_turn": 2, "turn_warmup": 0},
 }
+COMPARE_PROCESSES = 5 * 3
 
 
 def smk(workdir: Path, config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -105,10 +108,10 @@ def test_two_phones_in_parallel_never_two_runs_on_one_phone(
     assert len(results) == 2 * 3  # (1 ptl + 1 pte) x 3 config entries
     records = timeline.intervals(results)
     # Ground truth from the phones themselves: runner processes never overlapped on one phone,
-    # and phone A ran both config entries' benchmarks.
-    for phone, expected in ((a, 2 * 2 * 2), (b, 2 * 2)):  # entries x artifacts x repeats
+    # and phone A ran both config entries' benchmarks and comparisons.
+    for phone, entries in ((a, 2), (b, 1)):  # benchmarks: entries x artifacts x repeats
         procs = runs_log(phone.root)
-        assert len(procs) == expected
+        assert len(procs) == entries * (2 * 2 + COMPARE_PROCESSES)
         assert all(p["end"] <= q["start"] for p, q in zip(procs, procs[1:], strict=False))
     assert set(timeline.overlaps(records).values()) == {0}
     most, _ = timeline.max_concurrency(records)
@@ -161,7 +164,11 @@ def test_summary_is_built_with_one_phone_failed_and_rerun_fills_the_gap(
     }
     # The salvaged summary and plots are dated back: the rerun rebuilds them (the plots job is
     # named by its first figure).
-    assert missing - {p for p in missing if "/bench/" in p} == {"results/summary.csv", figures[0]}
+    assert missing - {p for p in missing if "/bench/" in p} == {
+        "results/summary.csv",
+        figures[0],
+        "results/alpha/compare/bad.json",
+    }  # the failed phone's comparison too, and only it
     smk(workdir, config)
     frame = pd.read_csv(workdir / "results/summary.csv")
     assert frame["latency_ms_p50"].notna().all() and not frame["note"].fillna("").any()

@@ -15,9 +15,14 @@ resampled, the same resamples for every pair).
   ``1 ± aa_tolerance`` with an interval containing 1. Where it does not, another batch of rounds
   is run (at most ``max_batches`` in all, each reason recorded); still failing, the record says
   the comparison is not reliable, and nothing is decided from it.
-* **Contention**: each turn measures the CPU other processes took on the pinned CPUs. A round in
-  which any turn saw more than ``max_other_cpus`` is thrown away and run again (at most
-  ``rounds`` times per batch); the record counts how many were.
+* **Contention**: each turn measures the CPU other processes took from it (how long it waited,
+  runnable, for its CPU), and where the turns can tell (:class:`.paired_host.RoundLoad`) each
+  round also measures the hypervisor's steal on the pinned CPUs and how busy the CPUs sharing
+  their last-level cache were. A round in which any turn lost more than ``max_other_cpus`` of a
+  CPU, or steal exceeded it, or the cache neighbours were busier than ``max_neighbour_load``,
+  is thrown away and run again after a pause that grows while contention lasts (at most
+  ``RETRIES_PER_ROUND x rounds`` times per batch); the record counts how many were, and any
+  contended round kept once that bound was reached.
 * **A verdict** between two artifacts: faster only where the interval of their ratio lies below
   1 by more than the A/A control's own spread (:func:`verdict`); slower likewise; otherwise a tie.
 
@@ -41,6 +46,8 @@ from mobileforge.bench.stats import percentile
 SCHEMA = "mobileforge.compare/1"
 #: A progress line every this many rounds.
 PROGRESS_EVERY = 5
+#: Contended rounds redone per batch, at most, per round asked for.
+RETRIES_PER_ROUND = 2
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,8 @@ class Settings:
     turn_warmup: int = 3  # untimed runs before each turn's timed ones
     warmup: int = 10  # untimed runs once, after loading
     seed: int = 0  # seed of the round orders and of the bootstrap
-    max_other_cpus: float = 0.2  # other processes' CPU in a turn above which a round is redone
+    max_other_cpus: float = 0.05  # CPU others took from a turn above which its round is redone
+    max_neighbour_load: float = 0.25  # load of the CPUs sharing the cache, likewise
     max_batches: int = 3  # batches of rounds at most, while the A/A control fails
     aa_tolerance: float = 0.02  # the A/A ratio must be within 1 +- this
     confidence: float = 0.95
@@ -64,6 +72,56 @@ class Settings:
                 raise ValueError(f"compare.{name} must be >= 1, got {getattr(self, name)}")
         if self.turn_warmup < 0 or self.warmup < 0:
             raise ValueError("compare.turn_warmup and compare.warmup must be >= 0")
+
+
+#: Reference variants of each format, timed in every comparison whatever their accuracy, in
+#: this order; the first one there is also timed twice, as the A/A control.
+REFERENCES = (("pte", "int8"), ("pte", "fp32"), ("ptl", "int8"), ("ptl", "fp32"))
+
+
+def candidates(
+    sidecars: dict[str, dict[str, Any]], accuracy: dict[str, float], budget: float
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Which of a model's artifacts (``sidecars`` by path) a comparison times, references first.
+
+    Every artifact within ``budget`` top-1 points (``accuracy`` by path) of the fp32 artifact of
+    its format and backend, plus the :data:`REFERENCES` whatever their accuracy. Returns the
+    entries (path, role, variant, format, backend, engine, accuracy, accuracy_delta,
+    within_budget, size_bytes) and, for the artifacts left out, why.
+    """
+    fp32 = {(s["format"], s["backend"]): accuracy.get(path)
+            for path, s in sidecars.items() if s["variant"] == "fp32"}  # fmt: skip
+    entries, left_out = [], {}
+    for path, sidecar in sidecars.items():
+        reference = fp32.get((sidecar["format"], sidecar["backend"]))
+        own = accuracy.get(path)
+        delta = None if own is None or reference is None else own - reference
+        within = delta is not None and delta >= -budget
+        role = "reference" if (sidecar["format"], sidecar["variant"]) in REFERENCES else "candidate"
+        if role == "candidate" and not within:
+            left_out[path] = (
+                "no accuracy measured" if delta is None
+                else f"top-1 {delta:+.2f} points against fp32, budget {budget:g}"
+            )  # fmt: skip
+            continue
+        entries.append(
+            {
+                "path": path,
+                "role": role,
+                "model": sidecar["model"],
+                "variant": sidecar["variant"],
+                "format": sidecar["format"],
+                "backend": sidecar["backend"],
+                "engine": sidecar.get("engine"),
+                "accuracy": own,
+                "accuracy_delta": delta,
+                "within_budget": within,
+                "size_bytes": sidecar["size_bytes"],
+            }  # fmt: skip
+        )
+    rank = {key: index for index, key in enumerate(REFERENCES)}
+    entries.sort(key=lambda e: (rank.get((e["format"], e["variant"]), len(rank)), e["path"]))
+    return entries, left_out
 
 
 class Turns(Protocol):
@@ -125,19 +183,29 @@ def verdict(pair: dict[str, Any], spread: float) -> str:
     return "tie"
 
 
-def _run_round(
-    turns: Turns, count: int, settings: Settings, rng: random.Random
-) -> tuple[list[int], list[float], float | None]:
-    """One round: its order, each artifact's median of its turn, the most other-CPU seen."""
+def _run_round(turns: Turns, count: int, settings: Settings, rng: random.Random) -> dict[str, Any]:
+    """One round: its order, each artifact's median of its turn, the most CPU any turn lost to
+    other processes, and (where ``turns`` can tell) steal and the cache neighbours' load."""
     order = rng.sample(range(count), count)
     medians = [0.0] * count
     other: float | None = None
+    probe = turns.round_load() if hasattr(turns, "round_load") else None
+    if probe is not None:
+        probe.start()
     for index in order:
         answer = turns.turn(index, settings.runs_per_turn, settings.turn_warmup)
         medians[index] = statistics.median(answer["samples_ms"])
         if answer.get("other_cpus") is not None:
             other = max(other or 0.0, float(answer["other_cpus"]))
-    return order, medians, other
+    load = probe.stop() if probe is not None else {"steal": None, "neighbours": None}
+    return {"order": order, "median_ms": medians, "other_cpus": other, **load}
+
+
+def _contended(measured: dict[str, Any], settings: Settings) -> bool:
+    """Whether other work took more than the settings allow during a round (None: unknown)."""
+    limits = {"other_cpus": settings.max_other_cpus, "steal": settings.max_other_cpus,
+              "neighbours": settings.max_neighbour_load}  # fmt: skip
+    return any(measured[key] is not None and measured[key] > limit for key, limit in limits.items())
 
 
 def run_comparison(
@@ -162,18 +230,20 @@ def run_comparison(
     started = time.perf_counter()
     check = ""
     for batch in range(1, settings.max_batches + 1):
-        retries = settings.rounds
-        done = 0
+        retries = RETRIES_PER_ROUND * settings.rounds
+        done = streak = 0
         while done < settings.rounds:
-            order, medians, other = _run_round(turns, count, settings, rng)
-            contended = other is not None and other > settings.max_other_cpus
+            measured = _run_round(turns, count, settings, rng)
+            contended = _contended(measured, settings)
             if contended and retries > 0:
                 retries -= 1
                 repeated += 1
-                time.sleep(min(0.5, 0.05 * (settings.rounds - retries)))  # let the load pass
+                streak += 1
+                time.sleep(min(1.0, 0.1 * streak))  # give the other work time to pass
                 continue
+            streak = 0
             kept_contended += contended
-            kept.append({"order": order, "median_ms": medians, "other_cpus": other})
+            kept.append(measured)
             done += 1
             if done % PROGRESS_EVERY == 0 and done < settings.rounds:
                 log(f"batch {batch}: round {done}/{settings.rounds} ({repeated} redone so far)")

@@ -144,6 +144,81 @@ def _turn(infer: Any, x: Any, threads: int, runs: int, turn_warmup: int) -> dict
     return {"samples_ms": samples, "other_cpus": other}
 
 
+def cache_neighbours(cpus: list[int]) -> list[int]:
+    """The other CPUs that share a last-level cache with ``cpus`` (their load slows ours: the
+    cache and memory bandwidth are shared; on this 2-CPU VM a busy neighbour made the same
+    artifact's turns up to 30 % slower while its own CPU lost no time to anyone)."""
+    shared: set[int] = set()
+    for cpu in cpus:
+        caches = Path(f"/sys/devices/system/cpu/cpu{cpu}/cache")
+        levels = sorted(caches.glob("index[0-9]*"), key=lambda p: int(p.name[5:]))
+        if not levels:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            shared |= _cpu_list((levels[-1] / "shared_cpu_list").read_text())
+    return sorted(shared - set(cpus))
+
+
+def _cpu_list(text: str) -> set[int]:
+    """``0-3,8`` -> {0, 1, 2, 3, 8}."""
+    found: set[int] = set()
+    for part in text.strip().split(","):
+        if part:
+            low, _, high = part.partition("-")
+            found |= set(range(int(low), int(high or low) + 1))
+    return found
+
+
+def _cpu_ticks(cpus: list[int]) -> tuple[int, int] | None:
+    """Busy (user .. softirq) and steal ticks so far on ``cpus`` (``/proc/stat``)."""
+    wanted = {f"cpu{c}" for c in cpus}
+    busy = steal = 0
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                fields = line.split()
+                if fields and fields[0] in wanted:
+                    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq
+                    busy += sum(values[:7]) - values[3] - values[4]  # softirq steal
+                    steal += values[7]
+    except (OSError, ValueError, IndexError):
+        return None
+    return busy, steal
+
+
+class RoundLoad:
+    """What other work did during one round, read from ``/proc/stat`` around it.
+
+    ``steal``: the share of the pinned CPUs the hypervisor gave to other machines; ``neighbours``:
+    how busy the CPUs sharing their last-level cache were (0.5: half of one such CPU on
+    average). Both come in 10 ms ticks, so a round shorter than :data:`MIN_WINDOW_S` is not
+    judged by them (None).
+    """
+
+    MIN_WINDOW_S = 0.1
+
+    def __init__(self, pinned: list[int]) -> None:
+        self.pinned = pinned
+        self.neighbours = cache_neighbours(pinned)
+        self.tick_s = 1.0 / os.sysconf("SC_CLK_TCK")
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self.before = (_cpu_ticks(self.pinned), _cpu_ticks(self.neighbours))
+
+    def stop(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self.started
+        after = (_cpu_ticks(self.pinned), _cpu_ticks(self.neighbours))
+        if wall < self.MIN_WINDOW_S or None in (*self.before, *after):
+            return {"steal": None, "neighbours": None}
+        (_, steal0), (busy0, _) = self.before
+        (_, steal1), (busy1, _) = after
+        return {
+            "steal": (steal1 - steal0) * self.tick_s / wall / len(self.pinned),
+            "neighbours": (busy1 - busy0) * self.tick_s / wall,
+        }
+
+
 class HeldArtifacts:
     """Forked processes, one per artifact, each holding its artifact loaded (module docstring).
 
@@ -206,6 +281,10 @@ class HeldArtifacts:
         if "error" in message:
             raise RuntimeError(f"{path}: {what} failed: {message['error']}")
         return message
+
+    def round_load(self) -> RoundLoad:
+        """The load probe of a round on the CPUs these processes are pinned to."""
+        return RoundLoad(self.ready[0]["affinity"])
 
     def turn(self, index: int, runs: int, turn_warmup: int) -> dict[str, Any]:
         """Time artifact ``index`` for one turn: ``{"samples_ms": [...], "other_cpus": x}``."""
