@@ -92,7 +92,10 @@ def test_summary_has_every_artifact_device_pair(run):
     assert (channel["params"] < int8["params"].iloc[0]).all()  # physically smaller layers
     for _, row in channel.iterrows():
         assert row["size_bytes"] < int8.loc[(row["format"], row["device"]), "size_bytes"]
-    assert frame.groupby("device")["best"].sum().to_dict() == {"host": 1, "host2": 1}
+    for device, rows in frame.groupby("device"):
+        record = json.loads((workdir / f"results/alpha/compare/{device}.json").read_text())
+        # One best per device, unless its paired comparison could not trust itself (A/A).
+        assert rows["best"].sum() == (1 if record["reliable"] else 0)
     assert frame.groupby("device")["pareto"].any().all()
     for path in frame["artifact"]:
         assert (workdir / path).is_file()
@@ -104,6 +107,41 @@ def test_summary_has_every_artifact_device_pair(run):
     achieved = frame["macs"] / frame["latency_ms_p50"] / 1e6  # MACs per p50, in G/s
     assert np.allclose(frame["achieved_gmacs"], achieved, rtol=1e-4)
     assert ((frame["roofline_fraction"] > 0) & frame["peak_kernel"].str.len().astype(bool)).all()
+
+
+def test_each_device_has_a_paired_comparison_that_the_summary_reads(run):
+    workdir, _, _ = run
+    frame = pd.read_csv(workdir / "results/summary.csv")
+    for device in ("host", "host2"):
+        record = json.loads((workdir / f"results/alpha/compare/{device}.json").read_text())
+        rows = frame[frame["device"] == device].set_index("artifact")
+        compared = {row["path"]: row for row in record["artifacts"]}
+        # References always; other candidates only within the accuracy budget.
+        references = {p for p, row in compared.items() if row["role"] == "reference"}
+        assert {(compared[p]["format"], compared[p]["variant"]) for p in references} == {
+            ("ptl", "fp32"),
+            ("ptl", "int8"),
+            ("pte", "fp32"),
+            ("pte", "int8"),
+        }
+        for path, row in rows.iterrows():
+            over = row["accuracy_delta"] < -1.0 and row["variant"] not in ("fp32", "int8")
+            assert (path in compared) == (not over) == bool(row["compared"]), path
+        # The first reference is the plain .pte int8, held twice: the A/A control.
+        first = record["artifacts"][0]
+        assert (first["format"], first["variant"]) == ("pte", "int8")
+        assert record["names"][record["control"]["copy"]] == f"{first['path']} (A/A copy)"
+        assert record["rounds_kept"] >= 20 and all(
+            sorted(r["order"]) == list(range(len(record["names"]))) for r in record["rounds"]
+        )
+        # The summary's speedup is the record's paired ratio (fp32 over the artifact).
+        index = {row["path"]: i for i, row in enumerate(record["artifacts"])}
+        int8 = "results/alpha/pte/int8.xnnpack.pte"
+        fp32 = "results/alpha/pte/fp32.xnnpack.pte"
+        pair = next(p for p in record["pairs"]
+                    if (p["artifact"], p["reference"]) == (index[fp32], index[int8]))  # fmt: skip
+        assert rows.loc[int8, "speedup"] == pytest.approx(pair["ratio"], rel=1e-5)
+        assert rows.loc[int8, "speedup_low"] <= rows.loc[int8, "speedup"]
 
 
 def test_peak_is_measured_once_per_host_device_through_both_runtimes(run):

@@ -54,8 +54,8 @@ RETRIES_PER_ROUND = 2
 class Settings:
     """How a comparison is run (the workflow's ``compare`` config block)."""
 
-    rounds: int = 20  # rounds per batch
-    runs_per_turn: int = 20  # timed runs in one turn
+    rounds: int = 40  # rounds per batch
+    runs_per_turn: int = 10  # timed runs in one turn
     turn_warmup: int = 3  # untimed runs before each turn's timed ones
     warmup: int = 10  # untimed runs once, after loading
     seed: int = 0  # seed of the round orders and of the bootstrap
@@ -208,6 +208,36 @@ def _contended(measured: dict[str, Any], settings: Settings) -> bool:
     return any(measured[key] is not None and measured[key] > limit for key, limit in limits.items())
 
 
+def _run_batch(
+    turns: Turns,
+    count: int,
+    settings: Settings,
+    rng: random.Random,
+    kept: list[dict[str, Any]],
+    batch: int,
+    log: Callable[[str], None],
+) -> tuple[int, int]:
+    """``settings.rounds`` more rounds into ``kept``, contended ones redone (bounded); returns
+    how many were redone and how many contended ones were kept once the bound was reached."""
+    retries = RETRIES_PER_ROUND * settings.rounds
+    done = streak = redone = kept_contended = 0
+    while done < settings.rounds:
+        measured = _run_round(turns, count, settings, rng)
+        contended = _contended(measured, settings)
+        if contended and redone < retries:
+            redone += 1
+            streak += 1
+            time.sleep(min(1.0, 0.1 * streak))  # give the other work time to pass
+            continue
+        streak = 0
+        kept_contended += contended
+        kept.append(measured)
+        done += 1
+        if done % PROGRESS_EVERY == 0 and done < settings.rounds:
+            log(f"batch {batch}: round {done}/{settings.rounds} ({redone} redone)")
+    return redone, kept_contended
+
+
 def run_comparison(
     turns: Turns,
     names: Sequence[str],
@@ -230,23 +260,9 @@ def run_comparison(
     started = time.perf_counter()
     check = ""
     for batch in range(1, settings.max_batches + 1):
-        retries = RETRIES_PER_ROUND * settings.rounds
-        done = streak = 0
-        while done < settings.rounds:
-            measured = _run_round(turns, count, settings, rng)
-            contended = _contended(measured, settings)
-            if contended and retries > 0:
-                retries -= 1
-                repeated += 1
-                streak += 1
-                time.sleep(min(1.0, 0.1 * streak))  # give the other work time to pass
-                continue
-            streak = 0
-            kept_contended += contended
-            kept.append(measured)
-            done += 1
-            if done % PROGRESS_EVERY == 0 and done < settings.rounds:
-                log(f"batch {batch}: round {done}/{settings.rounds} ({repeated} redone so far)")
+        redone, contended = _run_batch(turns, count, settings, rng, kept, batch, log)
+        repeated += redone
+        kept_contended += contended
         resamples = bootstrap_indices(len(kept), settings)
         column = [[r["median_ms"][i] for r in kept] for i in range(count)]
         aa = ratio_of(column[control[1]], column[control[0]], resamples, settings.confidence)
