@@ -166,8 +166,8 @@ def paired_ratios(record: dict[str, Any] | None, path: str) -> dict[str, Any]:
     comparison on the row's device, and ``compared`` (whether it was a candidate there).
 
     ``speedup``: latency of the fp32 artifact of the same format and backend over this one's;
-    ``vs_executorch``: latency of the faster (by median ratio) of the plain ``.pte`` fp32 and
-    int8 programs over this one's. Both are medians over rounds of per-round ratios.
+    ``vs_executorch``: latency of the faster (by median ratio) of the plain XNNPACK ``.pte`` fp32
+    and int8 programs over this one's. Both are medians over rounds of per-round ratios.
     """
     empty: dict[str, Any] = {column: None for column in RATIO_COLUMNS}
     if record is None:
@@ -183,8 +183,9 @@ def paired_ratios(record: dict[str, Any] | None, path: str) -> dict[str, Any]:
             and (row["format"], row["backend"]) == (mine["format"], mine["backend"])]  # fmt: skip
     if fp32:
         found.update(_ratio_columns("speedup", record, fp32[0], me))
-    plain = {row["variant"]: i for i, row in enumerate(rows)
-             if row["format"] == "pte" and row["variant"] in ("fp32", "int8")}  # fmt: skip
+    plain = {row["variant"]: i for i, row in enumerate(rows)  # ExecuTorch's CPU delegate
+             if (row["format"], row["backend"]) == ("pte", "xnnpack")
+             and row["variant"] in ("fp32", "int8")}  # fmt: skip
     if plain:
         faster = plain.get("fp32", plain.get("int8"))
         if len(plain) == 2 and compare.pair(record, plain["int8"], plain["fp32"])["ratio"] < 1:
