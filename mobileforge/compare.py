@@ -71,13 +71,15 @@ def compare_on_host(
     if not artifacts:
         raise ValueError("nothing to compare")
     held = [*artifacts, artifacts[0]]
-    log(f"holding {len(held)} processes ({len(artifacts)} artifacts and an A/A copy), "
-        f"{threads} thread(s) each, on the same CPUs")  # fmt: skip
-    with HeldArtifacts(held, threads, settings.warmup) as processes:
+    log(f"holding {len(held)} artifacts ({len(artifacts)} and an A/A copy), {settings.processes} "
+        f"processes each of {threads} thread(s), on the same CPUs")  # fmt: skip
+    with HeldArtifacts(held, threads, settings.warmup, settings.processes) as processes:
         record = compare.run_comparison(processes, _names(artifacts), (0, len(held) - 1),
                                         settings, log)  # fmt: skip
         ready = processes.ready
     record["artifacts"] = _rows(record, artifacts, [r["load_ms"] for r in ready])
+    for row, started in zip(record["artifacts"], ready, strict=False):
+        row["pids"] = started["pids"]
     record.update(threads=threads, affinity=ready[0]["affinity"])
     return record
 
@@ -141,7 +143,8 @@ def table(record: dict[str, Any]) -> str:
     control = record["control"]
     lines = [
         f"paired comparison: {record['rounds_kept']} rounds x {settings['runs_per_turn']} timed "
-        f"runs per turn ({settings['turn_warmup']} warm-up), {record['threads']} thread(s) on "
+        f"runs per turn ({settings['turn_warmup']} warm-up), each artifact in "
+        f"{settings['processes']} process(es) by turns, {record['threads']} thread(s) on "
         f"{_cpus(record['affinity'])}, order shuffled (seed "
         f"{settings['seed']}); ratio = latency / latency of #1, median over rounds "
         f"[{settings['confidence']:.0%} bootstrap interval]",
@@ -226,6 +229,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="runtime threads (default: 1)")
     p.add_argument("--rounds", type=int, default=defaults.rounds, help="rounds per batch")
     p.add_argument("--runs-per-turn", type=int, default=defaults.runs_per_turn)
+    p.add_argument("--processes", type=int, default=defaults.processes,
+                   help="processes holding each artifact, taking turns (%(default)s)")  # fmt: skip
     p.add_argument("--seed", type=int, default=defaults.seed)
     p.add_argument("--input-shape", type=_shape, help="for files without a sidecar: 1,3,H,W")
     p.add_argument("--engine", help="torch quantized engine for an int8 .ptl without a sidecar")
@@ -238,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     threads = _device_threads(args.device, args.config) if args.device else args.threads
     try:
         settings = compare.Settings(
-            rounds=args.rounds, runs_per_turn=args.runs_per_turn, seed=args.seed
-        )
+            rounds=args.rounds, runs_per_turn=args.runs_per_turn, seed=args.seed,
+            processes=args.processes,
+        )  # fmt: skip
         artifacts = [host_artifact(p, args.input_shape, args.engine) for p in args.artifacts]
         record = compare_on_host(
             artifacts, threads, settings, lambda line: print(line, file=sys.stderr, flush=True)

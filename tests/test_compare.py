@@ -155,6 +155,9 @@ def test_cli_prints_the_paired_table_and_writes_json_in_the_order_given(ptls, tm
     assert rows[2]["ratio_low"] <= rows[2]["ratio"] <= rows[2]["ratio_high"]
     assert record["rounds_kept"] >= 5 and record["threads"] == 1
     assert all(len(r["order"]) == 4 for r in record["rounds"])  # 3 artifacts and the A/A copy
+    # Each artifact held in processes of its own (3 by default), none shared.
+    pids = [pid for row in rows for pid in row["pids"]]
+    assert all(len(set(row["pids"])) == 3 for row in rows) and len(set(pids)) == len(pids)
 
 
 def test_cli_names_the_file_it_cannot_use(tmp_path):
@@ -180,15 +183,16 @@ def _children(pid: int) -> list[int]:
 def test_killing_the_comparison_leaves_no_process_holding_an_artifact(ptls):
     small, large = ptls
     proc = subprocess.Popen(
-        _cli(str(small), str(large), "--input-shape", "1,256", "--rounds", "100000"),
+        _cli(str(small), str(large), "--input-shape", "1,256", "--rounds", "100000",
+             "--processes", "3"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while len(_children(proc.pid)) < 3 and time.monotonic() < deadline:
+        while len(_children(proc.pid)) < 9 and time.monotonic() < deadline:
             time.sleep(0.2)
         held = _children(proc.pid)
-        assert len(held) == 3  # two artifacts and the A/A copy, each in its own process
+        assert len(held) == 9  # two artifacts and the A/A copy, each in 3 processes
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

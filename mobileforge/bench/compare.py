@@ -58,6 +58,7 @@ class Settings:
     runs_per_turn: int = 10  # timed runs in one turn
     turn_warmup: int = 3  # untimed runs before each turn's timed ones
     warmup: int = 10  # untimed runs once, after loading
+    processes: int = 3  # processes holding each artifact, taking turns round by round
     seed: int = 0  # seed of the round orders and of the bootstrap
     max_other_cpus: float = 0.05  # CPU others took from a turn above which its round is redone
     max_neighbour_load: float = 0.25  # load of the CPUs sharing the cache, likewise
@@ -67,7 +68,7 @@ class Settings:
     resamples: int = 2000
 
     def __post_init__(self) -> None:
-        for name in ("rounds", "runs_per_turn", "max_batches", "resamples"):
+        for name in ("rounds", "runs_per_turn", "max_batches", "resamples", "processes"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"compare.{name} must be >= 1, got {getattr(self, name)}")
         if self.turn_warmup < 0 or self.warmup < 0:

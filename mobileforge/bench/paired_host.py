@@ -23,6 +23,7 @@ import json
 import os
 import select
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -220,27 +221,42 @@ class RoundLoad:
 
 
 class HeldArtifacts:
-    """Forked processes, one per artifact, each holding its artifact loaded (module docstring).
+    """Forked processes, ``processes`` per artifact, each holding its artifact loaded (module
+    docstring).
 
-    Use as a context manager; :meth:`turn` times one of them. Artifacts are addressed by
-    their position, so the same file may be held twice (an A/A control).
+    Use as a context manager; :meth:`turn` times one artifact, in its processes by turns (the
+    n-th turn of an artifact goes to its process n mod ``processes``). One process's speed
+    depends on where its memory landed: two processes holding the same file differed by up to
+    8 % for as long as they lived, so an artifact timed in one process only carries that bias
+    into every ratio; spread over several, it averages out. Artifacts are addressed by their
+    position, so the same file may be held twice (an A/A control).
     """
 
-    def __init__(self, artifacts: list[HostArtifact], threads: int, warmup: int) -> None:
+    def __init__(
+        self, artifacts: list[HostArtifact], threads: int, warmup: int, processes: int = 1
+    ) -> None:
+        if processes < 1:
+            raise ValueError(f"processes per artifact must be >= 1, got {processes}")
         self.artifacts = artifacts
         self.threads = threads
         self.warmup = warmup
+        self.processes = processes
+        self.physical = [a for a in artifacts for _ in range(processes)]
         self.children: list[tuple[int, Any, Any]] = []  # pid, request pipe, answer pipe
-        self.ready: list[dict[str, Any]] = []
+        self.turns = [0] * len(artifacts)
+        self.ready: list[dict[str, Any]] = []  # per artifact: its first process's, median load
 
     def __enter__(self) -> HeldArtifacts:
         import_runtimes({artifact.fmt for artifact in self.artifacts})
         try:
-            for artifact in self.artifacts:
-                self.ready.append(self._start(artifact))
+            started = [self._start(artifact) for artifact in self.physical]
         except BaseException:
             self.close()
             raise
+        for index in range(len(self.artifacts)):
+            own = started[index * self.processes : (index + 1) * self.processes]
+            load_ms = statistics.median(ready["load_ms"] for ready in own)
+            self.ready.append({**own[0], "load_ms": load_ms, "pids": [r["pid"] for r in own]})
         return self
 
     def _start(self, artifact: HostArtifact) -> dict[str, Any]:
@@ -270,7 +286,7 @@ class HeldArtifacts:
 
     def _answer(self, index: int, what: str) -> dict[str, Any]:
         pid, _, answers = self.children[index]
-        path = self.artifacts[index].path
+        path = self.physical[index].path
         ready, _, _ = select.select([answers], [], [], TIMEOUT_S)
         if not ready:
             raise RuntimeError(f"{path}: no answer to {what} within {TIMEOUT_S:g} s")
@@ -288,13 +304,15 @@ class HeldArtifacts:
 
     def turn(self, index: int, runs: int, turn_warmup: int) -> dict[str, Any]:
         """Time artifact ``index`` for one turn: ``{"samples_ms": [...], "other_cpus": x}``."""
-        _, requests, _ = self.children[index]
+        process = index * self.processes + self.turns[index] % self.processes
+        self.turns[index] += 1
+        _, requests, _ = self.children[process]
         try:
             requests.write(f"{runs} {turn_warmup}\n")
             requests.flush()
         except BrokenPipeError:
-            raise RuntimeError(f"{self.artifacts[index].path}: its process exited") from None
-        return self._answer(index, "a timed turn")
+            raise RuntimeError(f"{self.physical[process].path}: its process exited") from None
+        return self._answer(process, "a timed turn")
 
     def close(self) -> None:
         for pid, requests, answers in self.children:
