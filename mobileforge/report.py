@@ -215,7 +215,9 @@ def latency_accuracy_figure(
                 axis.errorbar(
                     p50,
                     row["accuracy"],
-                    xerr=[[p50 - low], [high - p50]],
+                    # The interval is of the median of every timed run, the point the median
+                    # of the processes' medians: the point may lie just outside it.
+                    xerr=[[max(0.0, p50 - low)], [max(0.0, high - p50)]],
                     fmt="none",
                     ecolor=styles.colour(row),
                     alpha=0.6,

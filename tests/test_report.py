@@ -198,3 +198,14 @@ def test_summary_md_puts_the_best_per_model_and_device_first():
     assert "| host | AMD EPYC (avx2) | 1 | 119.0 (XNNPACK) | 467.0 (fbgemm) |" in markdown
     html = summary_tables.to_html(parts)
     assert html.count("<table>") == 3 and "results/tinycnn/pte/int8.xnnpack.pte" in html
+
+
+def test_a_p50_outside_the_interval_of_the_pooled_median_still_draws(tmp_path):
+    # p50 is the median of the processes' medians, the interval that of every run pooled: they
+    # can disagree (a default run's plots once failed on a negative error bar).
+    frame, samples = _summary(models=("resnet18",))
+    frame.loc[0, "latency_ms_ci_low"] = frame.loc[0, "latency_ms_p50"] * 1.01
+    frame.loc[0, "latency_ms_ci_high"] = frame.loc[0, "latency_ms_p50"] * 1.02
+    path = tmp_path / "la.png"
+    report.plot_figure("latency_accuracy", frame, samples, "host", None, str(path), 1.0)
+    assert path.stat().st_size > 10_000

@@ -242,24 +242,33 @@ class HeldArtifacts:
         self.warmup = warmup
         self.processes = processes
         self.physical = [a for a in artifacts for _ in range(processes)]
-        self.children: list[tuple[int, Any, Any]] = []  # pid, request pipe, answer pipe
+        self.children: dict[int, tuple[int, Any, Any]] = {}  # pid, request pipe, answer pipe
         self.turns = [0] * len(artifacts)
         self.ready: list[dict[str, Any]] = []  # per artifact: its first process's, median load
 
     def __enter__(self) -> HeldArtifacts:
         import_runtimes({artifact.fmt for artifact in self.artifacts})
+        # Started round-robin (the first process of every artifact, then the second ...): in a
+        # default run beside another, the artifact whose processes all started first ran 8 %
+        # slower than its own A/A copy started last, steadily; interleaved, whatever the order
+        # of start does to a process falls on every artifact alike.
+        count = len(self.artifacts)
+        order = [i * self.processes + k for k in range(self.processes) for i in range(count)]
+        started: dict[int, dict[str, Any]] = {}
         try:
-            started = [self._start(artifact) for artifact in self.physical]
+            for physical in order:
+                started[physical] = self._start(physical)
         except BaseException:
             self.close()
             raise
-        for index in range(len(self.artifacts)):
-            own = started[index * self.processes : (index + 1) * self.processes]
+        for index in range(count):
+            own = [started[index * self.processes + k] for k in range(self.processes)]
             load_ms = statistics.median(ready["load_ms"] for ready in own)
             self.ready.append({**own[0], "load_ms": load_ms, "pids": [r["pid"] for r in own]})
         return self
 
-    def _start(self, artifact: HostArtifact) -> dict[str, Any]:
+    def _start(self, physical: int) -> dict[str, Any]:
+        """Fork process ``physical`` (artifact ``physical // processes``); its ready answer."""
         request_r, request_w = os.pipe()
         answer_r, answer_w = os.pipe()
         sys.stderr.flush()
@@ -269,10 +278,12 @@ class HeldArtifacts:
             try:
                 os.close(request_w)
                 os.close(answer_r)
-                for _, requests, answers in self.children:  # siblings' pipes are not ours
-                    requests.close()
-                    answers.close()
-                status = _child(artifact, self.threads, self.warmup, request_r, answer_w)
+                for child in self.children.values():  # siblings' pipes are not ours
+                    child[1].close()
+                    child[2].close()
+                status = _child(
+                    self.physical[physical], self.threads, self.warmup, request_r, answer_w
+                )
             finally:
                 sys.stderr.flush()
                 os._exit(status)
@@ -280,9 +291,8 @@ class HeldArtifacts:
         os.close(answer_w)
         requests = os.fdopen(request_w, "w", encoding="utf-8")
         answers = os.fdopen(answer_r, encoding="utf-8")
-        self.children.append((pid, requests, answers))
-        ready = self._answer(len(self.children) - 1, "load and warm-up")
-        return ready
+        self.children[physical] = (pid, requests, answers)
+        return self._answer(physical, "load and warm-up")
 
     def _answer(self, index: int, what: str) -> dict[str, Any]:
         pid, _, answers = self.children[index]
@@ -315,7 +325,7 @@ class HeldArtifacts:
         return self._answer(process, "a timed turn")
 
     def close(self) -> None:
-        for pid, requests, answers in self.children:
+        for pid, requests, answers in self.children.values():
             with contextlib.suppress(OSError):
                 requests.close()  # end of file: the child leaves its loop and exits
             answers.close()
@@ -329,7 +339,7 @@ class HeldArtifacts:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-        self.children = []
+        self.children = {}
 
     def __exit__(self, *exc: object) -> None:
         self.close()
