@@ -103,22 +103,29 @@ def _per_thread_cpu_ms(before: dict[int, int], after: dict[int, int]) -> list[fl
     return sorted((ms for ms in spent if ms > 0), reverse=True)
 
 
-def busy_seconds(cpus: list[int]) -> float | None:
-    """Non-idle CPU seconds so far on ``cpus``, all processes together (``/proc/stat``)."""
+def cpu_ticks(cpus: list[int]) -> tuple[int, int] | None:
+    """Busy (user .. softirq, not idle or iowait) and steal clock ticks so far on ``cpus``, all
+    processes together (``/proc/stat``); None where it is unreadable."""
     wanted = {f"cpu{c}" for c in cpus}
-    total = 0
+    busy = steal = 0
     try:
         with open("/proc/stat", encoding="ascii") as fh:
             for line in fh:
                 fields = line.split()
                 if fields and fields[0] in wanted:
-                    values = [
-                        int(v) for v in fields[1:8]
-                    ]  # user nice system idle iowait irq softirq
-                    total += sum(values) - values[3] - values[4]
-    except OSError:
+                    # user nice system idle iowait irq softirq steal
+                    values = [int(v) for v in fields[1:9]]
+                    busy += sum(values[:7]) - values[3] - values[4]
+                    steal += values[7]
+    except (OSError, ValueError, IndexError):
         return None
-    return total / os.sysconf("SC_CLK_TCK")
+    return busy, steal
+
+
+def busy_seconds(cpus: list[int]) -> float | None:
+    """Non-idle CPU seconds so far on ``cpus``, all processes together (``/proc/stat``)."""
+    ticks = cpu_ticks(cpus)
+    return None if ticks is None else ticks[0] / os.sysconf("SC_CLK_TCK")
 
 
 def host_info() -> dict[str, Any]:

@@ -170,23 +170,6 @@ def _cpu_list(text: str) -> set[int]:
     return found
 
 
-def _cpu_ticks(cpus: list[int]) -> tuple[int, int] | None:
-    """Busy (user .. softirq) and steal ticks so far on ``cpus`` (``/proc/stat``)."""
-    wanted = {f"cpu{c}" for c in cpus}
-    busy = steal = 0
-    try:
-        with open("/proc/stat", encoding="ascii") as fh:
-            for line in fh:
-                fields = line.split()
-                if fields and fields[0] in wanted:
-                    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq
-                    busy += sum(values[:7]) - values[3] - values[4]  # softirq steal
-                    steal += values[7]
-    except (OSError, ValueError, IndexError):
-        return None
-    return busy, steal
-
-
 class RoundLoad:
     """What other work did during one round, read from ``/proc/stat`` around it.
 
@@ -205,11 +188,11 @@ class RoundLoad:
 
     def start(self) -> None:
         self.started = time.perf_counter()
-        self.before = (_cpu_ticks(self.pinned), _cpu_ticks(self.neighbours))
+        self.before = (host_runner.cpu_ticks(self.pinned), host_runner.cpu_ticks(self.neighbours))
 
     def stop(self) -> dict[str, float | None]:
         wall = time.perf_counter() - self.started
-        after = (_cpu_ticks(self.pinned), _cpu_ticks(self.neighbours))
+        after = (host_runner.cpu_ticks(self.pinned), host_runner.cpu_ticks(self.neighbours))
         if wall < self.MIN_WINDOW_S or None in (*self.before, *after):
             return {"steal": None, "neighbours": None}
         (_, steal0), (busy0, _) = self.before
