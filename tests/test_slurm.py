@@ -10,10 +10,8 @@ the rest. Without the SLURM packages (``.ci/run`` installs them) the test is ski
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +22,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.artifacts import artifact_digests
 from tests.conftest import REPO, TIMINGS
 from tests.slurm_cluster import SlurmCluster, missing_binaries
 
@@ -33,11 +32,6 @@ pytestmark = pytest.mark.slow
 # sacct): poll squeue, whose finished jobs live MinJobAge (600 s) >= 3x the first check (2 s).
 CLUSTER_ARGS = ["--slurm-status-command", "squeue",
                 "--slurm-init-seconds-before-status-checks", "2"]  # fmt: skip
-# Measured outputs: latencies, comparisons and the peak, the tables and plots made of them, and
-# sidecars holding timings (training and fine-tuning seconds per epoch).
-MEASURED = ("bench/", "compare/", "peak/", "report/", "summary.csv", "summary.md",
-            "checkpoint.pt.json")  # fmt: skip
-FINETUNED_SIDECAR = re.compile(r"/pruned-channel-[^/]*\.pt\.json$")
 
 
 def _missing() -> list[str]:
@@ -70,17 +64,6 @@ def run_on_slurm(cluster: SlurmCluster, workdir: Path, *args: str) -> subprocess
     return subprocess.run(
         command, cwd=workdir, env=cluster.env, capture_output=True, text=True, timeout=1200
     )
-
-
-def artifact_digests(workdir: Path) -> dict[str, str]:
-    """sha256 of every file under results/ that is not a measurement."""
-    digests = {}
-    for path in sorted((workdir / "results").rglob("*")):
-        name = path.relative_to(workdir).as_posix()
-        measured = FINETUNED_SIDECAR.search(name) or any(part in name for part in MEASURED)
-        if path.is_file() and not measured:
-            digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
 
 
 @pytest.fixture(scope="module")
