@@ -15,9 +15,19 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
+
+#: Asked before each file is put in place; False means the job was killed meanwhile. Set in a
+#: warm worker's child (mobileforge.job.serve_forked), whose job process can die before it does.
+_commit_guard: Callable[[], bool] | None = None
+
+
+def set_commit_guard(guard: Callable[[], bool] | None) -> None:
+    """Make atomic writes refuse to put a file in place once ``guard()`` says the job is gone."""
+    global _commit_guard
+    _commit_guard = guard
 
 
 @contextlib.contextmanager
@@ -39,6 +49,8 @@ def atomic_writer(path: str | os.PathLike[str], *, shared: bool = False) -> Iter
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        if _commit_guard is not None and not _commit_guard():
+            raise RuntimeError(f"the job was killed: {path} is not put in place")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,7 +11,8 @@ import platform
 from typing import Any
 
 from mobileforge import files
-from mobileforge.job import Job, without_torch
+from mobileforge.job import Job, preloads, without_torch
+from mobileforge.warm.client import EXECUTORCH_MODULES
 
 # torch (about 1.3 s to import) is imported inside the stages that use it: the benchmark and
 # summary jobs, which run many times and need none of it in their own process, skip that cost.
@@ -165,6 +166,7 @@ def fuse(job: Job) -> None:
     )
 
 
+@preloads(EXECUTORCH_MODULES, when=lambda job: job.wildcards["fmt"] == "pte")
 def sensitivity(job: Job) -> None:
     """Per-layer int8 damage for one quantizer (FX engine or .pte backend), ranked."""
     import torch
@@ -299,6 +301,7 @@ def quantize(job: Job) -> None:
     )
 
 
+@preloads(EXECUTORCH_MODULES)
 def quantize_pte(job: Job) -> None:
     """PT2E int8 recipe for one .pte backend within the accuracy budget (what export applies)."""
     from mobileforge import chain
@@ -549,6 +552,7 @@ def export_ptl(job: Job) -> None:
     job.log(f"wrote {record['artifact']}: {record['size_bytes']} B via {info['optimization']}")
 
 
+@preloads(EXECUTORCH_MODULES)
 def export_pte(job: Job) -> None:
     """ExecuTorch program lowered to one backend: fp32; int8 with the recipe quantize_pte chose;
     or, for unstructured prune points, that int8 with per-layer amounts within the budget."""
@@ -755,6 +759,7 @@ def compare(job: Job) -> None:
     files.write_json_atomic(job.output["comparison"], record)
 
 
+@preloads(EXECUTORCH_MODULES)
 def peak_programs(job: Job) -> None:
     """The ExecuTorch GEMM programs (fp32, int8 XNNPACK) the peak measurement times."""
     from mobileforge.bench.peak import gemm_programs

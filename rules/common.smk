@@ -19,6 +19,7 @@ from mobileforge.bench import peak as peak_measurement  # torch-free at import
 from mobileforge.config import ConfigError, canonical, resolve_config
 from mobileforge.fingerprint import job_toolchain, stage_names
 from mobileforge.versions import installed_executorch_mismatch
+from mobileforge.warm import client as warm
 
 # One id per workflow run, inherited by its jobs: they share what they learn about each phone
 # (probes, a phone found gone) within the run, not across runs (mobileforge.bench.runstate).
@@ -56,6 +57,9 @@ def _cores_per_cpu():
 LOCAL_CORES = _local_cores()
 CORES_PER_CPU = _cores_per_cpu()
 os.environ[cpus.ENV] = str(CORES_PER_CPU)  # jobs turn their claim back into runtime threads
+# Jobs run on this machine by this Snakemake hand their work to the run's warm workers
+# (mobileforge.warm; MOBILEFORGE_WARM=0 turns them off); elsewhere each runs in its own process.
+os.environ[warm.LOCAL_ENV] = "0" if LOCAL_CORES is None else "1"
 if CORES_PER_CPU > 1:
     print(
         f"mobileforge: --cores {LOCAL_CORES} on {cpus.available_cpus()} CPUs: each job "

@@ -2,7 +2,13 @@
 # succeeded, failed benchmarks with their error in `note` (mobileforge.salvage); Snakemake still
 # exits non-zero.
 onerror:
+    warm.shutdown()
     salvage_results(log)
+
+
+# The run's warm workers exit with it (after an idle minute if the run is killed).
+onsuccess:
+    warm.shutdown()
 
 
 rule summary:

@@ -26,7 +26,9 @@ import pytest
 import yaml
 from PIL import Image
 
+from mobileforge import job_usage
 from tests import browser
+from tests.artifacts import artifact_digests
 from tests.conftest import REPO, insert_into, snakemake
 
 pytestmark = pytest.mark.slow
@@ -321,21 +323,24 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     assert len(own) == 12 + 8 + 8 + 16 + 2
 
 
-def test_two_clean_runs_give_byte_identical_artifacts(run, tmp_path):
+def test_a_cold_clean_run_gives_every_artifact_of_the_warm_one(run, tmp_path):
+    # The session's run is warm (jobs forked from the run's worker); this one builds every
+    # artifact again with each job in its own process, in a directory of its own.
     workdir, config, _ = run
-    again = tmp_path / "again"
-    again.mkdir()
-    stems = [
-        "checkpoint.pt", "fused.pt", "int8.x86.pt", "ptl/fp32.cpu.ptl", "ptl/int8.x86.cpu.ptl",
-        "pte/fp32.xnnpack.pte", "pte/int8.xnnpack.pte", "pruned-channel-0.3.pt",
-        *(f"{variant}.x86.pt" for variant in (L1, CHANNEL)),
-        *(f"ptl/{variant}.x86.cpu.ptl" for variant in (L1, CHANNEL)),
-        *(f"pte/{variant}.xnnpack.pte" for variant in (L1, CHANNEL)),
-    ]  # fmt: skip
-    targets = [f"results/alpha/{stem}" for stem in stems]
-    snakemake(again, config, *targets)
-    for target in targets:
-        assert (again / target).read_bytes() == (workdir / target).read_bytes(), target
+    warm = artifact_digests(workdir)
+    assert len(warm) >= 40  # data, checkpoint, stage files, .ptl/.pte artifacts, evaluations
+    cold = tmp_path / "cold"
+    cold.mkdir()
+    environ = {**os.environ, "MOBILEFORGE_WARM": "0"}
+    snakemake(cold, config, *warm, env=environ)
+    assert artifact_digests(cold) == warm
+    modes = {
+        directory.name: {
+            job_usage.read(path)["mode"] for path in (directory / "logs").rglob("*.usage.json")
+        }
+        for directory in (workdir, cold)
+    }
+    assert modes == {workdir.name: {"warm"}, cold.name: {"cold"}}
 
 
 def test_timeouts_and_retries_rerun_nothing_but_cooldown_reruns_the_benchmarks(run):
