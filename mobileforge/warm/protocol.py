@@ -10,6 +10,7 @@ checks its peer's uid (``SO_PEERCRED``) before reading anything.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,7 +18,7 @@ import pickle
 import socket
 import struct
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,23 +188,28 @@ def process_started_at(pid: int | str = "self") -> float | None:
     return start_ticks / os.sysconf("SC_CLK_TCK")
 
 
-def connect(path: Path, timeout_s: float | None = None) -> socket.socket:
-    """A connection to the unix socket at ``path``, whatever the length of its directory.
-
-    ``AF_UNIX`` addresses are limited to 107 bytes and run directories (pytest's, a user's deep
-    project tree) can be longer, so the address is given as ``/proc/self/fd/N`` of the socket's
-    directory, opened with ``O_PATH``.
-    """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout_s)
+@contextlib.contextmanager
+def _address(path: Path) -> Iterator[str]:
+    # AF_UNIX addresses are limited to 107 bytes and run directories (pytest's, a user's deep
+    # project tree) can be longer: the address names the socket's directory by an O_PATH
+    # descriptor instead, /proc/self/fd/N/<name>.
     directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
     try:
-        sock.connect(f"/proc/self/fd/{directory}/{path.name}")
+        yield f"/proc/self/fd/{directory}/{path.name}"
+    finally:
+        os.close(directory)
+
+
+def connect(path: Path, timeout_s: float | None = None) -> socket.socket:
+    """A connection to the unix socket at ``path``, whatever the length of its directory."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        with _address(path) as address:
+            sock.connect(address)
     except BaseException:
         sock.close()
         raise
-    finally:
-        os.close(directory)
     sock.settimeout(None)
     return sock
 
@@ -211,16 +217,15 @@ def connect(path: Path, timeout_s: float | None = None) -> socket.socket:
 def bind(path: Path) -> socket.socket:
     """A listening unix socket at ``path``, readable and writable by its owner only."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    directory = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
     old_umask = os.umask(0o177)  # created 0600, never briefly wider
     try:
-        sock.bind(f"/proc/self/fd/{directory}/{path.name}")
+        with _address(path) as address:
+            sock.bind(address)
     except BaseException:
         sock.close()
         raise
     finally:
         os.umask(old_umask)
-        os.close(directory)
     sock.listen(64)
     return sock
 
