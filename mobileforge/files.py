@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mobileforge.warm import protocol
+
 #: Asked before each file is put in place; False means the job was killed meanwhile. Set in a
 #: warm worker's child (mobileforge.job.serve_forked), whose job process can die before it does.
 _commit_guard: Callable[[], bool] | None = None
@@ -157,11 +159,5 @@ def process_age_s() -> float | None:
     A job's whole cost includes interpreter start-up and imports, which no timer inside the job
     sees.
     """
-    try:
-        with open("/proc/self/stat", encoding="ascii") as fh:
-            start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime", encoding="ascii") as fh:
-            uptime = float(fh.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    started = protocol.process_started_at()
+    return None if started is None else protocol.boottime() - started
