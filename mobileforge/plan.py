@@ -10,6 +10,7 @@ the rules, the summary and the tests agree on one layout:
     results/<model>/int8_pruned-<method>-<amount>.<engine>.pt   FX int8 of a prune point
     results/<model>/sensitivity/<qvariant>.<ptl.<engine>|pte.<backend>>.json   int8 damage
     results/<model>/pte/<qvariant>.<backend>.recipe.json   .pte int8 calibration + fp32 layers
+    results/<model>/pte/<qvariant>.<backend>.pt2           its converted program, not yet lowered
     results/<model>/ptl/fp32.<backend>.ptl
     results/<model>/ptl/<int8 variant>.<engine>.cpu.ptl
     results/<model>/pte/<variant>.<backend>.pte
@@ -210,6 +211,11 @@ def sensitivity_path(model: str, qvariant: str, fmt: str, key: str) -> str:
 
 def pte_recipe_path(model: str, qvariant: str, backend: str) -> str:
     return f"{RESULTS}/{model}/pte/{qvariant}.{backend}.recipe.json"
+
+
+def pte_program_path(model: str, qvariant: str, backend: str) -> str:
+    """The converted PT2E program the recipe chose (``torch.export.save``), before lowering."""
+    return f"{RESULTS}/{model}/pte/{qvariant}.{backend}.pt2"
 
 
 def _calibrations(config: dict[str, Any], model: str) -> list[tuple[str, str, str]]:

@@ -303,10 +303,11 @@ def quantize(job: Job) -> None:
 
 @preloads(EXECUTORCH_MODULES)
 def quantize_pte(job: Job) -> None:
-    """PT2E int8 recipe for one .pte backend within the accuracy budget (what export applies)."""
+    """PT2E int8 for one .pte backend within the accuracy budget: the recipe, and the converted
+    program it chose, saved for export_pte to lower (so that nothing is calibrated twice)."""
     from mobileforge import chain
     from mobileforge.quantize.budget import keep_within_budget
-    from mobileforge.quantize.pt2e import quantize_pt2e
+    from mobileforge.quantize.pt2e import quantize_pt2e, save_converted
     from mobileforge.quantize.recipe import Recipe
     from mobileforge.runtime.evaluate import collect_logits
 
@@ -316,14 +317,16 @@ def quantize_pte(job: Job) -> None:
     backend = job.wildcards["backend"]
     recipe = Recipe.from_settings(settings)
     example = chain.example_input(meta)
+    # Each build's quantizer settings and calibration count, by its fp32 layers.
+    conversions: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def build(fp32_layers: tuple[str, ...]) -> Any:
-        converted, _ = quantize_pt2e(
+        converted, conversions[fp32_layers] = quantize_pt2e(
             fused, example, backend, calibration, recipe.with_fp32_layers(fp32_layers)
         )
         return converted
 
-    _, budget = keep_within_budget(
+    converted, budget = keep_within_budget(
         build,
         lambda model: collect_logits(model, calibration, batch_size=256),
         fp32_logits,
@@ -333,6 +336,24 @@ def quantize_pte(job: Job) -> None:
         settings["max_fp32_layers"],
         job.log,
     )
+    recipe = recipe.with_fp32_layers(budget["fp32_layers"])
+    saved = save_converted(converted, example, calibration, recipe, job.output["program"])
+    program = files.write_sidecar(
+        job.output["program"],
+        job.output["sidecar"],
+        {
+            "stage": "int8_program",
+            "model": meta["model"],
+            "variant": job.wildcards["qvariant"],
+            "backend": backend,
+            "recipe": recipe.as_record(),
+            **conversions[recipe.fp32_layers],
+            "input_shape": meta["input_shape"],
+            **saved,
+            **_versions(job),
+        },
+    )
+    job.log(f"saved the converted program {program['artifact']}: {program['size_bytes']} B")
     files.write_json_atomic(
         job.output["recipe"],
         {
@@ -340,7 +361,7 @@ def quantize_pte(job: Job) -> None:
             "model": meta["model"],
             "variant": job.wildcards["qvariant"],
             "backend": backend,
-            "recipe": recipe.with_fp32_layers(budget["fp32_layers"]).as_record(),
+            "recipe": recipe.as_record(),
             "quantize": settings,
             "budget": budget,
             **_versions(job),
@@ -554,38 +575,48 @@ def export_ptl(job: Job) -> None:
 
 @preloads(EXECUTORCH_MODULES)
 def export_pte(job: Job) -> None:
-    """ExecuTorch program lowered to one backend: fp32; int8 with the recipe quantize_pte chose;
-    or, for unstructured prune points, that int8 with per-layer amounts within the budget."""
+    """ExecuTorch program lowered to one backend: fp32; int8, the converted program quantize_pte
+    chose and saved (never calibrated again here); or, for unstructured prune points, that
+    program with per-layer amounts within the budget."""
     from mobileforge import chain
-    from mobileforge.data import load_dataset
     from mobileforge.export import pte
     from mobileforge.prune.pt2e import ConvertedLayers
-    from mobileforge.quantize.pt2e import quantize_pt2e
-    from mobileforge.quantize.recipe import Recipe
+    from mobileforge.quantize.pt2e import load_converted
+    from mobileforge.stagefile import load_stage
 
     pte.check_executorch()
-    fused, meta = chain.load_fused_model(job.input["fused"])
     variant, backend = job.wildcards["variant"], job.wildcards["backend"]
-    example = chain.example_input(meta)
     decision = extra = None
-    if "recipe" not in job.input:
-        data, info = pte.export_pte(fused, example, backend, "fp32")
+    if "program" not in job.input:
+        fused, meta = chain.load_fused_model(job.input["fused"])
+        data, info = pte.export_pte(fused, chain.example_input(meta), backend, "fp32")
     else:
+        state_dict, meta = load_stage(job.input["fused"])  # the program is this model's int8
+        example = chain.example_input(meta)
         decision = files.read_json(job.input["recipe"])
-        recipe = Recipe.from_record(decision["recipe"])
-        calibration = load_dataset(job.input["data"])["calib_x"]
+        path = job.input["program"]
+        saved = files.read_json(files.sidecar_path(path))
+        converted = load_converted(path)
+        info = {key: saved[key] for key in ("quantizer", "calibration_samples")}
         if job.params["prune"] is None:  # int8 of the fused or of a channel-pruned model
-            data, info = pte.export_pte(fused, example, backend, "int8", calibration, None, recipe)
+            data, lowering = pte.lower(converted, example, backend, "int8")
         else:  # params carry prune settings only for points that prune int8 weights
-            converted, info = quantize_pt2e(fused, example, backend, calibration, recipe)
             layers = ConvertedLayers(converted)
+            fused = chain.rebuild_stage(state_dict, meta)  # for its logits: the budget's fp32
             _, record = _unstructured_within_budget(job, layers, fused)
             data, lowering = pte.lower(converted, example, backend, "int8_pruned")
-            info.update(lowering, sparsity=layers.sparsity())
+            info["sparsity"] = layers.sparsity()
             extra = {
                 "prune": {"method": "l1_unstructured", **record},
                 "prune_budget": _prune_summary(record),
             }
+        info.update(lowering)
+        # Which saved program this was lowered from (and the recipe that chose it).
+        info["int8_program"] = {
+            "path": path,
+            "sha256": files.sha256_file(path),
+            "recipe": job.input["recipe"],
+        }
     # export_pte reports no pruning for unpruned programs: the model's own (channel) pruning
     # record from _artifact_info must not be overwritten by those blanks.
     info = {key: value for key, value in info.items() if value is not None}

@@ -210,13 +210,16 @@ def get_export_pte_inputs(wildcards):
     if variant == "fp32":
         return {"fused": plan.fused_path(model, "int8")}
     if variant == "int8" or _point(wildcards, variant).before_int8:
-        qvariant = variant  # calibrated from its own fp32 stage
+        # Calibrated from its own fp32 stage by quantize_pte, whose program is lowered as it is.
+        qvariant, data = variant, {}
     else:
-        qvariant = "int8"  # int8 weights pruned after the int8 calibration
+        # int8 weights pruned after the int8 calibration, within the budget on the calib split.
+        qvariant, data = "int8", {"data": get_dataset(wildcards)}
     return {
         "fused": plan.fused_path(model, qvariant),
-        "data": get_dataset(wildcards),
         "recipe": plan.pte_recipe_path(model, qvariant, wildcards.backend),
+        "program": plan.pte_program_path(model, qvariant, wildcards.backend),
+        **data,
     }
 
 

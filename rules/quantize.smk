@@ -47,12 +47,15 @@ rule quantize:
         "../scripts/quantize.py"
 
 
-# The .pte int8 recipe (calibration + fp32 layers) of one backend; export_pte applies it.
+# The .pte int8 recipe (calibration + fp32 layers) of one backend and the converted program it
+# chose (torch.export), which export_pte lowers as it is.
 rule quantize_pte:
     input:
         unpack(get_quantize_pte_inputs),
     output:
         recipe="results/{model}/pte/{qvariant}.{backend}.recipe.json",
+        program="results/{model}/pte/{qvariant}.{backend}.pt2",
+        sidecar="results/{model}/pte/{qvariant}.{backend}.pt2.json",
     params:
         toolchain=toolchain("quantize_pte"),
         quantize=get_pte_quantize_params,

@@ -22,7 +22,8 @@ from torch.ao.quantization.quantize_fx import fuse_fx  # noqa: E402
 
 from mobileforge.export import coreml, pte  # noqa: E402
 from mobileforge.prune.pt2e import prune_converted  # noqa: E402
-from mobileforge.quantize.pt2e import quantize_pt2e  # noqa: E402
+from mobileforge.quantize.pt2e import load_converted, quantize_pt2e, save_converted  # noqa: E402
+from mobileforge.quantize.recipe import Recipe  # noqa: E402
 from mobileforge.runtime import pte as pte_runtime  # noqa: E402
 from mobileforge.versions import executorch_mismatch, installed_executorch_mismatch  # noqa: E402
 
@@ -186,6 +187,26 @@ def test_export_is_deterministic(setup, built) -> None:
         )
         assert again[0] == built[variant][0], f"{variant}: bytes differ between two exports"
         assert again[1] == built[variant][1]
+
+
+def test_a_saved_converted_program_lowers_to_the_bytes_of_calibrating_again(
+    setup, built, tmp_path
+) -> None:
+    """What quantize_pte saves and export_pte lowers, instead of calibrating again."""
+    recipe = Recipe()  # export_pte's default, as in ``built``
+    paths = [tmp_path / "a.pt2", tmp_path / "b.pt2"]
+    for path in paths:  # two calibrations: the same module, its graphs at other addresses
+        converted, _ = quantize_pt2e(setup["model"], setup["x"], "xnnpack", setup["calib"], recipe)
+        saved = save_converted(converted, setup["x"], setup["calib"], recipe, path)
+        assert saved == {"dynamic_batch": True}
+    assert paths[0].read_bytes() == paths[1].read_bytes()  # no memory address in the file
+    loaded = load_converted(paths[0])
+    with torch.no_grad():  # the batch stays dynamic: the budget runs the calibration split
+        assert torch.equal(loaded(setup["calib"]), converted(setup["calib"]))
+    assert pte.lower(loaded, setup["x"], "xnnpack", "int8")[0] == built["int8"][0]
+    pruned = load_converted(paths[1])
+    prune_converted(pruned, PRUNE)
+    assert pte.lower(pruned, setup["x"], "xnnpack", "int8_pruned")[0] == built["int8_pruned"][0]
 
 
 def _fake_coreml_payload(root, order: int, weights: bytes) -> None:

@@ -477,6 +477,101 @@ def test_an_executorch_upgrade_replans_only_the_pte_jobs(run, tmp_path):
     )  # fmt: skip
 
 
+# -- the .pte int8 programs: calibrated once ----------------------------------------------------
+def test_int8_programs_are_the_bytes_of_calibrating_again(run):
+    """export_pte lowers the program quantize_pte saved; calibrating and converting the model
+    again with the recipe, as export_pte did before, gives every int8 program's bytes."""
+    from mobileforge import chain, files, plan
+    from mobileforge.config import resolve_config
+    from mobileforge.data import load_dataset
+    from mobileforge.export import pte
+    from mobileforge.prune.pt2e import prune_converted
+    from mobileforge.quantize.pt2e import quantize_pt2e
+    from mobileforge.quantize.recipe import Recipe
+
+    workdir, _, raw = run
+    data = load_dataset(workdir / plan.dataset_path(resolve_config(raw), "alpha"))
+    for variant in ("int8", CHANNEL, L1):
+        qvariant = "int8" if variant == L1 else variant  # l1 prunes the int8 program
+        fused, meta = chain.load_fused_model(workdir / plan.fused_path("alpha", qvariant))
+        decision = files.read_json(workdir / plan.pte_recipe_path("alpha", qvariant, "xnnpack"))
+        example = chain.example_input(meta)
+        recipe = Recipe.from_record(decision["recipe"])
+        converted, _ = quantize_pt2e(fused, example, "xnnpack", data["calib_x"], recipe)
+        artifact = workdir / f"results/alpha/pte/{variant}.xnnpack.pte"
+        sidecar = files.read_json(files.sidecar_path(artifact))
+        lowered = "int8"
+        if variant == L1:
+            prune_converted(converted, sidecar["prune"])  # the per-layer amounts it chose
+            lowered = "int8_pruned"
+        program, _ = pte.lower(converted, example, "xnnpack", lowered)
+        assert program == artifact.read_bytes(), variant
+        saved = plan.pte_program_path("alpha", qvariant, "xnnpack")
+        assert sidecar["int8_program"] == {
+            "path": saved,
+            "sha256": files.sha256_file(workdir / saved),
+            "recipe": plan.pte_recipe_path("alpha", qvariant, "xnnpack"),
+        }
+
+
+def _dry_run_inputs(workdir: Path, config: Path, target: str) -> set[str]:
+    """The input files of the job that makes ``target``, as Snakemake plans it."""
+    text = snakemake(workdir, config, "--dry-run", "--force", target)
+    return set(re.search(r"^\s+input: (.+)$", text, re.M).group(1).split(", "))
+
+
+@pytest.mark.parametrize("variant", ["int8", L1])
+def test_export_pte_lowers_the_saved_program_without_calibrating(run, variant, tmp_path):
+    """No calibration in export_pte: the int8 job does not even read the calibration data; the
+    l1 point reads it for its pruning budget only. Same bytes and sidecar as the run's job."""
+    import torch
+
+    from mobileforge import files, stages
+    from mobileforge.config import resolve_config
+    from mobileforge.job import Job
+    from mobileforge.quantize import pt2e
+
+    workdir, config, raw = run
+    target = f"results/alpha/pte/{variant}.xnnpack.pte"
+    inputs = {
+        "fused": "results/alpha/fused.pt",
+        "recipe": "results/alpha/pte/int8.xnnpack.recipe.json",
+        "program": "results/alpha/pte/int8.xnnpack.pt2",
+    }
+    prune = None
+    if variant == L1:
+        inputs["data"] = "results/data/shapes-3x16x16.pt"
+        budget = resolve_config(raw)["selection"]["accuracy_budget"]
+        prune = {"method": "l1_unstructured", "amount": 0.3, "accuracy_budget": budget}
+    assert _dry_run_inputs(workdir, config, target) == set(inputs.values())
+    output = tmp_path / "program.pte"
+    job = Job(
+        input=inputs,
+        output={"artifact": output, "sidecar": files.sidecar_path(output)},
+        params={"prune": prune},
+        wildcards={"model": "alpha", "variant": variant, "backend": "xnnpack"},
+    )
+
+    def calibrate(*args, **kwargs):
+        raise AssertionError("export_pte calibrated again")
+
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(pt2e, "prepare_pt2e_model", calibrate)
+        patch.setattr(pt2e, "_calibrate", calibrate)
+        patch.chdir(workdir)
+        torch.set_num_threads(1)  # as the run's job: the l1 budget's logits
+        try:
+            stages.export_pte(job)
+        finally:
+            torch.set_num_threads(threads)
+    assert output.read_bytes() == (workdir / target).read_bytes()
+    ours, runs = (files.read_json(files.sidecar_path(p)) for p in (output, workdir / target))
+    for key in ("artifact", "toolchain"):  # where it was written; the params' fingerprint
+        ours.pop(key), runs.pop(key)
+    assert ours == runs
+
+
 def test_sidecars_and_summary_record_the_toolchain(run):
     workdir, _, _ = run
     sidecar = yaml.safe_load((workdir / "results/alpha/pte/int8.xnnpack.pte.json").read_text())

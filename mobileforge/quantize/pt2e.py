@@ -4,14 +4,18 @@ The fused fp32 model is captured with ``torch.export`` (dynamic batch where the 
 so calibration runs in batches), annotated by the backend's quantizer, calibrated on the
 calibration split and converted. The converted module is what :mod:`mobileforge.export.pte`
 lowers; it runs in eager PyTorch too (float in, float out, explicit quantize/dequantize ops).
+The int8 job saves the one it chose (:func:`save_converted`) and the export lowers that one
+(:func:`load_converted`) instead of calibrating again.
 The ``.ptl`` path's FX int8 is :mod:`mobileforge.quantize.fx`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
-from mobileforge.provenance import shallow_node_provenance
+from mobileforge import files
+from mobileforge.provenance import number_graphs, shallow_node_provenance
 from mobileforge.quantize.clamps import make_clamp_aware
 from mobileforge.quantize.observers import describe, pt2e_activation_observer
 from mobileforge.quantize.recipe import Recipe
@@ -116,16 +120,16 @@ def quantizer(backend: str, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
     )
 
 
-def _export_for_calibration(
+def _capture(
     model: torch.nn.Module, example_input: torch.Tensor, calibration: torch.Tensor, batch: int
-) -> tuple[torch.fx.GraphModule, int, bool]:
-    """Capture the model for PT2E with a dynamic batch dimension when the model allows it.
+) -> tuple[torch.export.ExportedProgram, int, bool]:
+    """Capture the model with a dynamic batch dimension when the model allows it.
 
     The lowered program keeps the example input's (fixed) batch size, but calibrating one
     sample at a time is slow; so the graph that is observed is exported with a dynamic batch
     (``Dim.AUTO``, hinted with a real calibration batch). If the model pins its batch size,
     export specialises it and calibration falls back to the example input's batch size.
-    Returns the module to prepare, the calibration batch size and whether the batch is dynamic.
+    Returns the program, the calibration batch size and whether the batch is dynamic.
     """
     import torch
 
@@ -144,9 +148,18 @@ def _export_for_calibration(
                 if n.op == "placeholder" and n.name in ep.graph_signature.user_inputs
             ]
             if user_inputs and isinstance(user_inputs[0].meta["val"].shape[0], torch.SymInt):
-                return ep.module(), chunk, True
+                return ep, chunk, True
     ep = torch.export.export(model, (example_input,))
-    return ep.module(), int(example_input.shape[0]), False
+    return ep, int(example_input.shape[0]), False
+
+
+def _export_for_calibration(
+    model: torch.nn.Module, example_input: torch.Tensor, calibration: torch.Tensor, batch: int
+) -> tuple[torch.fx.GraphModule, int, bool]:
+    """The module to prepare (see :func:`_capture`), the calibration batch size and whether the
+    batch is dynamic."""
+    ep, chunk, dynamic = _capture(model, example_input, calibration, batch)
+    return ep.module(), chunk, dynamic
 
 
 def _calibrate(
@@ -221,3 +234,67 @@ def quantize_pt2e(
     with torch.no_grad(), shallow_node_provenance():
         converted = convert_pt2e(prepared)
     return converted, info
+
+
+def _drop_unread_state(module: torch.fx.GraphModule) -> int:
+    """Remove the parameters and buffers no node of ``module`` reads; returns how many.
+
+    ``convert_pt2e`` replaces each quantized float weight by an int8 constant but leaves the float
+    one on the module, and ``torch.export`` saves every parameter, read or not.
+    """
+    read = {node.target for node in module.graph.nodes if node.op == "get_attr"}
+    unread = [
+        name
+        for name, _ in (*module.named_parameters(), *module.named_buffers())
+        if name not in read
+    ]
+    for name in unread:
+        owner, _, attribute = name.rpartition(".")
+        delattr(module.get_submodule(owner), attribute)
+    return len(unread)
+
+
+def save_converted(
+    converted: torch.fx.GraphModule,
+    example_input: torch.Tensor,
+    calibration: torch.Tensor,
+    recipe: Recipe,
+    path: str | os.PathLike[str],
+) -> dict[str, Any]:
+    """Save a converted module as a ``torch.export`` program (``.pt2``), atomically.
+
+    It is captured as its model was for calibration (:func:`_capture`: a dynamic batch where
+    the model allows it), so the loaded module (:func:`load_converted`) still runs the
+    calibration split in batches (the unstructured prune points' budget search) and
+    :func:`mobileforge.export.pte.lower` lowers it at the example input's batch to the bytes the
+    converted module itself lowers to. The float weights ``convert_pt2e`` left unread are
+    removed from ``converted`` first (:func:`_drop_unread_state`: ResNet-18's program is 12 MB
+    instead of 57), the calibration batch that hinted the batch size is not kept, and the graphs
+    named in its provenance are numbered (:func:`mobileforge.provenance.number_graphs`), so one
+    converted module saves to one set of bytes in every process. Returns what to record of it:
+    ``dynamic_batch``.
+    """
+    import torch
+
+    example_input = example_input.detach().to(torch.float32).contiguous()
+    calibration = calibration[: recipe.calibration_samples].detach().to(torch.float32)
+    _drop_unread_state(converted)
+    with torch.no_grad(), shallow_node_provenance():
+        program, _, dynamic = _capture(converted, example_input, calibration, recipe.batch_size)
+    number_graphs(program.graph_module)
+    program.example_inputs = None
+    with files.atomic_writer(path) as handle:
+        torch.export.save(program, handle)
+    return {"dynamic_batch": dynamic}
+
+
+def load_converted(path: str | os.PathLike[str]) -> torch.fx.GraphModule:
+    """The converted module :func:`save_converted` saved: runnable in eager PyTorch, prunable
+    (:class:`mobileforge.prune.pt2e.ConvertedLayers`) and lowerable like the original."""
+    import torch
+
+    # Its quantize/dequantize ops, registered as convert_pt2e registers them (torchao imports
+    # the same library), or the program does not deserialise in a fresh process.
+    from torch.ao.quantization.fx._decomposed import quantized_decomposed_lib  # noqa: F401
+
+    return torch.export.load(path).module()
