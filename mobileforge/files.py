@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mobileforge.warm import protocol
-
 #: Asked before each file is put in place; False means the job was killed meanwhile. Set in a
 #: warm worker's child (mobileforge.job.serve_forked), whose job process can die before it does.
 _commit_guard: Callable[[], bool] | None = None
@@ -151,13 +149,3 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, set | frozenset | tuple):
         return sorted(obj) if isinstance(obj, set | frozenset) else list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def process_age_s() -> float | None:
-    """Seconds since this process started (Linux ``/proc``), None where unknown.
-
-    A job's whole cost includes interpreter start-up and imports, which no timer inside the job
-    sees.
-    """
-    started = protocol.process_started_at()
-    return None if started is None else protocol.boottime() - started

@@ -36,9 +36,18 @@ class Job:
     threads: int = 1  # runtime threads (torch, ExecuTorch) this job may use
     rule: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # When the job's own process (the one Snakemake started) began, in CLOCK_BOOTTIME seconds;
+    # None where /proc does not say. A warm worker's fork is not that process: its age is not
+    # the job's.
+    started_at: float | None = None
 
     def log(self, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
+
+    def age_s(self) -> float | None:
+        """Seconds since the job's process started: interpreter start-up, Snakemake's script
+        preamble and imports included, which no timer inside the stage sees."""
+        return None if self.started_at is None else protocol.boottime() - self.started_at
 
     def as_record(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -88,6 +97,7 @@ def _named(namedlist: Any) -> dict[str, Any]:
 
 
 def from_snakemake(smk: Any) -> Job:
+    started_at = protocol.process_started_at()  # first: the job's age starts with its process
     return Job(
         input=_named(smk.input),
         output=_named(smk.output),
@@ -95,20 +105,18 @@ def from_snakemake(smk: Any) -> Job:
         wildcards=_named(smk.wildcards),
         threads=cpus.runtime_threads(int(smk.threads), cpus.share_from_env()),
         rule=smk.rule,
+        started_at=started_at,
     )
 
 
 def run(smk: Any, stage: Callable[[Job], None]) -> None:
     """Run ``stage`` for the Snakemake job ``smk``; on error exit 1 with a one-line reason."""
-    started_at = protocol.process_started_at()
     job = from_snakemake(smk)
     log = str(smk.log[0]) if smk.log else None
     try:
-        status = client.dispatch(
-            stage, job.as_record(), client.modules_for(stage, job), log, started_at
-        )
+        status = client.dispatch(stage, job.as_record(), client.modules_for(stage, job), log)
     except client.Unavailable as why:
-        status = execute(stage, job, log, started_at, mode="cold", note=str(why))
+        status = execute(stage, job, log, mode="cold", note=str(why))
     if status:
         sys.exit(status)
 
@@ -117,7 +125,6 @@ def execute(
     stage: Callable[[Job], None],
     job: Job,
     log: str | None,
-    started_at: float | None,
     mode: str,
     note: str = "",
 ) -> int:
@@ -142,7 +149,7 @@ def execute(
         where = ", ".join(f"{key}={value}" for key, value in job.wildcards.items())
         print(f"mobileforge: {job.rule}[{where}] failed: {error}", file=terminal, flush=True)
         status = 1
-    job_usage.report(job, log, mode, started_at, stage_started)
+    job_usage.report(job, log, mode, stage_started)
     return status
 
 
@@ -162,7 +169,7 @@ def serve_forked(request: dict[str, Any], connection: int) -> int:
     module, _, name = request["stage"].partition(":")
     stage = getattr(importlib.import_module(module), name)
     job = Job(**request["job"])
-    return execute(stage, job, request["log"], request["started_at"], mode="warm")
+    return execute(stage, job, request["log"], mode="warm")
 
 
 def _job_process_alive(connection: int) -> bool:

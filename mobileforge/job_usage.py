@@ -54,7 +54,7 @@ def usage_path(log: str | Path) -> Path:
     return log.with_name(f"{log.name.removesuffix('.log')}.usage.json")
 
 
-def measure(job: Any, mode: str, started_at: float | None, stage_started: float) -> dict[str, Any]:
+def measure(job: Any, mode: str, stage_started: float) -> dict[str, Any]:
     """The usage record of the job running in this process, now."""
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -66,16 +66,14 @@ def measure(job: Any, mode: str, started_at: float | None, stage_started: float)
         "cpu_user_s": round(own.ru_utime + children.ru_utime, 3),
         "cpu_system_s": round(own.ru_stime + children.ru_stime, 3),
         "peak_rss_mb": round(max(own.ru_maxrss, children.ru_maxrss) / 1024, 1),  # KiB on Linux
-        "overhead_s": None if started_at is None else round(stage_started - started_at, 3),
+        "overhead_s": None if job.started_at is None else round(stage_started - job.started_at, 3),
         "stage_s": round(protocol.boottime() - stage_started, 3),
     }
 
 
-def report(
-    job: Any, log: str | None, mode: str, started_at: float | None, stage_started: float
-) -> dict[str, Any]:
+def report(job: Any, log: str | None, mode: str, stage_started: float) -> dict[str, Any]:
     """Write the job's usage to its log (stderr) and, with a log, to the record beside it."""
-    record = measure(job, mode, started_at, stage_started)
+    record = measure(job, mode, stage_started)
     overhead = "unknown" if record["overhead_s"] is None else f"{record['overhead_s']:.2f} s"
     print(
         f"mobileforge: job usage ({mode}): "

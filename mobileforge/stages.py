@@ -676,7 +676,7 @@ def benchmark(job: Job) -> None:
     A failure is also written down (:mod:`mobileforge.salvage`), so a run that ends in errors
     can still build the summary from what succeeded, with the error in the failed row's note.
     """
-    startup_s = files.process_age_s()  # interpreter, Snakemake's script preamble, imports
+    startup_s = job.age_s()  # interpreter, Snakemake's script preamble, imports
     from mobileforge import salvage
     from mobileforge.bench import farm
     from mobileforge.bench.devicelock import device_lock
@@ -730,7 +730,7 @@ def benchmark(job: Job) -> None:
         f"run-to-run CV {'n/a' if cv is None else f'{cv:.1%}'}), p90 {latency['p90']:.3f} ms, "
         f"threads {result.get('threads_applied') or result.get('threads_requested')}"
     )
-    result["timing"].update(startup_s=startup_s, process_s=files.process_age_s())
+    result["timing"].update(startup_s=startup_s, process_s=job.age_s())
     files.write_json_atomic(
         job.output["benchmark"],
         {

@@ -364,6 +364,12 @@ def test_benchmark_results_combine_repeats_with_thermal_snapshots(run):
         assert run_["latency_ms"]["count"] == 5 and run_["ended_unix"] > run_["started_unix"]
         assert {"zones", "cur_freq_khz"} <= run_["thermal_before"].keys()
     assert result["timing"]["process_s"] >= result["timing"]["job_s"] > 0
+    # Start-up is the job process's (interpreter, Snakemake's preamble, the hand-over to the
+    # warm worker), taken at the stage's first line like the usage record's overhead, not the
+    # warm fork's age, which misses the preamble (0.2 s and more).
+    usage = job_usage.read(workdir / "logs/benchmark/alpha.pte.fp32.xnnpack.host.usage.json")
+    assert usage["mode"] == "warm" and usage["overhead_s"] > 0
+    assert result["timing"]["startup_s"] == pytest.approx(usage["overhead_s"], abs=0.05)
 
 
 def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_path):

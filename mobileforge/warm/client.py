@@ -74,9 +74,8 @@ def _stdio() -> list[int]:
 
 
 def dispatch(
-    stage: Any, job_record: dict[str, Any], modules: Sequence[str], log: str | None,
-    started_at: float | None,
-) -> int:  # fmt: skip
+    stage: Any, job_record: dict[str, Any], modules: Sequence[str], log: str | None
+) -> int:
     """Run the job in a fork of the run's warm worker; its exit status, or :class:`Unavailable`."""
     if reason := not_served_because():
         raise Unavailable(reason)
@@ -90,7 +89,6 @@ def dispatch(
         "sys_path": list(sys.path),
         "argv": list(sys.argv),
         "umask": _umask(),
-        "started_at": started_at,
     }
     name = protocol.worker_name(modules, sys.executable, sys.path, os.environ, socket.gethostname())
     try:

@@ -25,19 +25,18 @@ from typing import Any
 #: The run directory's folder of worker sockets, locks and worker logs.
 DIRECTORY = Path(".snakemake") / "mobileforge-warm"
 
-REQUEST_SCHEMA = "mobileforge.warm-request/1"
+REQUEST_SCHEMA = "mobileforge.warm-request/2"
 REQUEST_KEYS = frozenset(
     {
         "schema",
         "stage",  # "package.module:function"
-        "job",  # mobileforge.job.Job as a dict (job.as_record)
+        "job",  # mobileforge.job.Job as a dict (job.as_record), its process's start included
         "log",  # the rule's log path, or None
         "cwd",
         "environ",
         "sys_path",
         "argv",
         "umask",
-        "started_at",  # the job process's start, CLOCK_BOOTTIME seconds
     }
 )
 SHUTDOWN_SCHEMA = "mobileforge.warm-shutdown/1"
