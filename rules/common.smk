@@ -59,7 +59,7 @@ CORES_PER_CPU = _cores_per_cpu()
 os.environ[cpus.ENV] = str(CORES_PER_CPU)  # jobs turn their claim back into runtime threads
 # Jobs run on this machine by this Snakemake hand their work to the run's warm workers
 # (mobileforge.warm; MOBILEFORGE_WARM=0 turns them off); elsewhere each runs in its own process.
-os.environ[warm.LOCAL_ENV] = "0" if LOCAL_CORES is None else "1"
+warm.declare_run(local=LOCAL_CORES is not None)
 if CORES_PER_CPU > 1:
     print(
         f"mobileforge: --cores {LOCAL_CORES} on {cpus.available_cpus()} CPUs: each job "

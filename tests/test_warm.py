@@ -26,7 +26,11 @@ def command(*targets: str) -> list[str]:
 
 
 def environ(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (client.ENV, client.LOCAL_ENV)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (client.ENV, client.LOCAL_ENV, protocol.RUN_ENV)
+    }
     return {**env, "MOBILEFORGE_WARM_IDLE_S": "30", **extra}
 
 
@@ -161,6 +165,19 @@ def test_a_killed_run_leaves_no_fork_and_its_worker_exits_when_idle(tmp_path):
     wait_for(lambda: not alive(facts["pid"]), "the fork to die with the run")
     wait_for(lambda: not alive(facts["ppid"]), "the idle worker to exit")
     assert sockets(tmp_path) == []
+
+
+def test_an_idle_worker_waits_while_its_run_goes_on(tmp_path):
+    """The idle timeout is for runs that were killed: a 3 s spell with no warm job, three times
+    the timeout, does not make the next job start a worker and pay its imports again."""
+    done = run_jobs(tmp_path, "resumed/a.json", MOBILEFORGE_WARM_IDLE_S="1")
+    assert done.returncode == 0, done.stderr
+    before, after = read(tmp_path / "out/a.json"), read(tmp_path / "resumed/a.json")
+    assert before["ppid"] == after["ppid"] and before["pid"] != after["pid"]
+    (log,) = (tmp_path / protocol.DIRECTORY).glob("*.log")
+    text = log.read_text()
+    assert text.count("preloaded") == 1 and "stopping: idle" not in text
+    assert "stopping: the run ended" in text
 
 
 def test_a_stale_socket_is_replaced(tmp_path):

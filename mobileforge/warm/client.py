@@ -44,6 +44,16 @@ class Unavailable(Exception):
     """No warm worker can run this job; the message says why."""
 
 
+def declare_run(local: bool) -> None:
+    """In the workflow's Snakemake process: whether its jobs run on this machine (so warm workers
+    may serve them) and, if so, that this process is the run its workers outlive idle spells of."""
+    os.environ[LOCAL_ENV] = "1" if local else "0"
+    if local:
+        os.environ[protocol.RUN_ENV] = str(os.getpid())
+    else:
+        os.environ.pop(protocol.RUN_ENV, None)
+
+
 def not_served_because(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
     """Why jobs in this environment run in their own process, or None if a worker may serve."""
     if environ.get(ENV, "1") == "0":

@@ -25,6 +25,10 @@ from typing import Any
 #: The run directory's folder of worker sockets, locks and worker logs.
 DIRECTORY = Path(".snakemake") / "mobileforge-warm"
 
+#: The process id of the Snakemake run whose jobs a worker serves (set by the workflow, inherited
+#: by its jobs and the workers they start): while it lives, an idle worker waits for more jobs.
+RUN_ENV = "MOBILEFORGE_WARM_RUN"
+
 REQUEST_SCHEMA = "mobileforge.warm-request/2"
 REQUEST_KEYS = frozenset(
     {

@@ -15,7 +15,10 @@ imports), imports the modules, then serves, single-threaded, one ``selectors`` l
 - the job's process goes away first (SIGTERM, SIGKILL, the whole run killed): its end of the
   connection closes, and the worker kills the child's process group at once.
 - the run's end (a shutdown record), SIGTERM, or ``MOBILEFORGE_WARM_IDLE_S`` (default 60) seconds
-  with no job: stop listening, remove the socket, let running children finish, exit.
+  with no job once the run's Snakemake process (``MOBILEFORGE_WARM_RUN``, watched through a
+  pidfd) has gone or where it is not known: stop listening, remove the socket, let running
+  children finish, exit. While the run goes on, an idle worker waits: a later job would
+  otherwise start a new one and pay its imports again (the ExecuTorch worker's are 8-10 s).
 - the worker itself killed: each child was forked with ``PR_SET_PDEATHSIG`` and dies with it.
 """
 
@@ -77,7 +80,7 @@ def _peer_uid(connection: socket.socket) -> int:
 
 
 class Worker:
-    def __init__(self, listener: socket.socket, path: Path, idle_s: float) -> None:
+    def __init__(self, listener: socket.socket, path: Path, idle_s: float, run: int | None) -> None:
         self.listener = listener
         self.path = path
         self.idle_s = idle_s
@@ -95,6 +98,10 @@ class Worker:
         signal.set_wakeup_fd(wakeup_writer.fileno())
         signal.signal(signal.SIGTERM, lambda *_: self.stop_listening("SIGTERM"))
         self.selector.register(self.wakeup, selectors.EVENT_READ, "signal")
+        # A pidfd of the run's Snakemake process; None once it has ended, or if not known.
+        self.run = run
+        if run is not None:
+            self.selector.register(run, selectors.EVENT_READ, "run")
 
     def stop_listening(self, why: str) -> None:
         if not self.listening:
@@ -111,7 +118,7 @@ class Worker:
     def serve(self) -> None:
         while self.listening or self.running:
             timeout = None
-            if self.listening and not self.running:
+            if self.listening and not self.running and self.run is None:
                 timeout = self.idle_s - (time.monotonic() - self.idle_since)
                 if timeout <= 0:
                     self.stop_listening(f"idle for {self.idle_s:g} s")
@@ -124,6 +131,8 @@ class Worker:
                         self.wakeup.recv(64)
                 elif key.data == "child":
                     self._reap(key.fd)
+                elif key.data == "run":
+                    self._run_ended()
                 elif isinstance(key.data, int) and key.data in self.running:
                     self._client_gone(key.data)
 
@@ -194,6 +203,8 @@ class Worker:
             self.listener.close()
             self.wakeup.close()
             self._wakeup_writer.close()
+            if self.run is not None:
+                os.close(self.run)
             for running in self.running.values():
                 os.close(running.pidfd)
                 if running.connection is not None:
@@ -213,6 +224,13 @@ class Worker:
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+    def _run_ended(self) -> None:
+        assert self.run is not None
+        self.selector.unregister(self.run)
+        os.close(self.run)
+        self.run = None
+        _log(f"the run's Snakemake process ended: stopping after {self.idle_s:g} s idle")
 
     def _reply(self, connection: socket.socket, **fields: Any) -> None:
         record = {"schema": protocol.REPLY_SCHEMA, "exit_status": None, "reason": "", **fields}
@@ -248,6 +266,14 @@ class Worker:
             running.connection.close()
 
 
+def watch_run(pid: str | None) -> int | None:
+    """A pidfd of the run's process ``pid`` (:data:`protocol.RUN_ENV`); None if unknown or gone."""
+    try:
+        return os.pidfd_open(int(pid))  # type: ignore[arg-type]
+    except (TypeError, ValueError, OSError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2:
@@ -258,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     listener = protocol.bind(path)
     os.write(ready_fd, b"bound\n")  # jobs may connect now; they queue while the imports run
     os.close(ready_fd)
+    run = watch_run(os.environ.get(protocol.RUN_ENV))  # before the imports: its pid is fresh
     started = time.monotonic()
     loaded = preload(modules)
     _log(f"preloaded {loaded} in {time.monotonic() - started:.1f} s; serving {path.name}")
@@ -266,7 +293,9 @@ def main(argv: list[str] | None = None) -> int:
         listener.close()
         path.unlink(missing_ok=True)
         return 1
-    Worker(listener, path, idle_s).serve()
+    if run is None:
+        _log(f"no run to watch ({protocol.RUN_ENV}): stopping after {idle_s:g} s idle")
+    Worker(listener, path, idle_s, run).serve()
     return 0
 
 
