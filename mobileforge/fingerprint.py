@@ -10,8 +10,8 @@ and versions come from package metadata. Once per stage and process (cached).
 
 The code a stage runs, at the granularity of top-level definitions ("units"):
 
-- the stage function in ``mobileforge/stages.py`` and the adapter every script calls
-  (``mobileforge.job:run``);
+- the stage function (where ``mobileforge.stages.STAGES`` says it lives) and the adapter every
+  job passes (``mobileforge.job:run``);
 - every definition a reached unit names: a helper of its own module, or a name imported from a
   mobileforge module (inside functions too: they run when called), transitively. A string
   naming a mobileforge module (a zoo entry ``"mobileforge.models.resnet:resnet18"``, a runner
@@ -45,7 +45,7 @@ from typing import Any
 
 PACKAGE = "mobileforge"
 PACKAGE_ROOT = Path(__file__).resolve().parent
-STAGES_MODULE = f"{PACKAGE}.stages"
+STAGES_PACKAGE = f"{PACKAGE}.stages"
 #: Units every job runs besides its stage function: the scripts' adapter.
 ADAPTER_UNITS = ((f"{PACKAGE}.job", "run"),)
 #: Packages only jobs with this wildcard value run, although the stage's code reaches them: a
@@ -366,29 +366,50 @@ class _Scan:
                 text.append(repr(item))
 
 
+def stage_homes(root: Path = PACKAGE_ROOT) -> dict[str, tuple[str, str]]:
+    """Each stage's (module, function), read from ``STAGES`` in ``mobileforge/stages/__init__.py``
+    under ``root`` with ``ast`` (nothing imported); {} where there is no such package."""
+    path = _module_path(STAGES_PACKAGE, root)
+    if path is None:
+        return {}
+    for statement in ast.parse(path.read_text(encoding="utf-8"), str(path)).body:
+        target = statement.target if isinstance(statement, ast.AnnAssign) else None
+        if isinstance(statement, ast.Assign) and len(statement.targets) == 1:
+            target = statement.targets[0]
+        if isinstance(target, ast.Name) and target.id == "STAGES" and statement.value is not None:
+            homes = ast.literal_eval(statement.value)
+            return {
+                stage: (f"{STAGES_PACKAGE}.{home.partition(':')[0]}", home.partition(":")[2])
+                for stage, home in homes.items()
+            }
+    raise ValueError(f"{path}: no STAGES registry (a dict literal) found")
+
+
 def stage_names(root: Path = PACKAGE_ROOT) -> list[str]:
-    """The functions of ``mobileforge/stages.py`` under ``root`` (public ones: the stages)."""
-    stages = _load(STAGES_MODULE, root)
-    if stages is None:
-        return []
-    return [
-        name
-        for name, nodes in stages.defs.items()
-        if not name.startswith("_") and any(isinstance(node, ast.FunctionDef) for node in nodes)
-    ]
+    """The stages of the ``mobileforge`` package under ``root``: the keys of its registry."""
+    return list(stage_homes(root))
 
 
 @functools.cache
 def stage_fingerprint(stage: str, root: Path = PACKAGE_ROOT) -> Fingerprint:
-    """The :class:`Fingerprint` of ``mobileforge.stages.<stage>`` (cached per process).
+    """The :class:`Fingerprint` of the stage function ``stage`` (cached per process).
 
     ``root`` is the ``mobileforge`` package directory to read. Raises ``ValueError`` when its
-    stages.py defines no such function.
+    registry has no such stage.
     """
-    if stage not in stage_names(root):
-        raise ValueError(f"{STAGES_MODULE} ({root}) has no stage function {stage!r}")
+    homes = stage_homes(root)
+    if stage not in homes:
+        raise ValueError(f"{STAGES_PACKAGE} ({root}) has no stage {stage!r}")
+    module, function = homes[stage]
+    found = _load(module, root)
+    if found is None or not any(
+        isinstance(n, ast.FunctionDef) for n in found.defs.get(function, [])
+    ):
+        raise ValueError(
+            f"{STAGES_PACKAGE}: stage {stage!r} names {module}:{function}, no function"
+        )
     seen: dict[tuple[str, str], _Unit] = {}
-    todo = [(STAGES_MODULE, stage), *ADAPTER_UNITS]
+    todo = [homes[stage], *ADAPTER_UNITS]
     while todo:
         key = todo.pop()
         if key in seen:
@@ -440,7 +461,7 @@ def _toolchain(stage: str, exclusive_mismatches: frozenset[tuple[str, str]]) -> 
 
 
 def job_toolchain(stage: str, wildcards: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The rerun trigger of one job of a rule running ``stages.<stage>``: plain builtins.
+    """The rerun trigger of one job of a rule running the stage ``stage``: plain builtins.
 
     ``{"code": <16 hex digits>, "packages": {distribution: version}}``, without the packages
     :data:`EXCLUSIVE_PACKAGES` reserves for other values of the job's ``wildcards``.

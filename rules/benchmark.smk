@@ -18,7 +18,7 @@ rule benchmark_host:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/benchmark.py"
+        "../scripts/stage.py"
 
 
 # A phone benchmark runs on the machine the phones are plugged into (a local rule: see the
@@ -46,4 +46,4 @@ rule benchmark_adb:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/benchmark.py"
+        "../scripts/stage.py"

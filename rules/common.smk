@@ -105,10 +105,11 @@ wildcard_constraints:
 
 def toolchain(stage):
     # A rule's rerun trigger for its code and packages (mobileforge.fingerprint): the rule
-    # running stages.<stage> passes params: toolchain=toolchain("<stage>"). Computed once per
-    # stage, lazily; each job gets its own view (a .ptl job does not depend on executorch).
+    # running a stage (mobileforge.stages.RULES) passes params: toolchain=toolchain("<stage>").
+    # Computed once per stage, lazily; each job gets its own view (a .ptl job does not depend on
+    # executorch).
     if stage not in stage_names():
-        raise WorkflowError(f"toolchain({stage!r}): mobileforge/stages.py has no such stage")
+        raise WorkflowError(f"toolchain({stage!r}): mobileforge.stages.STAGES has no such stage")
 
     def get_toolchain(wildcards):
         return job_toolchain(stage, dict(wildcards.items()))

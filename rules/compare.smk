@@ -24,7 +24,7 @@ rule compare:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/compare.py"
+        "../scripts/stage.py"
 
 
 # On a phone: a local rule (the phones are plugged into this machine) that claims no host core
@@ -53,4 +53,4 @@ rule compare_adb:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/compare.py"
+        "../scripts/stage.py"

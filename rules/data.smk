@@ -19,4 +19,4 @@ rule dataset:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/dataset.py"
+        "../scripts/stage.py"

@@ -17,4 +17,4 @@ rule evaluate:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/evaluate.py"
+        "../scripts/stage.py"

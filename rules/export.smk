@@ -18,7 +18,7 @@ rule export_ptl_fp32:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/export_ptl.py"
+        "../scripts/stage.py"
 
 
 # int8 models run on CPU kernels only: no GPU backend exists for them.
@@ -42,7 +42,7 @@ rule export_ptl_int8:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/export_ptl.py"
+        "../scripts/stage.py"
 
 
 rule export_pte:
@@ -67,4 +67,4 @@ rule export_pte:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/export_pte.py"
+        "../scripts/stage.py"

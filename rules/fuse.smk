@@ -20,4 +20,4 @@ rule fuse:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/fuse.py"
+        "../scripts/stage.py"

@@ -20,7 +20,7 @@ rule peak_programs:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/peak_programs.py"
+        "../scripts/stage.py"
 
 
 rule peak:
@@ -43,4 +43,4 @@ rule peak:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/peak.py"
+        "../scripts/stage.py"

@@ -21,7 +21,7 @@ rule prune:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/prune.py"
+        "../scripts/stage.py"
 
 
 # Channel points prune the trained model with its BatchNorm layers, fine-tune and fuse it; int8
@@ -48,4 +48,4 @@ rule prune_channel:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/prune_channel.py"
+        "../scripts/stage.py"

@@ -20,7 +20,7 @@ rule sensitivity:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/sensitivity.py"
+        "../scripts/stage.py"
 
 
 # int8 of the fused model (qvariant int8) or of a channel-pruned one (int8_pruned-channel-*).
@@ -44,7 +44,7 @@ rule quantize:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/quantize.py"
+        "../scripts/stage.py"
 
 
 # The .pte int8 recipe (calibration + fp32 layers) of one backend and the converted program it
@@ -72,7 +72,7 @@ rule quantize_pte:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/quantize_pte.py"
+        "../scripts/stage.py"
 
 
 rule plot_sensitivity:
@@ -96,4 +96,4 @@ rule plot_sensitivity:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/plot_sensitivity.py"
+        "../scripts/stage.py"

@@ -49,7 +49,7 @@ rule summary:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/summary.py"
+        "../scripts/stage.py"
 
 
 rule plots:
@@ -70,4 +70,4 @@ rule plots:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/plots.py"
+        "../scripts/stage.py"

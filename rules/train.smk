@@ -20,5 +20,5 @@ rule train:
     conda:
         "../envs/mobileforge.yaml"
     script:
-        "../scripts/train.py"
+        "../scripts/stage.py"
 

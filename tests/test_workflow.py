@@ -532,10 +532,11 @@ def test_export_pte_lowers_the_saved_program_without_calibrating(run, variant, t
     l1 point reads it for its pruning budget only. Same bytes and sidecar as the run's job."""
     import torch
 
-    from mobileforge import files, stages
+    from mobileforge import files
     from mobileforge.config import resolve_config
     from mobileforge.job import Job
     from mobileforge.quantize import pt2e
+    from mobileforge.stages.export import export_pte
 
     workdir, config, raw = run
     target = f"results/alpha/pte/{variant}.xnnpack.pte"
@@ -568,7 +569,7 @@ def test_export_pte_lowers_the_saved_program_without_calibrating(run, variant, t
         patch.chdir(workdir)
         torch.set_num_threads(1)  # as the run's job: the l1 budget's logits
         try:
-            stages.export_pte(job)
+            export_pte(job)
         finally:
             torch.set_num_threads(threads)
     assert output.read_bytes() == (workdir / target).read_bytes()

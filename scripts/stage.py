@@ -1,4 +1,4 @@
-"""Snakemake job script: see mobileforge.stages.quantize."""
+"""Snakemake job script of every rule: runs the rule's stage (mobileforge.stages.RULES)."""
 
 import sys
 from pathlib import Path
@@ -9,4 +9,4 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # noqa: F821 - inject
 from mobileforge import stages  # noqa: E402
 from mobileforge.job import run  # noqa: E402
 
-run(snakemake, stages.quantize)  # noqa: F821
+run(snakemake, stages.for_rule(snakemake.rule))  # noqa: F821

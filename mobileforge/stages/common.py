@@ -1,0 +1,111 @@
+"""What the stage modules share: the versions every output records, the calibration split
+and fp32 logits the int8 and pruning budgets measure against, and the fields of an artifact's
+sidecar."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+from mobileforge import files
+from mobileforge.job import Job
+
+
+def versions(job: Job) -> dict[str, Any]:
+    """What the output was made with: torch and Python, and the job's ``toolchain`` param (the
+    fingerprint of the code it ran and its packages' versions, mobileforge.fingerprint)."""
+    import torch
+
+    return {
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "toolchain": job.params.get("toolchain"),
+    }
+
+
+def ranking(job: Job) -> list[str]:
+    """Layers most damaging first, from the sensitivity input (absent without a budget)."""
+    path = job.input.get("sensitivity")
+    return [layer["layer"] for layer in files.read_json(path)["layers"]] if path else []
+
+
+def control(job: Job, fused: Any) -> tuple[Any, Any, Any, Any]:
+    """Calibration split (images, labels or None) and the fp32 logits on it."""
+    from mobileforge.data import load_dataset
+    from mobileforge.runtime.evaluate import collect_logits
+
+    data = load_dataset(job.input["data"])
+    fp32_logits = collect_logits(fused, data["calib_x"], batch_size=256)
+    return data["calib_x"], data.get("calib_y"), fp32_logits, data
+
+
+def budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
+    """What an artifact's sidecar keeps of its int8 budget decision (the stage has the steps)."""
+    return {"met": budget["budget_met"], "reason": budget["reason"], "loss": budget["loss"]}
+
+
+#: Calibration images each per-layer pruning damage is measured on (ranking only; the budget
+#: is checked on the whole calibration split).
+PRUNE_PROBE_IMAGES = 64
+
+
+def unstructured_within_budget(job: Job, layers: Any, fused: Any) -> tuple[Any, dict[str, Any]]:
+    """Per-layer l1 amounts by sensitivity, at the largest overall amount within the budget."""
+    from mobileforge.prune.allocation import Target, damage_curves, fit_budget
+    from mobileforge.quantize.budget import measure
+    from mobileforge.runtime.evaluate import collect_logits
+
+    calibration, labels, fp32_logits, _ = control(job, fused)
+    settings = job.params["prune"]
+
+    def logits(model: Any, images: Any) -> Any:
+        return collect_logits(model, images, batch_size=256)
+
+    target = Target(
+        sizes=layers.sizes,
+        prune=layers.apply,
+        logits=logits,
+        loss=lambda model: measure(fp32_logits, logits(model, calibration), labels),
+    )
+    curves = damage_curves(target, calibration[:PRUNE_PROBE_IMAGES], job.log)
+    return fit_budget(target, curves, settings["amount"], settings["accuracy_budget"], job.log)
+
+
+def prune_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """What an artifact's sidecar keeps of its pruning decision."""
+    return {"met": record["within_budget"], "reason": record["reason"]}
+
+
+def artifact_info(
+    job: Job,
+    meta: dict[str, Any],
+    fmt: str,
+    variant: str,
+    backend: str,
+    decision: Any = None,
+) -> dict[str, Any]:
+    """The sidecar fields every artifact has; an int8 artifact's recipe and budget decision come
+    from its stage meta (FX) or from ``decision``, the ``.pte`` recipe record."""
+    decision = decision or meta
+    recipe = decision.get("recipe")
+    budget = decision.get("int8_budget") or (
+        budget_summary(decision["budget"]) if "budget" in decision else None
+    )
+    return {
+        "model": meta["model"],
+        "format": fmt,
+        "variant": variant,
+        "backend": backend,
+        "engine": meta.get("engine") if fmt == "ptl" else None,
+        "arch": meta["arch"],
+        "params": meta["params"],
+        "macs": meta.get("macs"),
+        "input_shape": meta["input_shape"],
+        "sparsity": meta.get("sparsity"),
+        "fp32_layers": None if recipe is None else recipe["fp32_layers"],
+        "int8_budget": budget,
+        # l1 points: from the int8_pruned stage; channel points: from the pruned fp32 stage.
+        "prune": meta.get("prune") or meta.get("pruned"),
+        "prune_budget": meta.get("prune_budget"),
+        **versions(job),
+    }

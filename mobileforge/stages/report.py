@@ -1,0 +1,66 @@
+"""What the user reads: the summary tables and the report's figures."""
+
+from __future__ import annotations
+
+from mobileforge import files
+from mobileforge.job import Job, without_torch
+
+
+@without_torch
+def summary(job: Job) -> None:
+    """Join sidecars, evaluations, benchmarks and peaks into summary.csv, summary.md and the
+    report's summary.html."""
+    from mobileforge import summary_tables
+    from mobileforge.bench import compare as paired
+    from mobileforge.summary import build_rows, summarize
+
+    artifacts = [files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]]
+    evaluations = {}
+    for path in job.input["evaluations"]:
+        record = files.read_json(path)
+        evaluations[record["artifact"]] = record
+    benchmarks = {}
+    for path in job.input["benchmarks"]:
+        record = files.read_json(path)
+        benchmarks[(record["artifact"], record["device"])] = record
+    peaks = {}
+    for path in job.input["peaks"]:
+        record = files.read_json(path)
+        peaks[record["device"]] = record
+    comparisons = {}
+    for path in job.input["comparisons"]:
+        record = paired.check_record(files.read_json(path), path)
+        comparisons[(record["model"], record["device"])] = record
+    budget = job.params["accuracy_budget"]
+    rows = build_rows(
+        artifacts, evaluations, benchmarks, job.params["devices"], peaks, comparisons=comparisons
+    )
+    frame = summarize(rows, budget, job.params["unstable_cv"], comparisons)
+    out = job.output
+    summary_tables.write_summaries(
+        frame, peaks, budget, out["summary"], out["markdown"], out["html"]
+    )
+    job.log(f"{len(frame)} rows -> {job.output['summary']}, {job.output['markdown']}")
+
+
+@without_torch
+def plots(job: Job) -> None:
+    """Every figure of the report (params.figures: kind, device, model, path) from the summary
+    and the benchmarks' per-iteration samples."""
+    import pandas as pd
+
+    from mobileforge.report import draw_figures
+
+    summary = pd.read_csv(job.input["summary"], keep_default_na=True)
+    benchmarks = [files.read_json(path) for path in job.input["benchmarks"]]
+    draw_figures(job.params["figures"], summary, benchmarks, job.params["accuracy_budget"], job.log)
+
+
+@without_torch
+def plot_sensitivity(job: Job) -> None:
+    """Layers ranked by int8 damage per quantizer, the ones kept in fp32 marked."""
+    from mobileforge.report import plot_sensitivity as plot
+
+    sensitivities = [files.read_json(path) for path in job.input["sensitivities"]]
+    decisions = [files.read_json(path) for path in job.input["decisions"]]
+    plot(sensitivities, decisions, job.output["plot"])
