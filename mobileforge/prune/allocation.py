@@ -25,12 +25,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mobileforge.quantize.budget import Control
+
 GRID = (0.2, 0.4, 0.6, 0.8, 0.9)
 BISECTION_STEPS = 5
+#: Calibration images each per-layer pruning damage is measured on (ranking only; the budget
+#: is checked on the whole calibration split).
+PROBE_IMAGES = 64
 
 
 @dataclass
@@ -153,3 +159,20 @@ def fit_budget(
         "steps": steps,
     }
     return model, record
+
+
+def prune_within_budget(
+    layers: Any,
+    control: Control,
+    amount: float,
+    budget: float,
+    log: Callable[[str], Any] = print,
+) -> tuple[Any, dict[str, Any]]:
+    """``layers`` (``sizes`` and ``apply(amounts)``: :class:`mobileforge.prune.unstructured.
+    QuantizedLayers` or :class:`mobileforge.prune.pt2e.ConvertedLayers`) pruned by per-layer l1
+    amounts from their damage curves, at the largest overall amount <= ``amount`` whose loss
+    against fp32 on the control images is within ``budget``."""
+    target = Target(sizes=layers.sizes, prune=layers.apply, logits=control.logits,
+                    loss=control.loss)  # fmt: skip
+    curves = damage_curves(target, control.images[:PROBE_IMAGES], log)
+    return fit_budget(target, curves, amount, budget, log)

@@ -23,9 +23,49 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from mobileforge.quantize.recipe import Recipe
+from mobileforge.runtime.evaluate import collect_logits
+
+#: Images per forward when a budget runs a model on the control images.
+BATCH_SIZE = 256
+
+
+@dataclass(frozen=True)
+class Control:
+    """What a budget measures a quantized (or pruned) model on: the calibration split's images,
+    their labels (None for a user's unlabelled split) and the fp32 model's logits on them."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    fp32_logits: torch.Tensor
+
+    @classmethod
+    def of(cls, fp32_model: Any, images: torch.Tensor, labels: torch.Tensor | None) -> Control:
+        return cls(images, labels, collect_logits(fp32_model, images, batch_size=BATCH_SIZE))
+
+    def logits(self, model: Any, images: torch.Tensor | None = None) -> torch.Tensor:
+        """``model``'s logits on the control images (or on ``images``)."""
+        return collect_logits(model, self.images if images is None else images, BATCH_SIZE)
+
+    def loss(self, model: Any) -> dict[str, Any]:
+        """:func:`measure` of ``model`` against fp32 on the control images."""
+        return measure(self.fp32_logits, self.logits(model), self.labels)
+
+
+@dataclass
+class Int8Choice:
+    """The int8 model a budget kept and how: what its stage records."""
+
+    model: Any
+    recipe: Recipe  # with the fp32 layers the budget kept
+    budget: dict[str, Any]  # :func:`keep_within_budget`'s record
+    calibration: dict[str, Any]  # what calibrating the kept model saw, for the sidecar
+    reduce_range_choice: dict[str, Any] | None = None  # ``reduce_range: auto``'s record
 
 
 def _top1(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
+from mobileforge.quantize.budget import Control, Int8Choice, choose_reduce_range, keep_within_budget
 from mobileforge.quantize.clamps import make_clamp_aware
 from mobileforge.quantize.observers import fx_activation_observer
 from mobileforge.quantize.recipe import Recipe
@@ -137,3 +140,58 @@ def rebuild_quantized(
         model = convert(prepare(fused, engine, recipe, example))
         model.load_state_dict(state_dict)
     return model
+
+
+def quantize_within_budget(
+    fused: torch.nn.Module,
+    engine: str,
+    recipe: Recipe,
+    control: Control,
+    ranking: list[str],
+    accuracy_budget: float | None,
+    max_fp32_layers: int,
+    auto_reduce_range: bool = False,
+    log: Callable[[str], Any] = print,
+) -> Int8Choice:
+    """FX static int8 for ``engine`` within the accuracy budget
+    (:func:`mobileforge.quantize.budget.keep_within_budget`), layers of ``ranking`` kept fp32 as
+    needed. ``auto_reduce_range`` (``quantize.reduce_range: auto``) first picks 7- or 8-bit
+    activations on the x86 engine (QNNPACK has no 7-bit mode)."""
+    images: dict[tuple[str, ...], int] = {}  # calibration images each build saw
+
+    def build(fp32_layers: tuple[str, ...], candidate: Recipe | None = None) -> Any:
+        model, images[fp32_layers] = quantize_static(
+            fused, engine, (candidate or recipe).with_fp32_layers(fp32_layers), control.images
+        )
+        return model
+
+    with quantized_engine(engine):
+        reduce_range_choice = first = None
+        if auto_reduce_range and engine == "x86":
+            chosen, reduce_range_choice, first = choose_reduce_range(
+                lambda width: build((), dataclasses.replace(recipe, reduce_range=width)),
+                control.logits,
+                control.fp32_logits,
+                control.labels,
+                log,
+            )
+            recipe = dataclasses.replace(recipe, reduce_range=chosen)
+        model, budget = keep_within_budget(
+            build,
+            control.logits,
+            control.fp32_logits,
+            control.labels,
+            ranking,
+            accuracy_budget,
+            max_fp32_layers,
+            log,
+            first,
+        )
+    kept = tuple(budget["fp32_layers"])
+    return Int8Choice(
+        model,
+        recipe.with_fp32_layers(kept),
+        budget,
+        {"calibration_images": images[kept]},
+        reduce_range_choice,
+    )

@@ -12,6 +12,7 @@ The ``.ptl`` path's FX int8 is :mod:`mobileforge.quantize.fx`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mobileforge import files
@@ -22,6 +23,8 @@ from mobileforge.quantize.recipe import Recipe
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
+
+    from mobileforge.quantize.budget import Control, Int8Choice
 
 #: .pte backends that have a PT2E quantizer here (Vulkan reuses XNNPACK's: see ``quantizer``).
 QUANTIZER_BACKENDS = ("xnnpack", "vulkan", "coreml")
@@ -234,6 +237,44 @@ def quantize_pt2e(
     with torch.no_grad(), shallow_node_provenance():
         converted = convert_pt2e(prepared)
     return converted, info
+
+
+def quantize_within_budget(
+    fused: torch.nn.Module,
+    example_input: torch.Tensor,
+    backend: str,
+    recipe: Recipe,
+    control: Control,
+    ranking: list[str],
+    accuracy_budget: float | None,
+    max_fp32_layers: int,
+    log: Callable[[str], Any] = print,
+) -> Int8Choice:
+    """PT2E static int8 for ``backend`` within the accuracy budget
+    (:func:`mobileforge.quantize.budget.keep_within_budget`): the converted program kept, with
+    its quantizer settings and calibration count (``calibration``)."""
+    from mobileforge.quantize.budget import Int8Choice, keep_within_budget
+
+    conversions: dict[tuple[str, ...], dict[str, Any]] = {}  # each build's settings
+
+    def build(fp32_layers: tuple[str, ...]) -> Any:
+        converted, conversions[fp32_layers] = quantize_pt2e(
+            fused, example_input, backend, control.images, recipe.with_fp32_layers(fp32_layers)
+        )
+        return converted
+
+    converted, budget = keep_within_budget(
+        build,
+        control.logits,
+        control.fp32_logits,
+        control.labels,
+        ranking,
+        accuracy_budget,
+        max_fp32_layers,
+        log,
+    )
+    kept = tuple(budget["fp32_layers"])
+    return Int8Choice(converted, recipe.with_fp32_layers(kept), budget, conversions[kept])
 
 
 def _drop_unread_state(module: torch.fx.GraphModule) -> int:

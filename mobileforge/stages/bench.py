@@ -19,46 +19,23 @@ def benchmark(job: Job) -> None:
     startup_s = job.age_s()  # interpreter, Snakemake's script preamble, imports
     from mobileforge import salvage
     from mobileforge.bench import farm
+    from mobileforge.bench.device import benchmark_on_device
     from mobileforge.bench.devicelock import device_lock
 
     device = job.params["device"]
     name = job.wildcards["device"]
     artifact = job.input["artifact"]
     sidecar = files.read_json(files.sidecar_path(artifact))
-    common = {
-        "fmt": sidecar["format"],
-        "input_shape": sidecar["input_shape"],
-        "threads": device["threads"],
-        "warmup": device["warmup"],
-        "iterations": device["iterations"],
-        "repeats": device["repeats"],
-        "cooldown": device["cooldown"],
-    }
-    key = farm.device_key(device)
     try:
-        with device_lock(key):
-            if device["kind"] == "host":
-                from mobileforge.bench.host import run_host_repeats
-
-                result = run_host_repeats(artifact, engine=sidecar.get("engine"), **common)
-            else:
-                from mobileforge.bench.adb import run_adb_benchmark
-                from mobileforge.bench.runstate import RunState
-
-                operations = job.params["operations"]
-                result = run_adb_benchmark(
-                    artifact,
-                    serial=device["serial"],
-                    runner=job.input["runner"],
-                    adb_host=device["adb_host"],
-                    adb_port=device["adb_port"],
-                    remote_dir=device["remote_dir"],
-                    timeouts=operations["timeouts"],
-                    retries=operations["retries"],
-                    state=RunState(key),
-                    job=f"benchmark of {artifact} on {name}",
-                    **common,
-                )
+        with device_lock(farm.device_key(device)):
+            result = benchmark_on_device(
+                artifact,
+                sidecar,
+                device,
+                operations=job.params.get("operations"),
+                runner=job.input.get("runner"),
+                job=f"benchmark of {artifact} on {name}",
+            )
     except Exception as error:
         salvage.record_failure(job.output["benchmark"], artifact, name, error)
         raise

@@ -29,14 +29,14 @@ def ranking(job: Job) -> list[str]:
     return [layer["layer"] for layer in files.read_json(path)["layers"]] if path else []
 
 
-def control(job: Job, fused: Any) -> tuple[Any, Any, Any, Any]:
-    """Calibration split (images, labels or None) and the fp32 logits on it."""
+def control(job: Job, fused: Any) -> Any:
+    """The calibration split and the fp32 logits on it: what the budgets measure against
+    (a :class:`mobileforge.quantize.budget.Control`)."""
     from mobileforge.data import load_dataset
-    from mobileforge.runtime.evaluate import collect_logits
+    from mobileforge.quantize.budget import Control
 
     data = load_dataset(job.input["data"])
-    fp32_logits = collect_logits(fused, data["calib_x"], batch_size=256)
-    return data["calib_x"], data.get("calib_y"), fp32_logits, data
+    return Control.of(fused, data["calib_x"], data.get("calib_y"))
 
 
 def budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
@@ -44,31 +44,15 @@ def budget_summary(budget: dict[str, Any]) -> dict[str, Any]:
     return {"met": budget["budget_met"], "reason": budget["reason"], "loss": budget["loss"]}
 
 
-#: Calibration images each per-layer pruning damage is measured on (ranking only; the budget
-#: is checked on the whole calibration split).
-PRUNE_PROBE_IMAGES = 64
-
-
 def unstructured_within_budget(job: Job, layers: Any, fused: Any) -> tuple[Any, dict[str, Any]]:
-    """Per-layer l1 amounts by sensitivity, at the largest overall amount within the budget."""
-    from mobileforge.prune.allocation import Target, damage_curves, fit_budget
-    from mobileforge.quantize.budget import measure
-    from mobileforge.runtime.evaluate import collect_logits
+    """Per-layer l1 amounts by sensitivity, at the largest overall amount within the budget
+    (:func:`mobileforge.prune.allocation.prune_within_budget`)."""
+    from mobileforge.prune.allocation import prune_within_budget
 
-    calibration, labels, fp32_logits, _ = control(job, fused)
     settings = job.params["prune"]
-
-    def logits(model: Any, images: Any) -> Any:
-        return collect_logits(model, images, batch_size=256)
-
-    target = Target(
-        sizes=layers.sizes,
-        prune=layers.apply,
-        logits=logits,
-        loss=lambda model: measure(fp32_logits, logits(model, calibration), labels),
+    return prune_within_budget(
+        layers, control(job, fused), settings["amount"], settings["accuracy_budget"], job.log
     )
-    curves = damage_curves(target, calibration[:PRUNE_PROBE_IMAGES], job.log)
-    return fit_budget(target, curves, settings["amount"], settings["accuracy_budget"], job.log)
 
 
 def prune_summary(record: dict[str, Any]) -> dict[str, Any]:

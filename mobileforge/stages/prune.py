@@ -39,58 +39,26 @@ def prune(job: Job) -> None:
 
 
 def prune_channel(job: Job) -> None:
-    """Remove channels of the trained model, fine-tune it distilled from the unpruned, fuse it.
-
-    Pruned before fusion: with its BatchNorm layers the pruned network re-normalises its thinner
-    activations while it fine-tunes. A BN-folded MobileNetV2 1.0 pruned at 0.6 has lost its
-    signal (outputs at a tenth of their scale, chance accuracy) and three epochs of fine-tuning
-    left it at chance; the same model pruned with its BN layers was at 67 % after 30 steps.
-    """
-    import copy
-
+    """Remove channels of the trained model, fine-tune it distilled from the unpruned, fuse it
+    (:func:`mobileforge.prune.finetune.prune_and_finetune`)."""
     import torch
 
     from mobileforge import chain
-    from mobileforge import train as training
     from mobileforge.data import load_dataset
-    from mobileforge.fuse import fuse as fuse_model
-    from mobileforge.prune.channel import parameter_count, prune_channels, pruned_structure
+    from mobileforge.prune.channel import pruned_structure
+    from mobileforge.prune.finetune import prune_and_finetune
     from mobileforge.stagefile import save_stage
 
     model, meta = chain.load_checkpoint_model(job.input["checkpoint"])
     data = load_dataset(job.input["data"])
-    settings = job.params["prune"]
-    teacher = copy.deepcopy(model).eval()
-    record = prune_channels(
+    fused, record = prune_and_finetune(
         model,
         chain.example_input(meta),
-        settings["amount"],
-        settings["scope"],
-        settings["round_to"],
+        data["train_x"],
+        data["train_y"],
+        job.params["prune"],
         job.log,
     )
-    finetune, train = settings["finetune"], settings["train"]
-    if finetune["epochs"] > 0:
-        history = training.train_model(
-            model,
-            {"train_x": data["train_x"], "train_y": data["train_y"]},  # the train split only
-            epochs=finetune["epochs"],
-            batch_size=train["batch_size"],
-            lr=finetune["lr"],
-            seed=train["seed"],
-            momentum=train["momentum"],
-            weight_decay=train["weight_decay"],
-            teacher=teacher,
-            distillation=finetune["distillation"],
-            temperature=finetune["temperature"],
-            warmup_epochs=min(1.0, 0.25 * finetune["epochs"]),
-            log=job.log,
-        )
-        record["finetune"] = {**finetune, "history": history["epochs"]}
-    fused = fuse_model(model)
-    # Parameters as the int8 and export stages see them: of the fused models, BN folded.
-    record["before"]["params"] = parameter_count(fuse_model(teacher))
-    record["after"]["params"] = parameter_count(fused)
     state_dict = {key: value.detach().clone() for key, value in fused.state_dict().items()}
     pruned_meta = {
         **meta,

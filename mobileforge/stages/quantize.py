@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from mobileforge import files
 from mobileforge.job import Job, preloads
 from mobileforge.stages.common import budget_summary, control, ranking, versions
@@ -59,55 +57,28 @@ def sensitivity(job: Job) -> None:
 
 def quantize(job: Job) -> None:
     """FX static int8 for one engine, within the accuracy budget (layers kept fp32 if needed)."""
-    import dataclasses
-
     from mobileforge import chain
-    from mobileforge.quantize.budget import choose_reduce_range, keep_within_budget
-    from mobileforge.quantize.fx import quantize_static, quantized_engine
+    from mobileforge.quantize.fx import quantize_within_budget, quantized_engine
     from mobileforge.quantize.recipe import AUTO, Recipe
-    from mobileforge.runtime.evaluate import collect_logits
     from mobileforge.stagefile import save_stage
 
     fused, meta = chain.load_fused_model(job.input["fused"])
-    calibration, labels, fp32_logits, _ = control(job, fused)
     settings = job.params["quantize"]
     engine = job.wildcards["engine"]
-    recipe = Recipe.from_settings(settings)
-    seen = {}
-
-    def build(fp32_layers: tuple[str, ...], candidate: Recipe | None = None) -> Any:
-        model, seen["images"] = quantize_static(
-            fused, engine, (candidate or recipe).with_fp32_layers(fp32_layers), calibration
-        )
-        return model
-
-    def logits_of(model: Any) -> Any:
-        return collect_logits(model, calibration, batch_size=256)
-
+    chosen = quantize_within_budget(
+        fused,
+        engine,
+        Recipe.from_settings(settings),
+        control(job, fused),
+        ranking(job),
+        settings["accuracy_budget"],
+        settings["max_fp32_layers"],
+        auto_reduce_range=settings.get("reduce_range") == AUTO,
+        log=job.log,
+    )
     with quantized_engine(engine):
-        reduce_range_choice = first = None
-        if settings.get("reduce_range") == AUTO and engine == "x86":  # QNNPACK: no 7-bit mode
-            chosen, reduce_range_choice, first = choose_reduce_range(
-                lambda width: build((), dataclasses.replace(recipe, reduce_range=width)),
-                logits_of,
-                fp32_logits,
-                labels,
-                job.log,
-            )
-            recipe = dataclasses.replace(recipe, reduce_range=chosen)
-        model, budget = keep_within_budget(
-            build,
-            logits_of,
-            fp32_logits,
-            labels,
-            ranking(job),
-            settings["accuracy_budget"],
-            settings["max_fp32_layers"],
-            job.log,
-            first,
-        )
-        state_dict = model.state_dict()
-    recipe = recipe.with_fp32_layers(budget["fp32_layers"])
+        state_dict = chosen.model.state_dict()
+    recipe, budget = chosen.recipe, chosen.budget
     save_stage(
         job.output["model"],
         state_dict,
@@ -121,9 +92,9 @@ def quantize(job: Job) -> None:
         },
         job.output["sidecar"],
         {
-            "calibration_images": seen["images"],
+            **chosen.calibration,
             "quantize": settings,
-            "reduce_range_choice": reduce_range_choice,
+            "reduce_range_choice": chosen.reduce_range_choice,
             "budget": budget,
             **versions(job),
         },  # fmt: skip
@@ -135,38 +106,27 @@ def quantize_pte(job: Job) -> None:
     """PT2E int8 for one .pte backend within the accuracy budget: the recipe, and the converted
     program it chose, saved for export_pte to lower (so that nothing is calibrated twice)."""
     from mobileforge import chain
-    from mobileforge.quantize.budget import keep_within_budget
-    from mobileforge.quantize.pt2e import quantize_pt2e, save_converted
+    from mobileforge.quantize.pt2e import quantize_within_budget, save_converted
     from mobileforge.quantize.recipe import Recipe
-    from mobileforge.runtime.evaluate import collect_logits
 
     fused, meta = chain.load_fused_model(job.input["fused"])
-    calibration, labels, fp32_logits, _ = control(job, fused)
+    checked = control(job, fused)
     settings = job.params["quantize"]
     backend = job.wildcards["backend"]
-    recipe = Recipe.from_settings(settings)
     example = chain.example_input(meta)
-    # Each build's quantizer settings and calibration count, by its fp32 layers.
-    conversions: dict[tuple[str, ...], dict[str, Any]] = {}
-
-    def build(fp32_layers: tuple[str, ...]) -> Any:
-        converted, conversions[fp32_layers] = quantize_pt2e(
-            fused, example, backend, calibration, recipe.with_fp32_layers(fp32_layers)
-        )
-        return converted
-
-    converted, budget = keep_within_budget(
-        build,
-        lambda model: collect_logits(model, calibration, batch_size=256),
-        fp32_logits,
-        labels,
+    chosen = quantize_within_budget(
+        fused,
+        example,
+        backend,
+        Recipe.from_settings(settings),
+        checked,
         ranking(job),
         settings["accuracy_budget"],
         settings["max_fp32_layers"],
         job.log,
     )
-    recipe = recipe.with_fp32_layers(budget["fp32_layers"])
-    saved = save_converted(converted, example, calibration, recipe, job.output["program"])
+    recipe, budget, converted = chosen.recipe, chosen.budget, chosen.model
+    saved = save_converted(converted, example, checked.images, recipe, job.output["program"])
     program = files.write_sidecar(
         job.output["program"],
         job.output["sidecar"],
@@ -176,7 +136,7 @@ def quantize_pte(job: Job) -> None:
             "variant": job.wildcards["qvariant"],
             "backend": backend,
             "recipe": recipe.as_record(),
-            **conversions[recipe.fp32_layers],
+            **chosen.calibration,
             "input_shape": meta["input_shape"],
             **saved,
             **versions(job),
