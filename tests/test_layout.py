@@ -2,7 +2,8 @@
 
 Snakemake merges ``--configfile`` into the ``config.yaml`` of the working directory, so the
 README gives every run a directory of its own. These dry runs execute the README's own
-commands (taken from its text) and check which models each would build.
+commands (taken from its text, or from the ``docs/`` page a command moved to) and check which
+models each would build.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from tests.conftest import REPO, TINY_CONFIG
 
 pytestmark = pytest.mark.slow
 
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
 
 def readme_command(*needles: str) -> list[str]:
-    """The README's shell command containing every needle, as arguments."""
-    blocks = re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    """The shell command of the README or a ``docs/`` page containing every needle, as arguments."""
+    text = "\n".join(page.read_text() for page in DOCS)
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
     lines = [line for block in blocks for line in block.splitlines()]
     matches = [line for line in lines if all(needle in line for needle in needles)]
     assert len(matches) == 1, f"expected one README command with {needles}, found {matches}"
