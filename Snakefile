@@ -1,7 +1,7 @@
 # mobileforge: trained PyTorch models -> fused -> int8 -> pruned -> .ptl / .pte per backend
 # -> accuracy of each artifact -> device benchmarks (+ the host's peak throughput)
 # -> results/summary.csv, summary.md and the report's plots.
-# See README.md for the layout of results/ and every configuration option.
+# See README.md for the layout of results/ and docs/configuration.md for every configuration option.
 from snakemake.utils import min_version
 
 min_version("9.0")

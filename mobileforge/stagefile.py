@@ -1,8 +1,9 @@
 """Our intermediate artifacts: a state_dict plus the metadata needed to rebuild the module.
 
-They are never unpickled as arbitrary objects (DESIGN.md, security rules): a stage file holds
-only tensors and plain values, is loaded with ``weights_only=True``, and the module around the
-weights is rebuilt from the architecture (see :mod:`mobileforge.chain`).
+They are never unpickled as arbitrary objects (the rule docs/configuration.md, "Your own model
+and data", states for checkpoints): a stage file holds only tensors and plain values, is loaded
+with ``weights_only=True``, and the module around the weights is rebuilt from the architecture
+(see :mod:`mobileforge.chain`).
 """
 
 from __future__ import annotations

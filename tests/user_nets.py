@@ -2,14 +2,15 @@
 
 Residual adds, a channel concatenation, hardswish and a squeeze-excite multiply (a sigmoid
 gate broadcast over the feature map), in the style of MobileNetV3 / EfficientNet blocks. It is
-FX- and export-traceable, as the README asks of user models. Referenced from configs by its
-import path ``tests.user_nets:build``.
+FX- and export-traceable, as docs/configuration.md asks of user models. Referenced from configs
+by its import path ``tests.user_nets:build``.
 """
 
 import torch
 from torch import nn
 
-# No `from __future__ import annotations` here: see the README (TorchScript of the fused model).
+# No `from __future__ import annotations` here: see docs/configuration.md (TorchScript of the
+# fused model).
 
 
 class SqueezeExcite(nn.Module):
