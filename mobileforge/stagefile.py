@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mobileforge import records
 from mobileforge.files import write_artifact
 
 
@@ -36,7 +37,11 @@ def save_stage(
     sidecar: str | os.PathLike[str],
     info: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write a stage file atomically plus its JSON sidecar (``meta`` and ``info`` merged)."""
+    """Write a stage file atomically plus its JSON sidecar (``meta`` and ``info`` merged).
+
+    ``meta`` is a :class:`mobileforge.records.StageMeta`: what rebuilds the model.
+    """
+    records.check(records.StageMeta, meta, os.fspath(path))
     return write_artifact(path, stage_bytes(state_dict, meta), sidecar, {**meta, **info})
 
 

@@ -22,23 +22,12 @@ from typing import Any
 
 import pandas as pd
 
-from mobileforge import selection
+from mobileforge import records, selection
 from mobileforge.bench import compare
 from mobileforge.bench.stats import benchmark_samples
 
-COLUMNS = [
-    "model", "variant", "format", "backend", "device", "engine", "params", "size_bytes",
-    "compressed_bytes", "prune_method", "prune_amount", "sparsity", "fp32_layers",
-    "fp32_layer_names", "accuracy", "accuracy_delta", "max_abs_diff", "latency_ms_p50",
-    "latency_ms_p90", "latency_ms_mean", "latency_ms_std", "latency_ms_min",
-    "latency_ms_trimmed_mean", "latency_ms_ci_low", "latency_ms_ci_high", "latency_cv",
-    "repeats", "unstable", "load_ms", "peak_rss_mb", "threads", "affinity", "node", "cpu_model",
-    "temp_c_before", "temp_c_after", "speedup", "speedup_low", "speedup_high", "vs_executorch",
-    "vs_executorch_low", "vs_executorch_high", "compared", "macs", "achieved_gmacs", "peak_gmacs",
-    "peak_kernel", "roofline_fraction", "pareto", "best", "best_reason", "optimization",
-    "runtime", "built_with", "note",
-    "artifact",
-]  # fmt: skip
+#: summary.csv's columns, in order: :class:`mobileforge.records.SummaryRow`.
+COLUMNS = records.keys(records.SummaryRow)
 #: Columns summarize() derives; build_rows() leaves them out.
 DERIVED = ("accuracy_delta", "unstable", "achieved_gmacs", "roofline_fraction", "pareto", "best",
            "best_reason")  # fmt: skip
@@ -95,65 +84,82 @@ def build_rows(
             # compute node the job landed on).
             host = measured.get("host") or {}
             rows.append(
-                {
-                    "model": sidecar["model"],
-                    "variant": sidecar["variant"],
-                    "format": sidecar["format"],
-                    "backend": sidecar["backend"],
-                    "device": device,
-                    "engine": sidecar.get("engine") or "",
-                    "params": sidecar.get("params"),
-                    "size_bytes": sidecar["size_bytes"],
-                    "compressed_bytes": sidecar.get("compressed_bytes"),
-                    "prune_method": (sidecar.get("prune") or {}).get("method"),
-                    # The amount actually applied (an unstructured point may stop short of the
-                    # requested amount to stay within the accuracy budget: see note).
-                    "prune_amount": (sidecar.get("prune") or {}).get("amount"),
-                    "sparsity": sidecar.get("sparsity"),
-                    # Layers the int8 accuracy budget kept in fp32: how many, which.
-                    "fp32_layers": _count(sidecar.get("fp32_layers")),
-                    "fp32_layer_names": _names(sidecar.get("fp32_layers")),
-                    "accuracy": evaluation.get("accuracy"),
-                    "max_abs_diff": evaluation.get("max_abs_diff"),
-                    "latency_ms_p50": latency.get("p50"),
-                    "latency_ms_p90": latency.get("p90"),
-                    "latency_ms_mean": latency.get("mean"),
-                    "latency_ms_std": latency.get("std"),
-                    "latency_ms_min": latency.get("min"),
-                    "latency_ms_trimmed_mean": latency.get("trimmed_mean"),
-                    "latency_ms_ci_low": ci_low,
-                    "latency_ms_ci_high": ci_high,
-                    # Run-to-run spread, where a benchmark repeated its process.
-                    "latency_cv": latency.get("cv"),
-                    "repeats": latency.get("runs"),
-                    "load_ms": measured.get("load_ms"),
-                    "peak_rss_mb": measured.get("peak_rss_mb"),
-                    # What ran: the runtime's own thread count where it reports one (else what
-                    # was asked for: speed_benchmark_torch has no thread flag) and the CPUs.
-                    "threads": measured.get("threads_applied") or measured.get("threads_requested"),
-                    "affinity": _affinity(affinity, bench),
-                    "node": host.get("node"),
-                    "cpu_model": host.get("cpu_model"),
-                    "temp_c_before": thermal.get("before_c"),
-                    "temp_c_after": thermal.get("after_c"),
-                    **ratios,
-                    "macs": sidecar.get("macs"),
-                    "peak_gmacs": peak["gmacs"] if peak else None,
-                    "peak_kernel": peak["kernel"] if peak else "",
-                    "optimization": sidecar.get("optimization", ""),
-                    "runtime": measured.get("runtime", ""),
-                    "built_with": built_with(sidecar),
-                    "note": _note(
-                        bench,
-                        settings["kind"],
-                        sidecar,
-                        failures.get((path, device)),
-                        planned is not None and (path, device) in planned,
-                    ),  # fmt: skip
-                    "artifact": path,
-                }
+                _declared(
+                    {
+                        "model": sidecar["model"],
+                        "variant": sidecar["variant"],
+                        "format": sidecar["format"],
+                        "backend": sidecar["backend"],
+                        "device": device,
+                        "engine": sidecar.get("engine") or "",
+                        "params": sidecar.get("params"),
+                        "size_bytes": sidecar["size_bytes"],
+                        "compressed_bytes": sidecar.get("compressed_bytes"),
+                        "prune_method": (sidecar.get("prune") or {}).get("method"),
+                        # The amount actually applied (an unstructured point may stop short of the
+                        # requested amount to stay within the accuracy budget: see note).
+                        "prune_amount": (sidecar.get("prune") or {}).get("amount"),
+                        "sparsity": sidecar.get("sparsity"),
+                        # Layers the int8 accuracy budget kept in fp32: how many, which.
+                        "fp32_layers": _count(sidecar.get("fp32_layers")),
+                        "fp32_layer_names": _names(sidecar.get("fp32_layers")),
+                        "accuracy": evaluation.get("accuracy"),
+                        "max_abs_diff": evaluation.get("max_abs_diff"),
+                        "latency_ms_p50": latency.get("p50"),
+                        "latency_ms_p90": latency.get("p90"),
+                        "latency_ms_mean": latency.get("mean"),
+                        "latency_ms_std": latency.get("std"),
+                        "latency_ms_min": latency.get("min"),
+                        "latency_ms_trimmed_mean": latency.get("trimmed_mean"),
+                        "latency_ms_ci_low": ci_low,
+                        "latency_ms_ci_high": ci_high,
+                        # Run-to-run spread, where a benchmark repeated its process.
+                        "latency_cv": latency.get("cv"),
+                        "repeats": latency.get("runs"),
+                        "load_ms": measured.get("load_ms"),
+                        "peak_rss_mb": measured.get("peak_rss_mb"),
+                        # What ran: the runtime's own thread count where it reports one (else what
+                        # was asked for: speed_benchmark_torch has no thread flag) and the CPUs.
+                        "threads": measured.get("threads_applied")
+                        or measured.get("threads_requested"),
+                        "affinity": _affinity(affinity, bench),
+                        "node": host.get("node"),
+                        "cpu_model": host.get("cpu_model"),
+                        "temp_c_before": thermal.get("before_c"),
+                        "temp_c_after": thermal.get("after_c"),
+                        **ratios,
+                        "macs": sidecar.get("macs"),
+                        "peak_gmacs": peak["gmacs"] if peak else None,
+                        "peak_kernel": peak["kernel"] if peak else "",
+                        "optimization": sidecar.get("optimization", ""),
+                        "runtime": measured.get("runtime", ""),
+                        "built_with": built_with(sidecar),
+                        "note": _note(
+                            bench,
+                            settings["kind"],
+                            sidecar,
+                            failures.get((path, device)),
+                            planned is not None and (path, device) in planned,
+                        ),  # fmt: skip
+                        "artifact": path,
+                    },
+                )
             )
     return rows
+
+
+def _declared(row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` if it has exactly the columns build_rows fills (a key missing or undeclared
+    would leave a column empty or be dropped without a word)."""
+    built = [column for column in COLUMNS if column not in DERIVED]
+    if list(row) != built:
+        missing = sorted(set(built) - row.keys())
+        undeclared = sorted(row.keys() - set(built))
+        raise records.RecordError(
+            f"summary row of {row.get('artifact')} on {row.get('device')}: columns differ from "
+            f"{records.HOME} SummaryRow (missing {missing}, undeclared {undeclared}, or order)"
+        )
+    return row
 
 
 #: The ratio columns a comparison fills (empty where the artifact was not in one).

@@ -3,7 +3,7 @@ candidates, and the host's peak throughput."""
 
 from __future__ import annotations
 
-from mobileforge import files
+from mobileforge import files, records
 from mobileforge.job import Job, preloads, without_torch
 from mobileforge.stages.common import versions
 from mobileforge.warm.client import EXECUTORCH_MODULES
@@ -25,7 +25,7 @@ def benchmark(job: Job) -> None:
     device = job.params["device"]
     name = job.wildcards["device"]
     artifact = job.input["artifact"]
-    sidecar = files.read_json(files.sidecar_path(artifact))
+    sidecar = records.read(records.ArtifactSidecar, files.sidecar_path(artifact))
     try:
         with device_lock(farm.device_key(device)):
             result = benchmark_on_device(
@@ -48,16 +48,15 @@ def benchmark(job: Job) -> None:
         f"threads {result.get('threads_applied') or result.get('threads_requested')}"
     )
     result["timing"].update(startup_s=startup_s, process_s=job.age_s())
-    files.write_json_atomic(
-        job.output["benchmark"],
-        {
-            **result,
-            "artifact": artifact,
-            "device": name,
-            "device_kind": device["kind"],
-            "toolchain": job.params.get("toolchain"),
-        },
-    )
+    record = {
+        **result,
+        "artifact": artifact,
+        "device": name,
+        "device_kind": device["kind"],
+        "toolchain": job.params.get("toolchain"),
+    }
+    records.check(records.BenchmarkResult, record, job.output["benchmark"])
+    files.write_json_atomic(job.output["benchmark"], record)
 
 
 @without_torch  # imports the runtimes itself, before forking the processes that hold artifacts
@@ -80,7 +79,10 @@ def compare(job: Job) -> None:
     for path in job.input["evaluations"]:
         record = files.read_json(path)
         accuracy[record["artifact"]] = record["accuracy"]
-    sidecars = {path: files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]}
+    sidecars = {
+        path: records.read(records.ArtifactSidecar, files.sidecar_path(path))
+        for path in job.input["artifacts"]
+    }
     entries, left_out = paired.candidates(sidecars, accuracy, budget)
     for path, why in left_out.items():
         job.log(f"not a candidate: {path} ({why})")

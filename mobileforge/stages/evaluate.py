@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mobileforge import files
+from mobileforge import files, records
 from mobileforge.job import Job
 from mobileforge.stages.common import versions
 
@@ -16,7 +16,7 @@ def evaluate(job: Job) -> None:
 
     data = load_dataset(job.input["data"])
     reference_logits = torch.load(job.input["reference"], weights_only=True)
-    sidecar = files.read_json(files.sidecar_path(job.input["artifact"]))
+    sidecar = records.read(records.ArtifactSidecar, files.sidecar_path(job.input["artifact"]))
     if sidecar["format"] == "ptl":
         from mobileforge.runtime.evaluate import evaluate_ptl
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mobileforge import files
+from mobileforge import files, records
 from mobileforge.job import Job, preloads
 from mobileforge.stages.common import artifact_info, prune_summary, unstructured_within_budget
 from mobileforge.warm.client import EXECUTORCH_MODULES
@@ -32,6 +32,7 @@ def export_ptl(job: Job) -> None:
             "compressed_bytes": files.compressed_size(data),
         },
     )
+    records.check(records.ArtifactSidecar, record, job.output["sidecar"])
     job.log(f"wrote {record['artifact']}: {record['size_bytes']} B via {info['optimization']}")
 
 
@@ -95,4 +96,5 @@ def export_pte(job: Job) -> None:
             **(extra or {}),
         },
     )
+    records.check(records.ArtifactSidecar, record, job.output["sidecar"])
     job.log(f"wrote {record['artifact']}: {record['size_bytes']} B")

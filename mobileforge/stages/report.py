@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mobileforge import files
+from mobileforge import files, records
 from mobileforge.job import Job, without_torch
 
 
@@ -14,14 +14,17 @@ def summary(job: Job) -> None:
     from mobileforge.bench import compare as paired
     from mobileforge.summary import build_rows, summarize
 
-    artifacts = [files.read_json(files.sidecar_path(path)) for path in job.input["artifacts"]]
+    artifacts = [
+        records.read(records.ArtifactSidecar, files.sidecar_path(path))
+        for path in job.input["artifacts"]
+    ]
     evaluations = {}
     for path in job.input["evaluations"]:
         record = files.read_json(path)
         evaluations[record["artifact"]] = record
     benchmarks = {}
     for path in job.input["benchmarks"]:
-        record = files.read_json(path)
+        record = records.read(records.BenchmarkResult, path)
         benchmarks[(record["artifact"], record["device"])] = record
     peaks = {}
     for path in job.input["peaks"]:
@@ -52,7 +55,7 @@ def plots(job: Job) -> None:
     from mobileforge.report import draw_figures
 
     summary = pd.read_csv(job.input["summary"], keep_default_na=True)
-    benchmarks = [files.read_json(path) for path in job.input["benchmarks"]]
+    benchmarks = [records.read(records.BenchmarkResult, path) for path in job.input["benchmarks"]]
     draw_figures(job.params["figures"], summary, benchmarks, job.params["accuracy_budget"], job.log)
 
 

@@ -1,0 +1,385 @@
+"""The records that cross a file or process boundary, declared once.
+
+A stage writes JSON that another job reads: an artifact's sidecar, the meta a stage file carries,
+a benchmark's result, a row of the summary. Each has one shape here, as a ``TypedDict``:
+producers build it, consumers read it, and :func:`check` holds a record to its shape where it
+crosses over. A key renamed on one side then fails loudly on the other (naming the key, the
+record and the file) instead of leaving a column quietly empty.
+
+``schemas/records/<name>.schema.json`` is each shape as JSON Schema, written by
+``python -m mobileforge.records schemas/records``; a test fails when a shape changes and that
+file was not rewritten, so a change of shape is a visible diff.
+
+Torch-free and cheap to import: the summary and benchmark jobs, which import no torch, use it.
+No ``from __future__ import annotations`` here: with it, Python 3.11 cannot tell a
+``NotRequired`` key from a required one.
+"""
+
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict, Union
+
+from mobileforge import files
+
+#: Where a record's shape is declared, for error messages.
+HOME = "mobileforge/records.py"
+
+
+class RecordError(ValueError):
+    """A record that does not have its declared shape."""
+
+
+# -- an artifact's sidecar (results/<model>/<fmt>/<variant>.<backend>.<fmt>.json) ------------
+
+
+class Toolchain(TypedDict):
+    """What made an output: the code fingerprint and package versions (mobileforge.fingerprint)."""
+
+    code: str
+    packages: dict[str, str]
+
+
+class Int8BudgetSummary(TypedDict):
+    met: bool
+    reason: str
+    loss: float
+
+
+class PruneBudgetSummary(TypedDict):
+    met: bool
+    reason: str
+
+
+class ArtifactSidecar(TypedDict):
+    """The sidecar of a deployable artifact (``.ptl`` or ``.pte``): what it is, what it was
+    made from and with, and how it was built. Keys of one format only are marked."""
+
+    artifact: str  # its path, as the workflow names it
+    sha256: str
+    size_bytes: int
+    compressed_bytes: int  # zlib level 9: what a download costs
+    model: str
+    format: Literal["ptl", "pte"]
+    variant: str  # fp32, int8, int8_pruned-<method>-<amount>
+    backend: str
+    engine: str | None  # the int8 kernel library of a .ptl (x86, qnnpack); None for .pte
+    arch: str
+    params: int
+    macs: int | None
+    input_shape: list[int]
+    sparsity: float | None
+    fp32_layers: list[str] | None  # layers the int8 budget kept in fp32; None: not int8
+    int8_budget: Int8BudgetSummary | None
+    prune: dict[str, Any] | None  # the pruning applied: method, amount, ...
+    prune_budget: PruneBudgetSummary | None
+    optimization: str  # how the artifact was optimized (freeze, lowering)
+    torch_version: str
+    python_version: str
+    toolchain: Toolchain | None
+    # .ptl only (mobileforge.export.ptl)
+    scripting: NotRequired[str]
+    optimize_for_mobile_unavailable: NotRequired[str]
+    candidates: NotRequired[dict[str, Any]]
+    choice: NotRequired[str]
+    choice_reason: NotRequired[str]
+    # .pte only (mobileforge.export.pte)
+    executorch_version: NotRequired[str]
+    lowering: NotRequired[dict[str, Any]]
+    delegated_subgraphs: NotRequired[int]
+    delegate_backend_ids: NotRequired[list[str]]
+    delegated_nodes: NotRequired[int]
+    portable_nodes: NotRequired[int]
+    delegated_ops: NotRequired[dict[str, int]]
+    portable_ops: NotRequired[dict[str, int]]
+    # .pte int8 only: the converted program it was lowered from and how that was calibrated
+    quantizer: NotRequired[dict[str, Any]]
+    calibration_samples: NotRequired[int]
+    int8_program: NotRequired[dict[str, Any]]
+
+
+# -- the meta a stage file (.pt) carries ---------------------------------------------------
+
+
+class StageMeta(TypedDict):
+    """What a stage file (checkpoint, fused, int8, pruned) says about its model, enough to
+    rebuild it from architecture and state_dict (mobileforge.chain). Later stages add keys."""
+
+    stage: Literal["checkpoint", "fused", "int8", "int8_pruned", "pruned"]
+    model: str
+    arch: str
+    kwargs: dict[str, Any]
+    num_classes: int
+    input_shape: list[int]
+    params: int
+    source: str  # trained, imported from <path>, or initial weights
+    macs: NotRequired[int]  # from fused on
+    variant: NotRequired[str]  # int8 stages
+    engine: NotRequired[str]
+    recipe: NotRequired[dict[str, Any]]
+    int8_budget: NotRequired[Int8BudgetSummary]
+    prune: NotRequired[dict[str, Any]]  # l1 int8 pruning: method, amount, requested_amount
+    prune_budget: NotRequired[PruneBudgetSummary]
+    sparsity: NotRequired[float]
+    pruned: NotRequired[dict[str, Any]]  # channel pruning: method, amount, scope, round_to
+    pruned_structure: NotRequired[dict[str, Any]]
+
+
+# -- a benchmark's result (results/<model>/bench/<fmt>/<stem>.<device>.json) ---------------
+
+
+class Latency(TypedDict):
+    """Latency of one artifact in milliseconds (mobileforge.bench.stats): over every timed
+    iteration of a run, combined over runs as the median of each statistic."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    p50: float
+    p90: float
+    p99: float
+    trimmed_mean: float
+    runs: int
+    cv: float | None  # run-to-run coefficient of variation of p50; None for one run
+    p50_runs: list[float]
+
+
+class BenchmarkResult(TypedDict):
+    """What a benchmark job writes: one artifact on one device, ``repeats`` runs. Keys only the
+    host (mobileforge.bench.host) or only a phone (mobileforge.bench.adb) has are marked."""
+
+    artifact: str
+    artifact_bytes: int
+    device: str  # the config's device name
+    device_kind: Literal["host", "adb"]
+    format: Literal["ptl", "pte"]
+    runtime: str
+    input_shape: list[int]
+    input: str
+    warmup: int
+    iterations: int
+    repeats: int
+    cooldown: dict[str, Any]
+    threads_requested: int
+    threads_applied: int | None
+    thread_control: str
+    affinity: list[int] | None
+    load_ms: float | None
+    first_inference_ms: float | None
+    latency_ms: Latency
+    rss_before_load_mb: float | None
+    peak_rss_mb: float | None
+    torch_version: str | None
+    executorch_version: str | None
+    python_version: str | None
+    thermal: dict[str, Any]
+    timing: dict[str, float | int | None]
+    warnings: list[str]
+    null_reasons: dict[str, str]  # why a field is None
+    runs: list[dict[str, Any]]  # each process's own result; each has ``samples_ms``
+    toolchain: Toolchain | None
+    # host only
+    host: NotRequired[dict[str, Any]]
+    process: NotRequired[str]
+    quantized_engine: NotRequired[str | None]
+    torch_threads: NotRequired[int | None]
+    torch_interop_threads: NotRequired[int | None]
+    cooldown_s: NotRequired[float]
+    # phone only
+    device_info: NotRequired[dict[str, Any]]
+    adb_server: NotRequired[str]
+    runner: NotRequired[str]
+    runner_sha256: NotRequired[str]
+    remote_command: NotRequired[str]
+    pushed: NotRequired[Any]
+    retries_used: NotRequired[Any]
+
+
+# -- a row of results/summary.csv ------------------------------------------------------------
+
+
+class SummaryRow(TypedDict):
+    """One artifact on one device, as results/summary.csv has it (columns in this order).
+    The columns are described in the README (Reading the results)."""
+
+    model: str
+    variant: str
+    format: str
+    backend: str
+    device: str
+    engine: str
+    params: int | None
+    size_bytes: int
+    compressed_bytes: int | None
+    prune_method: str | None
+    prune_amount: float | None
+    sparsity: float | None
+    fp32_layers: int | None
+    fp32_layer_names: str | None
+    accuracy: float | None
+    accuracy_delta: float | None
+    max_abs_diff: float | None
+    latency_ms_p50: float | None
+    latency_ms_p90: float | None
+    latency_ms_mean: float | None
+    latency_ms_std: float | None
+    latency_ms_min: float | None
+    latency_ms_trimmed_mean: float | None
+    latency_ms_ci_low: float | None
+    latency_ms_ci_high: float | None
+    latency_cv: float | None
+    repeats: int | None
+    unstable: bool
+    load_ms: float | None
+    peak_rss_mb: float | None
+    threads: int | None
+    affinity: str | None
+    node: str | None
+    cpu_model: str | None
+    temp_c_before: float | None
+    temp_c_after: float | None
+    speedup: float | None
+    speedup_low: float | None
+    speedup_high: float | None
+    vs_executorch: float | None
+    vs_executorch_low: float | None
+    vs_executorch_high: float | None
+    compared: bool | None
+    macs: int | None
+    achieved_gmacs: float | None
+    peak_gmacs: float | None
+    peak_kernel: str
+    roofline_fraction: float | None
+    pareto: bool
+    best: bool
+    best_reason: str
+    optimization: str
+    runtime: str
+    built_with: str
+    note: str
+    artifact: str
+
+
+#: Every declared record by the name of its schema file.
+SHAPES: dict[str, type] = {
+    "artifact-sidecar": ArtifactSidecar,
+    "stage-meta": StageMeta,
+    "benchmark-result": BenchmarkResult,
+    "summary-row": SummaryRow,
+}
+
+
+def keys(shape: type) -> list[str]:
+    """The keys of ``shape``, in declaration order."""
+    return list(typing.get_type_hints(shape))
+
+
+def check(shape: type, record: Mapping[str, Any], where: str) -> Mapping[str, Any]:
+    """``record`` if it has ``shape``'s keys (its required ones, and no others), nested
+    declared records too; else :class:`RecordError` naming the keys, the shape and ``where``
+    (the file or job the record belongs to)."""
+    if not isinstance(record, Mapping):
+        raise RecordError(f"{where}: a {shape.__name__} must be a JSON object, not {record!r}")
+    hints = typing.get_type_hints(shape)
+    missing = sorted(shape.__required_keys__ - record.keys())  # type: ignore[attr-defined]
+    unknown = sorted(record.keys() - hints.keys())
+    if missing or unknown:
+        parts = [f"lacks {missing}"] * bool(missing) + [f"has undeclared {unknown}"] * bool(unknown)
+        raise RecordError(
+            f"{where}: not a {shape.__name__} ({HOME}): it {' and '.join(parts)}; a key renamed "
+            "on one side must be renamed in its declaration and by its readers too"
+        )
+    for key, hint in hints.items():
+        nested = _record_type(hint)
+        if nested is not None and record.get(key) is not None:
+            check(nested, record[key], f"{where}, key {key!r}")
+    return record
+
+
+def read(shape: type, path: str | Path) -> dict[str, Any]:
+    """The JSON record at ``path``, held to ``shape`` (:func:`check`)."""
+    record = files.read_json(path)
+    check(shape, record, str(path))
+    return record
+
+
+def _record_type(hint: Any) -> type | None:
+    """The TypedDict a hint names (alone or ``| None``), else None."""
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    found = [option for option in options if typing.is_typeddict(option)]
+    return found[0] if found else None
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (Union, types.UnionType)
+
+
+def json_schema(shape: type) -> dict[str, Any]:
+    """``shape`` as a JSON Schema (draft 2020-12)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": shape.__name__,
+        "description": " ".join((shape.__doc__ or "").split()),
+        **_object_schema(shape),
+    }
+
+
+def _object_schema(shape: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(shape)
+    return {
+        "type": "object",
+        "properties": {key: _schema(hint) for key, hint in hints.items()},
+        "required": [key for key in hints if key in shape.__required_keys__],  # type: ignore[attr-defined]
+        "additionalProperties": False,
+    }
+
+
+_SCALARS = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
+
+
+def _schema(hint: Any) -> dict[str, Any]:
+    if hint is Any:
+        return {}
+    if typing.is_typeddict(hint):
+        return {"title": hint.__name__, **_object_schema(hint)}
+    if hint in _SCALARS:
+        return {"type": _SCALARS[hint]}
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if _is_union(hint):
+        return {"anyOf": [_schema(arg) for arg in args]}
+    if origin is Literal:
+        return {"enum": list(args)}
+    if origin is list:
+        return {"type": "array", "items": _schema(args[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema(args[1])}
+    raise TypeError(f"{HOME}: no JSON Schema for {hint!r}")
+
+
+def schema_texts() -> dict[str, str]:
+    """Each shape's schema file name and text."""
+    return {
+        f"{name}.schema.json": json.dumps(json_schema(shape), indent=2) + "\n"
+        for name, shape in SHAPES.items()
+    }
+
+
+def write_schemas(directory: str | Path) -> list[Path]:
+    """Write every shape's JSON Schema into ``directory``; the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in schema_texts().items():
+        (directory / name).write_text(text)
+        written.append(directory / name)
+    return written
+
+
+if __name__ == "__main__":  # python -m mobileforge.records schemas/records
+    for path in write_schemas(sys.argv[1] if len(sys.argv) > 1 else "schemas/records"):
+        print(path)
