@@ -40,7 +40,7 @@ localrules:
 rule all:
     default_target: True
     input:
-        "results/summary.csv",
-        "results/summary.md",
+        layout.SUMMARY,
+        layout.SUMMARY_MARKDOWN,
         FIGURE_PATHS,
         plan.sensitivity_plots(MF),

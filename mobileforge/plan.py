@@ -1,29 +1,7 @@
-"""Which artifacts, evaluations and benchmarks a resolved config asks for, and their paths.
+"""Which artifacts, evaluations and benchmarks a resolved config asks for, and their paths
+(built from the templates of :mod:`mobileforge.layout`, where the layout of results/ is drawn).
 
-Torch-free: the Snakefile calls this while building the DAG. All path conventions live here so
-the rules, the summary and the tests agree on one layout:
-
-    results/data/<dataset>-<H>x<W>.pt
-    results/<model>/checkpoint.pt | fused.pt | int8.<engine>.pt
-    results/<model>/reference.pt                       fp32 logits on the eval split
-    results/<model>/pruned-channel-<amount>.pt         channel-pruned, fine-tuned fp32, fused
-    results/<model>/int8_pruned-<method>-<amount>.<engine>.pt   FX int8 of a prune point
-    results/<model>/sensitivity/<qvariant>.<ptl.<engine>|pte.<backend>>.json   int8 damage
-    results/<model>/pte/<qvariant>.<backend>.recipe.json   .pte int8 calibration + fp32 layers
-    results/<model>/pte/<qvariant>.<backend>.pt2           its converted program, not yet lowered
-    results/<model>/ptl/fp32.<backend>.ptl
-    results/<model>/ptl/<int8 variant>.<engine>.cpu.ptl
-    results/<model>/pte/<variant>.<backend>.pte
-    results/<model>/eval/<format>/<stem>.json          accuracy of the artifact itself
-    results/<model>/bench/<format>/<stem>.<device>.json
-    results/<model>/compare/<device>.json              paired comparison: best and every ratio
-    results/peak/gemm.<precision>.xnnpack.pte          GEMM programs of the peak measurement
-    results/peak/<device>.json                         peak dense throughput of a host device
-    results/summary.csv | summary.md                   everything joined; best per model x device
-    results/report/summary.html                        both tables, for the HTML report
-    results/report/<device>/latency_accuracy.png       one panel per model
-    results/report/<device>/<model>/latency_distribution.png | load_memory.png
-    results/report/sizes/<model>.png
+Torch-free: the Snakefile calls this while building the DAG.
 """
 
 from __future__ import annotations
@@ -31,17 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mobileforge import layout
 from mobileforge.config import RUNNABLE_BACKENDS
+from mobileforge.layout import INT8_BACKENDS, PRECISIONS, PRUNE_METHODS
 
-RESULTS = "results"
-PRUNE_METHODS = ("l1_unstructured", "channel")
 #: Methods that prune the fp32 model before calibration (their own int8, sensitivity and
 #: recipe); the others prune the int8 weights of the ``int8`` variant.
 PRUNE_BEFORE_INT8 = ("channel",)
-#: Precisions the peak throughput is measured in (an artifact's follows from its variant).
-PRECISIONS = ("fp32", "int8")
-# int8 .ptl exists only for CPU kernels; ExecuTorch lowers int8 (pt2e) to each of its backends.
-INT8_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack", "vulkan", "coreml")}
 
 
 @dataclass(frozen=True)
@@ -111,9 +85,9 @@ def calibrated_variants(config: dict[str, Any], model: str) -> list[str]:
 def fused_path(model: str, qvariant: str) -> str:
     """The fp32 stage a calibrated variant quantizes: ``fused.pt`` or its pruned model."""
     if qvariant == "int8":
-        return f"{RESULTS}/{model}/fused.pt"
+        return layout.fill(layout.FUSED, model=model)
     label = qvariant.removeprefix("int8_pruned-")
-    return f"{RESULTS}/{model}/pruned-{label}.pt"
+    return layout.fill(layout.PRUNED, model=model, point=label)
 
 
 @dataclass(frozen=True)
@@ -131,14 +105,16 @@ class Artifact:
 
     @property
     def path(self) -> str:
-        return f"{RESULTS}/{self.model}/{self.fmt}/{self.stem}.{self.fmt}"
+        return layout.fill(layout.ARTIFACT, model=self.model, fmt=self.fmt, stem=self.stem)
 
     @property
     def eval_path(self) -> str:
-        return f"{RESULTS}/{self.model}/eval/{self.fmt}/{self.stem}.json"
+        return layout.fill(layout.EVALUATION, model=self.model, fmt=self.fmt, stem=self.stem)
 
     def bench_path(self, device: str) -> str:
-        return f"{RESULTS}/{self.model}/bench/{self.fmt}/{self.stem}.{device}.json"
+        return layout.fill(
+            layout.BENCHMARK, model=self.model, fmt=self.fmt, stem=self.stem, device=device
+        )
 
 
 def host_devices(config: dict[str, Any]) -> list[str]:
@@ -147,11 +123,11 @@ def host_devices(config: dict[str, Any]) -> list[str]:
 
 
 def peak_path(device: str) -> str:
-    return f"{RESULTS}/peak/{device}.json"
+    return layout.fill(layout.PEAK, device=device)
 
 
 def peak_program_path(precision: str) -> str:
-    return f"{RESULTS}/peak/gemm.{precision}.xnnpack.pte"
+    return layout.fill(layout.PEAK_PROGRAM, precision=precision)
 
 
 def peak_program_paths(config: dict[str, Any]) -> dict[str, str]:
@@ -172,10 +148,12 @@ class Figure:
     @property
     def path(self) -> str:
         if self.kind == "sizes":
-            return f"{RESULTS}/report/sizes/{self.model}.png"
+            return layout.fill(layout.SIZES_FIGURE, model=self.model)
         if self.model is None:
-            return f"{RESULTS}/report/{self.device}/{self.kind}.png"
-        return f"{RESULTS}/report/{self.device}/{self.model}/{self.kind}.png"
+            return layout.fill(layout.DEVICE_FIGURE, device=self.device, kind=self.kind)
+        return layout.fill(
+            layout.DEVICE_MODEL_FIGURE, device=self.device, model=self.model, kind=self.kind
+        )
 
 
 #: Figures drawn per device (one panel per model), per device and model, and per model.
@@ -200,22 +178,22 @@ def figures(config: dict[str, Any]) -> list[Figure]:
 def dataset_path(config: dict[str, Any], model: str) -> str:
     _, channels, height, width = config["models"][model]["input_shape"]
     name = config["dataset"]["name"]
-    return f"{RESULTS}/data/{name}-{channels}x{height}x{width}.pt"
+    return layout.fill(layout.DATASET, dataset=name, chw=f"{channels}x{height}x{width}")
 
 
 def sensitivity_path(model: str, qvariant: str, fmt: str, key: str) -> str:
     """Per-layer int8 sensitivity of one calibrated variant for one quantizer (FX engine or
     .pte backend)."""
-    return f"{RESULTS}/{model}/sensitivity/{qvariant}.{fmt}.{key}.json"
+    return layout.fill(layout.SENSITIVITY, model=model, qvariant=qvariant, fmt=fmt, key=key)
 
 
 def pte_recipe_path(model: str, qvariant: str, backend: str) -> str:
-    return f"{RESULTS}/{model}/pte/{qvariant}.{backend}.recipe.json"
+    return layout.fill(layout.PTE_RECIPE, model=model, qvariant=qvariant, backend=backend)
 
 
 def pte_program_path(model: str, qvariant: str, backend: str) -> str:
     """The converted PT2E program the recipe chose (``torch.export.save``), before lowering."""
-    return f"{RESULTS}/{model}/pte/{qvariant}.{backend}.pt2"
+    return layout.fill(layout.PTE_PROGRAM, model=model, qvariant=qvariant, backend=backend)
 
 
 def _calibrations(config: dict[str, Any], model: str) -> list[tuple[str, str, str]]:
@@ -239,7 +217,7 @@ def sensitivities(config: dict[str, Any], model: str) -> list[str]:
 def int8_decisions(config: dict[str, Any], model: str) -> list[str]:
     """Where each of ``model``'s int8 calibrations records its fp32 layers and budget steps."""
     return [
-        f"{RESULTS}/{model}/{qvariant}.{key}.pt.json"
+        layout.sidecar(layout.fill(layout.INT8, model=model, variant=qvariant, engine=key))
         if fmt == "ptl"
         else pte_recipe_path(model, qvariant, key)
         for qvariant, fmt, key in _calibrations(config, model)
@@ -248,7 +226,7 @@ def int8_decisions(config: dict[str, Any], model: str) -> list[str]:
 
 def sensitivity_plots(config: dict[str, Any]) -> list[str]:
     return [
-        f"{RESULTS}/report/sensitivity/{model}.png"
+        layout.fill(layout.SENSITIVITY_PLOT, model=model)
         for model in config["models"]
         if sensitivities(config, model)
     ]
@@ -305,7 +283,7 @@ def benchmarks(config: dict[str, Any]) -> list[tuple[Artifact, str]]:
 
 
 def compare_path(model: str, device: str) -> str:
-    return f"{RESULTS}/{model}/compare/{device}.json"
+    return layout.fill(layout.COMPARISON, model=model, device=device)
 
 
 def compared_artifacts(config: dict[str, Any], model: str, device: str) -> list[Artifact]:

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mobileforge import files
+from mobileforge import files, layout
 
 FAILED_DIR = Path(".mobileforge/failed")
 #: Longest error kept in a note (the job's log has all of it).
@@ -55,7 +55,7 @@ def _read(path: str | os.PathLike[str]) -> Any | None:
         return None
 
 
-def salvage(config: dict[str, Any], summary_path: str = "results/summary.csv") -> str | None:
+def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str | None:
     """Build the summary and plots of a failed run from what exists; return a one-line report.
 
     Returns None when there is nothing to summarise (no artifact was built).

@@ -1,15 +1,15 @@
 rule benchmark_host:
     input:
-        artifact="results/{model}/{fmt}/{stem}.{fmt}",
+        artifact=layout.ARTIFACT,
     output:
-        benchmark="results/{model}/bench/{fmt}/{stem}.{device}.json",
+        benchmark=layout.BENCHMARK,
     params:
         toolchain=toolchain("benchmark"),
         device=get_device_params,
     log:
-        "logs/benchmark/{model}.{fmt}.{stem}.{device}.log",
+        layout.log("benchmark", "{model}.{fmt}.{stem}.{device}"),
     benchmark:
-        "benchmarks/benchmark/{model}.{fmt}.{stem}.{device}.tsv"
+        layout.runtime("benchmark", "{model}.{fmt}.{stem}.{device}")
     threads: get_host_benchmark_threads
     wildcard_constraints:
         device=HOST_DEVICES,
@@ -27,18 +27,18 @@ rule benchmark_adb:
     wildcard_constraints:
         device=ADB_DEVICES,
     input:
-        artifact="results/{model}/{fmt}/{stem}.{fmt}",
+        artifact=layout.ARTIFACT,
         runner=get_adb_runner,
     output:
-        benchmark="results/{model}/bench/{fmt}/{stem}.{device}.json",
+        benchmark=layout.BENCHMARK,
     params:
         toolchain=toolchain("benchmark"),
         device=get_device_params,
         operations=get_bench_operations,
     log:
-        "logs/benchmark/{model}.{fmt}.{stem}.{device}.log",
+        layout.log("benchmark", "{model}.{fmt}.{stem}.{device}"),
     benchmark:
-        "benchmarks/benchmark/{model}.{fmt}.{stem}.{device}.tsv"
+        layout.runtime("benchmark", "{model}.{fmt}.{stem}.{device}")
     threads: 0
     resources:
         mem_mb=200,

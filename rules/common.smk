@@ -1,7 +1,6 @@
 # Helpers, config validation, wildcard constraints and input/param functions.
 # Parsed on every Snakemake start: keep it torch-free (mobileforge.config and .plan are).
 import os
-import re
 import sys
 import time
 
@@ -12,7 +11,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from snakemake.exceptions import WorkflowError
 
-from mobileforge import cpus, plan
+from mobileforge import cpus, layout, plan
 from mobileforge.bench import farm
 from mobileforge.bench.runstate import RUN_ID_ENV
 from mobileforge.bench import peak as peak_measurement  # torch-free at import
@@ -68,16 +67,12 @@ if CORES_PER_CPU > 1:
     )
 
 
-def _alternatives(names):
-    return "|".join(re.escape(name) for name in names) or "(?!)"
-
-
 def _devices_of_kind(kind):
     return [name for name, device in MF["devices"].items() if device["kind"] == kind]
 
 
-HOST_DEVICES = _alternatives(_devices_of_kind("host"))
-ADB_DEVICES = _alternatives(_devices_of_kind("adb"))
+HOST_DEVICES = layout.one_of(_devices_of_kind("host"))
+ADB_DEVICES = layout.one_of(_devices_of_kind("adb"))
 # One Snakemake resource of capacity 1 per physical phone: N phones run N benchmarks at once,
 # two config entries on one phone take turns, and none waits for host cores.
 PHONES = farm.phone_resources(MF["devices"])
@@ -86,21 +81,11 @@ for _phone in PHONES:
         workflow.register_resource(_phone, 1)
 
 
-AMOUNT = r"[0-9.]+(e-[0-9]+)?"  # a prune amount as plan.PrunePoint writes it ({amount:g})
-
-
-# variant: any artifact variant; ivariant: any int8 one; qvariant: those calibrated from an fp32
-# stage (int8, channel-pruned points); uvariant: those pruned in int8 (l1_unstructured points).
+# Models and devices are the config's; the other wildcards' patterns are mobileforge.layout's.
 wildcard_constraints:
-    model=_alternatives(MF["models"]),
-    device=_alternatives(MF["devices"]),
-    engine="x86|qnnpack",
-    variant=rf"fp32|int8|int8_pruned-[a-z0-9_]+-{AMOUNT}",
-    ivariant=rf"int8|int8_pruned-[a-z0-9_]+-{AMOUNT}",
-    qvariant=rf"int8|int8_pruned-channel-{AMOUNT}",
-    uvariant=rf"int8_pruned-l1_unstructured-{AMOUNT}",
-    point=rf"channel-{AMOUNT}",
-    fmt="ptl|pte",
+    model=layout.one_of(list(MF["models"])),
+    device=layout.one_of(list(MF["devices"])),
+    **layout.PATTERNS,
 
 
 def toolchain(stage):

@@ -7,15 +7,15 @@ rule compare:
     input:
         unpack(get_compare_inputs),
     output:
-        comparison="results/{model}/compare/{device}.json",
+        comparison=layout.COMPARISON,
     params:
         toolchain=toolchain("compare"),
         settings=get_compare_params,
         accuracy_budget=MF["selection"]["accuracy_budget"],
     log:
-        "logs/compare/{model}.{device}.log",
+        layout.log("compare", "{model}.{device}"),
     benchmark:
-        "benchmarks/compare/{model}.{device}.tsv"
+        layout.runtime("compare", "{model}.{device}")
     threads: get_host_benchmark_threads
     wildcard_constraints:
         device=HOST_DEVICES,
@@ -33,7 +33,7 @@ rule compare_adb:
     input:
         unpack(get_compare_inputs),
     output:
-        comparison="results/{model}/compare/{device}.json",
+        comparison=layout.COMPARISON,
     params:
         toolchain=toolchain("compare"),
         settings=get_compare_params,
@@ -41,9 +41,9 @@ rule compare_adb:
         runners=get_compare_runners,
         operations=get_bench_operations,
     log:
-        "logs/compare/{model}.{device}.log",
+        layout.log("compare", "{model}.{device}"),
     benchmark:
-        "benchmarks/compare/{model}.{device}.tsv"
+        layout.runtime("compare", "{model}.{device}")
     threads: 0
     wildcard_constraints:
         device=ADB_DEVICES,

@@ -1,18 +1,18 @@
 rule dataset:
     output:
-        data="results/data/{dataset}-{chw}.pt",
-        sidecar="results/data/{dataset}-{chw}.pt.json",
+        data=layout.DATASET,
+        sidecar=layout.sidecar(layout.DATASET),
     params:
         toolchain=toolchain("dataset"),
         spec=canonical(MF["dataset"]),
         chw=get_chw,
     log:
-        "logs/dataset/{dataset}-{chw}.log",
+        layout.log("dataset", "{dataset}-{chw}"),
     benchmark:
-        "benchmarks/dataset/{dataset}-{chw}.tsv"
+        layout.runtime("dataset", "{dataset}-{chw}")
     threads: CORES_PER_CPU
     wildcard_constraints:
-        dataset="shapes|folder|tensors",
+        dataset=layout.one_of(layout.DATASETS),
         chw=r"\d+x\d+x\d+",
     resources:
         mem_mb=2000,

@@ -1,16 +1,16 @@
 rule evaluate:
     input:
-        artifact="results/{model}/{fmt}/{stem}.{fmt}",
+        artifact=layout.ARTIFACT,
         data=get_dataset,
-        reference="results/{model}/reference.pt",
+        reference=layout.REFERENCE,
     output:
-        evaluation="results/{model}/eval/{fmt}/{stem}.json",
+        evaluation=layout.EVALUATION,
     params:
         toolchain=toolchain("evaluate"),
     log:
-        "logs/evaluate/{model}.{fmt}.{stem}.log",
+        layout.log("evaluate", "{model}.{fmt}.{stem}"),
     benchmark:
-        "benchmarks/evaluate/{model}.{fmt}.{stem}.tsv"
+        layout.runtime("evaluate", "{model}.{fmt}.{stem}")
     threads: CORES_PER_CPU
     resources:
         mem_mb=3000,

@@ -1,18 +1,18 @@
 rule export_ptl_fp32:
     input:
-        model="results/{model}/fused.pt",
+        model=layout.FUSED,
     output:
-        artifact="results/{model}/ptl/fp32.{backend}.ptl",
-        sidecar="results/{model}/ptl/fp32.{backend}.ptl.json",
+        artifact=layout.PTL_FP32,
+        sidecar=layout.sidecar(layout.PTL_FP32),
     params:
         toolchain=toolchain("export_ptl"),
     log:
-        "logs/export_ptl/{model}.fp32.{backend}.log",
+        layout.log("export_ptl", "{model}.fp32.{backend}"),
     benchmark:
-        "benchmarks/export_ptl/{model}.fp32.{backend}.tsv"
+        layout.runtime("export_ptl", "{model}.fp32.{backend}")
     threads: CORES_PER_CPU
     wildcard_constraints:
-        backend="cpu|vulkan|metal",
+        backend=layout.one_of(layout.BACKENDS["ptl"]),
     resources:
         mem_mb=3000,
     conda:
@@ -24,19 +24,19 @@ rule export_ptl_fp32:
 # int8 models run on CPU kernels only: no GPU backend exists for them.
 rule export_ptl_int8:
     input:
-        model="results/{model}/{ivariant}.{engine}.pt",
+        model=layout.fill(layout.INT8, variant="{ivariant}"),
     output:
-        artifact="results/{model}/ptl/{ivariant}.{engine}.{backend}.ptl",
-        sidecar="results/{model}/ptl/{ivariant}.{engine}.{backend}.ptl.json",
+        artifact=layout.fill(layout.PTL_INT8, variant="{ivariant}"),
+        sidecar=layout.sidecar(layout.fill(layout.PTL_INT8, variant="{ivariant}")),
     params:
         toolchain=toolchain("export_ptl"),
     log:
-        "logs/export_ptl/{model}.{ivariant}.{engine}.{backend}.log",
+        layout.log("export_ptl", "{model}.{ivariant}.{engine}.{backend}"),
     benchmark:
-        "benchmarks/export_ptl/{model}.{ivariant}.{engine}.{backend}.tsv"
+        layout.runtime("export_ptl", "{model}.{ivariant}.{engine}.{backend}")
     threads: CORES_PER_CPU
     wildcard_constraints:
-        backend="cpu",
+        backend=layout.one_of(layout.INT8_BACKENDS["ptl"]),
     resources:
         mem_mb=3000,
     conda:
@@ -49,19 +49,19 @@ rule export_pte:
     input:
         unpack(get_export_pte_inputs),
     output:
-        artifact="results/{model}/pte/{variant}.{backend}.pte",
-        sidecar="results/{model}/pte/{variant}.{backend}.pte.json",
+        artifact=layout.PTE,
+        sidecar=layout.sidecar(layout.PTE),
     params:
         toolchain=toolchain("export_pte"),
         prune=get_pte_prune_params,
     log:
-        "logs/export_pte/{model}.{variant}.{backend}.log",
+        layout.log("export_pte", "{model}.{variant}.{backend}"),
     benchmark:
-        "benchmarks/export_pte/{model}.{variant}.{backend}.tsv"
+        layout.runtime("export_pte", "{model}.{variant}.{backend}")
     threads: CORES_PER_CPU
     priority: 1  # see rules/train.smk
     wildcard_constraints:
-        backend="xnnpack|vulkan|coreml",
+        backend=layout.one_of(layout.BACKENDS["pte"]),
     resources:
         mem_mb=4000,
     conda:

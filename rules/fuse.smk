@@ -1,18 +1,18 @@
 rule fuse:
     input:
-        checkpoint="results/{model}/checkpoint.pt",
+        checkpoint=layout.CHECKPOINT,
         data=get_dataset,
     output:
-        fused="results/{model}/fused.pt",
-        sidecar="results/{model}/fused.pt.json",
-        reference="results/{model}/reference.pt",
+        fused=layout.FUSED,
+        sidecar=layout.sidecar(layout.FUSED),
+        reference=layout.REFERENCE,
     params:
         toolchain=toolchain("fuse"),
         fuse=get_fuse_params,
     log:
-        "logs/fuse/{model}.log",
+        layout.log("fuse", "{model}"),
     benchmark:
-        "benchmarks/fuse/{model}.tsv"
+        layout.runtime("fuse", "{model}")
     threads: CORES_PER_CPU
     priority: 4  # see rules/train.smk
     resources:

@@ -4,16 +4,16 @@
 rule peak_programs:
     output:
         fp32=plan.peak_program_path("fp32"),
-        fp32_sidecar=plan.peak_program_path("fp32") + ".json",
+        fp32_sidecar=layout.sidecar(plan.peak_program_path("fp32")),
         int8=plan.peak_program_path("int8"),
-        int8_sidecar=plan.peak_program_path("int8") + ".json",
+        int8_sidecar=layout.sidecar(plan.peak_program_path("int8")),
     params:
         toolchain=toolchain("peak_programs"),
         shape=list(peak_measurement.GEMM_SHAPE),
     log:
-        "logs/peak_programs/gemm.log",
+        layout.log("peak_programs", "gemm"),
     benchmark:
-        "benchmarks/peak_programs/gemm.tsv"
+        layout.runtime("peak_programs", "gemm")
     threads: CORES_PER_CPU
     resources:
         mem_mb=2000,
@@ -32,9 +32,9 @@ rule peak:
         toolchain=toolchain("peak"),
         measurement=get_peak_params,
     log:
-        "logs/peak/{device}.log",
+        layout.log("peak", "{device}"),
     benchmark:
-        "benchmarks/peak/{device}.tsv"
+        layout.runtime("peak", "{device}")
     threads: get_host_benchmark_threads
     wildcard_constraints:
         device=HOST_DEVICES,

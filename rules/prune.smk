@@ -1,19 +1,19 @@
 # Unstructured points prune the int8 weights of the int8 variant (brief's order: int8 -> pruned).
 rule prune:
     input:
-        model="results/{model}/int8.{engine}.pt",
-        fused="results/{model}/fused.pt",
+        model=layout.fill(layout.INT8, variant="int8"),
+        fused=layout.FUSED,
         data=get_dataset,
     output:
-        model="results/{model}/{uvariant}.{engine}.pt",
-        sidecar="results/{model}/{uvariant}.{engine}.pt.json",
+        model=layout.fill(layout.INT8, variant="{uvariant}"),
+        sidecar=layout.sidecar(layout.fill(layout.INT8, variant="{uvariant}")),
     params:
         toolchain=toolchain("prune"),
         prune=get_prune_params,
     log:
-        "logs/prune/{model}.{uvariant}.{engine}.log",
+        layout.log("prune", "{model}.{uvariant}.{engine}"),
     benchmark:
-        "benchmarks/prune/{model}.{uvariant}.{engine}.tsv"
+        layout.runtime("prune", "{model}.{uvariant}.{engine}")
     threads: CORES_PER_CPU
     priority: 2  # see rules/train.smk
     resources:
@@ -29,18 +29,18 @@ rule prune:
 # checkpoint -> pruned -> fine-tuned -> fused -> int8.
 rule prune_channel:
     input:
-        checkpoint="results/{model}/checkpoint.pt",
+        checkpoint=layout.CHECKPOINT,
         data=get_dataset,
     output:
-        model="results/{model}/pruned-{point}.pt",
-        sidecar="results/{model}/pruned-{point}.pt.json",
+        model=layout.PRUNED,
+        sidecar=layout.sidecar(layout.PRUNED),
     params:
         toolchain=toolchain("prune_channel"),
         prune=get_prune_channel_params,
     log:
-        "logs/prune_channel/{model}.{point}.log",
+        layout.log("prune_channel", "{model}.{point}"),
     benchmark:
-        "benchmarks/prune_channel/{model}.{point}.tsv"
+        layout.runtime("prune_channel", "{model}.{point}")
     threads: get_train_threads
     priority: 4  # see rules/train.smk: a long job at the head of its chain
     resources:

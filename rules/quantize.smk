@@ -3,18 +3,18 @@ rule sensitivity:
         fused=get_fused,
         data=get_dataset,
     output:
-        sensitivity="results/{model}/sensitivity/{qvariant}.{fmt}.{key}.json",
+        sensitivity=layout.SENSITIVITY,
     params:
         toolchain=toolchain("sensitivity"),
         quantize=get_sensitivity_params,
     log:
-        "logs/sensitivity/{model}.{qvariant}.{fmt}.{key}.log",
+        layout.log("sensitivity", "{model}.{qvariant}.{fmt}.{key}"),
     benchmark:
-        "benchmarks/sensitivity/{model}.{qvariant}.{fmt}.{key}.tsv"
+        layout.runtime("sensitivity", "{model}.{qvariant}.{fmt}.{key}")
     threads: CORES_PER_CPU
     priority: 3  # see rules/train.smk
     wildcard_constraints:
-        key="x86|qnnpack|xnnpack|vulkan|coreml",
+        key=layout.one_of(layout.ENGINES + layout.INT8_BACKENDS["pte"]),
     resources:
         mem_mb=3000,
     conda:
@@ -28,15 +28,15 @@ rule quantize:
     input:
         unpack(get_quantize_inputs),
     output:
-        model="results/{model}/{qvariant}.{engine}.pt",
-        sidecar="results/{model}/{qvariant}.{engine}.pt.json",
+        model=layout.fill(layout.INT8, variant="{qvariant}"),
+        sidecar=layout.sidecar(layout.fill(layout.INT8, variant="{qvariant}")),
     params:
         toolchain=toolchain("quantize"),
         quantize=get_quantize_params,
     log:
-        "logs/quantize/{model}.{qvariant}.{engine}.log",
+        layout.log("quantize", "{model}.{qvariant}.{engine}"),
     benchmark:
-        "benchmarks/quantize/{model}.{qvariant}.{engine}.tsv"
+        layout.runtime("quantize", "{model}.{qvariant}.{engine}")
     threads: CORES_PER_CPU
     priority: 3  # see rules/train.smk
     resources:
@@ -53,20 +53,20 @@ rule quantize_pte:
     input:
         unpack(get_quantize_pte_inputs),
     output:
-        recipe="results/{model}/pte/{qvariant}.{backend}.recipe.json",
-        program="results/{model}/pte/{qvariant}.{backend}.pt2",
-        sidecar="results/{model}/pte/{qvariant}.{backend}.pt2.json",
+        recipe=layout.PTE_RECIPE,
+        program=layout.PTE_PROGRAM,
+        sidecar=layout.sidecar(layout.PTE_PROGRAM),
     params:
         toolchain=toolchain("quantize_pte"),
         quantize=get_pte_quantize_params,
     log:
-        "logs/quantize_pte/{model}.{qvariant}.{backend}.log",
+        layout.log("quantize_pte", "{model}.{qvariant}.{backend}"),
     benchmark:
-        "benchmarks/quantize_pte/{model}.{qvariant}.{backend}.tsv"
+        layout.runtime("quantize_pte", "{model}.{qvariant}.{backend}")
     threads: CORES_PER_CPU
     priority: 3  # see rules/train.smk
     wildcard_constraints:
-        backend="xnnpack|vulkan|coreml",
+        backend=layout.one_of(layout.INT8_BACKENDS["pte"]),
     resources:
         mem_mb=4000,
     conda:
@@ -80,7 +80,7 @@ rule plot_sensitivity:
         unpack(get_sensitivity_plot_inputs),
     output:
         plot=report(
-            "results/report/sensitivity/{model}.png",
+            layout.SENSITIVITY_PLOT,
             caption="../report/sensitivity.rst",
             category="Sensitivity",
             subcategory="{model}",
@@ -89,9 +89,9 @@ rule plot_sensitivity:
     params:
         toolchain=toolchain("plot_sensitivity"),
     log:
-        "logs/plot_sensitivity/{model}.log",
+        layout.log("plot_sensitivity", "{model}"),
     benchmark:
-        "benchmarks/plot_sensitivity/{model}.tsv"
+        layout.runtime("plot_sensitivity", "{model}")
     threads: CORES_PER_CPU
     conda:
         "../envs/mobileforge.yaml"

@@ -16,21 +16,21 @@ rule summary:
         unpack(summary_inputs),
     output:
         summary=report(
-            "results/summary.csv",
+            layout.SUMMARY,
             caption="../report/summary.rst",
             category="Summary",
             subcategory="tables",
             labels={"file": "summary.csv (every row)"},
         ),
         markdown=report(
-            "results/summary.md",
+            layout.SUMMARY_MARKDOWN,
             caption="../report/summary_md.rst",
             category="Summary",
             subcategory="tables",
             labels={"file": "summary.md (best first, then every row)"},
         ),
         html=report(
-            "results/report/summary.html",
+            layout.SUMMARY_HTML,
             caption="../report/summary_md.rst",
             category="Summary",
             subcategory="tables",
@@ -42,9 +42,9 @@ rule summary:
         accuracy_budget=MF["selection"]["accuracy_budget"],
         unstable_cv=MF["benchmark"]["unstable_cv"],
     log:
-        "logs/summary/summary.log",
+        layout.log("summary", "summary"),
     benchmark:
-        "benchmarks/summary/summary.tsv"
+        layout.runtime("summary", "summary")
     threads: CORES_PER_CPU
     conda:
         "../envs/mobileforge.yaml"
@@ -54,7 +54,7 @@ rule summary:
 
 rule plots:
     input:
-        summary="results/summary.csv",
+        summary=layout.SUMMARY,
         benchmarks=get_benchmark_paths,
     output:
         figure_outputs(),
@@ -63,9 +63,9 @@ rule plots:
         figures=get_figure_params,
         accuracy_budget=MF["selection"]["accuracy_budget"],
     log:
-        "logs/plots/plots.log",
+        layout.log("plots", "plots"),
     benchmark:
-        "benchmarks/plots/plots.tsv"
+        layout.runtime("plots", "plots")
     threads: CORES_PER_CPU
     conda:
         "../envs/mobileforge.yaml"

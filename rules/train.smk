@@ -2,15 +2,15 @@ rule train:
     input:
         unpack(get_train_inputs),
     output:
-        checkpoint="results/{model}/checkpoint.pt",
-        sidecar="results/{model}/checkpoint.pt.json",
+        checkpoint=layout.CHECKPOINT,
+        sidecar=layout.sidecar(layout.CHECKPOINT),
     params:
         toolchain=toolchain("train"),
         settings=get_train_params,
     log:
-        "logs/train/{model}.log",
+        layout.log("train", "{model}"),
     benchmark:
-        "benchmarks/train/{model}.tsv"
+        layout.runtime("train", "{model}")
     threads: get_train_threads
     # Priorities follow the chain (train 5 .. export_pte 1, the rest 0): a ready upstream job
     # runs before leaves, so ResNet-18's long chain starts early and does not end the run alone.

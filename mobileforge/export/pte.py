@@ -32,6 +32,7 @@ import contextlib
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from mobileforge import layout
 from mobileforge.export import coreml
 from mobileforge.export.xnnpack_patterns import skip_unmatchable_patterns
 from mobileforge.provenance import shallow_node_provenance
@@ -43,7 +44,7 @@ from mobileforge.versions import base_version, check_executorch
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
-PTE_BACKENDS = ("xnnpack", "vulkan", "coreml")
+PTE_BACKENDS = layout.BACKENDS["pte"]
 PTE_VARIANTS = ("fp32", "int8", "int8_pruned")
 
 # Core ML compiles int8 activations (quantize/dequantize on activations) only from iOS 17 /

@@ -15,13 +15,14 @@ from typing import Any
 
 import torch
 
+from mobileforge import layout
 from mobileforge.quantize.budget import Control, Int8Choice, choose_reduce_range, keep_within_budget
 from mobileforge.quantize.clamps import make_clamp_aware
 from mobileforge.quantize.observers import fx_activation_observer
 from mobileforge.quantize.recipe import Recipe
 from mobileforge.quiet import quiet_quantization_warnings
 
-ENGINES = ("x86", "qnnpack")
+ENGINES = layout.ENGINES
 
 
 @contextlib.contextmanager

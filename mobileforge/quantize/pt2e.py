@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from mobileforge import files
+from mobileforge import files, layout
 from mobileforge.provenance import number_graphs, shallow_node_provenance
 from mobileforge.quantize.clamps import make_clamp_aware
 from mobileforge.quantize.observers import describe, pt2e_activation_observer
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from mobileforge.quantize.budget import Control, Int8Choice
 
 #: .pte backends that have a PT2E quantizer here (Vulkan reuses XNNPACK's: see ``quantizer``).
-QUANTIZER_BACKENDS = ("xnnpack", "vulkan", "coreml")
+QUANTIZER_BACKENDS = layout.INT8_BACKENDS["pte"]
 
 
 def _fp32_filter(fp32_layers: tuple[str, ...]) -> Any:
