@@ -90,6 +90,57 @@ def fused_path(model: str, qvariant: str) -> str:
     return layout.fill(layout.PRUNED, model=model, point=label)
 
 
+def calibration_of(config: dict[str, Any], model: str, variant: str) -> str | None:
+    """The calibrated variant whose int8 calibration ``variant`` is built from: its own for
+    ``int8`` and points pruned before int8 (channel), ``int8``'s for points that prune the int8
+    weights (l1_unstructured); None for fp32."""
+    if variant == "fp32":
+        return None
+    if variant == "int8" or prune_point(config, model, variant).before_int8:
+        return variant
+    return "int8"
+
+
+def int8_inputs(
+    config: dict[str, Any], model: str, qvariant: str, fmt: str, key: str
+) -> dict[str, str]:
+    """What an int8 calibration of ``qvariant`` for ``key`` (FX engine or .pte backend) reads:
+    its fp32 stage, the dataset and, with an accuracy budget, the layers' sensitivity ranking.
+    Without a budget nothing is kept in fp32, so int8 does not wait for the ranking."""
+    inputs = {"fused": fused_path(model, qvariant), "data": dataset_path(config, model)}
+    if config["models"][model]["quantize"]["accuracy_budget"] is not None:
+        inputs["sensitivity"] = sensitivity_path(model, qvariant, fmt, key)
+    return inputs
+
+
+def pte_export_inputs(
+    config: dict[str, Any], model: str, variant: str, backend: str
+) -> dict[str, str]:
+    """What export_pte lowers for ``variant``: the fused model (fp32), or the converted program
+    quantize_pte saved with its recipe and fp32 stage; a point that prunes int8 weights also
+    reads the dataset, for its pruning budget on the calibration split."""
+    qvariant = calibration_of(config, model, variant)
+    if qvariant is None:
+        return {"fused": fused_path(model, "int8")}
+    inputs = {
+        "fused": fused_path(model, qvariant),
+        "recipe": pte_recipe_path(model, qvariant, backend),
+        "program": pte_program_path(model, qvariant, backend),
+    }
+    if qvariant != variant:
+        inputs["data"] = dataset_path(config, model)
+    return inputs
+
+
+#: The device setting holding a phone's runner of each format.
+RUNNER_KEYS = {"ptl": "runner", "pte": "pte_runner"}
+
+
+def runner_of(device: dict[str, Any], fmt: str) -> str:
+    """The device-side runner binary a phone runs ``fmt`` artifacts with."""
+    return device[RUNNER_KEYS[fmt]]
+
+
 @dataclass(frozen=True)
 class Artifact:
     model: str

@@ -11,7 +11,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 
 from snakemake.exceptions import WorkflowError
 
-from mobileforge import cpus, layout, plan
+from mobileforge import cpus, layout, params, plan
 from mobileforge.bench import farm
 from mobileforge.bench.runstate import RUN_ID_ENV
 from mobileforge.bench import peak as peak_measurement  # torch-free at import
@@ -111,18 +111,7 @@ def get_dataset(wildcards):
 
 
 def get_train_params(wildcards):
-    settings = model_settings(wildcards)
-    return canonical(
-        {
-            "model": wildcards.model,
-            "arch": settings["arch"],
-            "kwargs": settings["kwargs"],
-            "num_classes": settings.get("num_classes"),
-            "input_shape": settings["input_shape"],
-            "train": settings["train"],
-            "checkpoint": settings.get("checkpoint"),
-        }
-    )
+    return params.train(MF, wildcards.model)
 
 
 def get_train_threads(wildcards):
@@ -138,39 +127,19 @@ def get_train_inputs(wildcards):
 
 
 def get_fuse_params(wildcards):
-    return canonical(model_settings(wildcards)["fuse"])
-
-
-# Keys of the quantize block that decide which layers stay fp32, not how a layer is calibrated:
-# sensitivity does not depend on them (editing the budget must not rerun it).
-BUDGET_KEYS = ("accuracy_budget", "max_fp32_layers")
-
-
-def _quantize_settings(wildcards, fmt, keys_out=()):
-    # .pte quantizers have no 7-bit activation mode: reduce_range (x86 FX) is not theirs.
-    settings = dict(model_settings(wildcards)["quantize"])
-    for key in (*keys_out, *(("reduce_range",) if fmt == "pte" else ())):
-        settings.pop(key, None)
-    return canonical(settings)
+    return params.fuse(MF, wildcards.model)
 
 
 def get_quantize_params(wildcards):
-    return _quantize_settings(wildcards, "ptl")
+    return params.quantize(MF, wildcards.model, "ptl")
 
 
 def get_pte_quantize_params(wildcards):
-    return _quantize_settings(wildcards, "pte")
+    return params.quantize(MF, wildcards.model, "pte")
 
 
 def get_sensitivity_params(wildcards):
-    return _quantize_settings(wildcards, wildcards.fmt, BUDGET_KEYS)
-
-
-def _sensitivity_input(wildcards, fmt, key):
-    # Without a budget nothing is kept in fp32, so int8 does not wait for the ranking.
-    if model_settings(wildcards)["quantize"]["accuracy_budget"] is None:
-        return {}
-    return {"sensitivity": plan.sensitivity_path(wildcards.model, wildcards.qvariant, fmt, key)}
+    return params.quantize(MF, wildcards.model, wildcards.fmt, ranking=True)
 
 
 def get_fused(wildcards):
@@ -178,75 +147,28 @@ def get_fused(wildcards):
 
 
 def get_quantize_inputs(wildcards):
-    sensitivity = _sensitivity_input(wildcards, "ptl", wildcards.engine)
-    return {"fused": get_fused(wildcards), "data": get_dataset(wildcards), **sensitivity}
+    return plan.int8_inputs(MF, wildcards.model, wildcards.qvariant, "ptl", wildcards.engine)
 
 
 def get_quantize_pte_inputs(wildcards):
-    sensitivity = _sensitivity_input(wildcards, "pte", wildcards.backend)
-    return {"fused": get_fused(wildcards), "data": get_dataset(wildcards), **sensitivity}
-
-
-def _point(wildcards, variant):
-    return plan.prune_point(MF, wildcards.model, variant)
+    return plan.int8_inputs(MF, wildcards.model, wildcards.qvariant, "pte", wildcards.backend)
 
 
 def get_export_pte_inputs(wildcards):
-    variant, model = wildcards.variant, wildcards.model
-    if variant == "fp32":
-        return {"fused": plan.fused_path(model, "int8")}
-    if variant == "int8" or _point(wildcards, variant).before_int8:
-        # Calibrated from its own fp32 stage by quantize_pte, whose program is lowered as it is.
-        qvariant, data = variant, {}
-    else:
-        # int8 weights pruned after the int8 calibration, within the budget on the calib split.
-        qvariant, data = "int8", {"data": get_dataset(wildcards)}
-    return {
-        "fused": plan.fused_path(model, qvariant),
-        "recipe": plan.pte_recipe_path(model, qvariant, wildcards.backend),
-        "program": plan.pte_program_path(model, qvariant, wildcards.backend),
-        **data,
-    }
-
-
-def _unstructured_params(wildcards, variant):
-    point = _point(wildcards, variant)
-    return canonical(
-        {
-            "method": point.method,
-            "amount": point.amount,
-            "accuracy_budget": MF["selection"]["accuracy_budget"],
-        }
-    )
+    return plan.pte_export_inputs(MF, wildcards.model, wildcards.variant, wildcards.backend)
 
 
 def get_prune_params(wildcards):
-    return _unstructured_params(wildcards, wildcards.uvariant)
+    return params.unstructured_prune(MF, wildcards.model, wildcards.uvariant)
 
 
 def get_pte_prune_params(wildcards):
-    # Only points that prune int8 weights prune at export; the rest are unpruned programs of
-    # their (possibly channel-pruned) model.
-    if wildcards.variant in ("fp32", "int8") or _point(wildcards, wildcards.variant).before_int8:
-        return None
-    return _unstructured_params(wildcards, wildcards.variant)
+    # Only points that prune int8 weights prune at export (None for the others).
+    return params.unstructured_prune(MF, wildcards.model, wildcards.variant)
 
 
 def get_prune_channel_params(wildcards):
-    settings = model_settings(wildcards)
-    point = _point(wildcards, f"int8_pruned-{wildcards.point}")
-    prune = settings["prune"]
-    train = settings["train"]
-    return canonical(
-        {
-            "method": point.method,
-            "amount": point.amount,
-            "scope": prune["scope"],
-            "round_to": prune["round_to"],
-            "finetune": prune["finetune"],
-            "train": {key: train[key] for key in ("batch_size", "momentum", "weight_decay", "seed")},
-        }
-    )
+    return params.channel_prune(MF, wildcards.model, wildcards.point)
 
 
 def get_sensitivity_plot_inputs(wildcards):
@@ -258,26 +180,17 @@ def get_sensitivity_plot_inputs(wildcards):
 
 
 def get_device_params(wildcards):
-    # Only the runner of the artifact's own format: a new executor_runner reruns .pte only.
-    device = dict(MF["devices"][wildcards.device])
-    device.pop("pte_runner" if wildcards.fmt == "ptl" else "runner", None)
-    return canonical(device)
+    return params.device(MF, wildcards.device, wildcards.fmt)
 
 
 def get_bench_operations(wildcards, resources):
-    # How long to wait for a phone and how often to retry change no measurement: taking
-    # `resources` makes this a derived param, which Snakemake leaves out of the rerun trigger.
-    return canonical(
-        {
-            "retries": MF["benchmark"]["retries"],
-            "timeouts": MF["benchmark"]["timeouts"],
-        }
-    )
+    # Taking `resources` makes this a derived param, which Snakemake leaves out of the rerun
+    # trigger: how long to wait for a phone changes no measurement.
+    return params.bench_operations(MF)
 
 
 def get_adb_runner(wildcards):
-    device = MF["devices"][wildcards.device]
-    return device["runner"] if wildcards.fmt == "ptl" else device["pte_runner"]
+    return plan.runner_of(MF["devices"][wildcards.device], wildcards.fmt)
 
 
 def _claims_phone(resource):
@@ -309,14 +222,7 @@ def get_peak_programs(wildcards):
 
 
 def get_peak_params(wildcards):
-    # What the measurement depends on: the device's runtime threads and int8 engine, the GEMM.
-    device = MF["devices"][wildcards.device]
-    return {
-        "threads": device["threads"],
-        "engine": device["engine"],
-        "shape": list(peak_measurement.GEMM_SHAPE),
-        "repeats": peak_measurement.REPEATS,
-    }
+    return params.peak(MF, wildcards.device)
 
 
 def get_compare_inputs(wildcards):
@@ -330,29 +236,16 @@ def get_compare_inputs(wildcards):
     }
     if device["kind"] == "adb":  # the runners of the formats compared there
         formats = {a.fmt for a in found}
-        inputs["runners"] = [device["runner" if f == "ptl" else "pte_runner"] for f in formats]
+        inputs["runners"] = [plan.runner_of(device, fmt) for fmt in formats]
     return inputs
 
 
-# What a comparison depends on of its device: where it runs and with how many threads; not the
-# benchmark settings (warmup, iterations, repeats, cooldown) nor the runners' paths (inputs).
-COMPARE_DEVICE_KEYS = ("kind", "threads", "engine", "serial", "adb_host", "adb_port", "remote_dir")
-
-
 def get_compare_params(wildcards):
-    device = MF["devices"][wildcards.device]
-    return canonical(
-        {
-            "device": {key: device[key] for key in COMPARE_DEVICE_KEYS if key in device},
-            **MF["compare"],
-        }
-    )
+    return params.compare(MF, wildcards.device)
 
 
 def get_compare_runners(wildcards):
-    # The runner of each format on a phone, by format (plain builtins for the params).
-    device = MF["devices"][wildcards.device]
-    return {"ptl": device["runner"], **({"pte": device["pte_runner"]} if "pte_runner" in device else {})}
+    return params.compare_runners(MF, wildcards.device)
 
 
 def get_comparison_paths(wildcards):
@@ -401,18 +294,11 @@ def figure_outputs():
 
 
 def get_figure_params(wildcards):
-    return [
-        {"kind": f.kind, "device": f.device, "model": f.model, "path": f.path} for f in FIGURES
-    ]
+    return params.figures(MF)
 
 
 def get_summary_devices(wildcards):
-    return canonical(
-        {
-            name: {"kind": device["kind"], "engine": device["engine"]}
-            for name, device in MF["devices"].items()
-        }
-    )
+    return params.summary_devices(MF)
 
 
 def salvage_results(log):
