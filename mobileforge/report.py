@@ -206,76 +206,8 @@ def latency_accuracy_figure(
             _empty(axis, f"no artifact of {model}\nwas measured on {device}")
             continue
         for _, row in rows.iterrows():
-            p50 = float(row["latency_ms_p50"])
-            over_budget = accuracy_budget is not None and not (
-                _finite(row["accuracy_delta"]) and row["accuracy_delta"] >= -accuracy_budget
-            )
-            low, high = row.get("latency_ms_ci_low"), row.get("latency_ms_ci_high")
-            if _finite(low) and _finite(high):
-                axis.errorbar(
-                    p50,
-                    row["accuracy"],
-                    # The interval is of the median of every timed run, the point the median
-                    # of the processes' medians: the point may lie just outside it.
-                    xerr=[[max(0.0, p50 - low)], [max(0.0, high - p50)]],
-                    fmt="none",
-                    ecolor=styles.colour(row),
-                    alpha=0.6,
-                    capsize=3,
-                    zorder=2,
-                )
-            axis.scatter(
-                p50,
-                row["accuracy"],
-                marker=styles.marker(row["variant"]),
-                s=70,
-                color=styles.colour(row),
-                edgecolors="black",
-                linewidths=0.6,
-                alpha=0.35 if over_budget else 1.0,
-                zorder=3,
-            )
-        front = rows[rows["pareto"].map(_bool)].sort_values("latency_ms_p50")
-        if len(front):
-            axis.plot(
-                front["latency_ms_p50"],
-                front["accuracy"],
-                linestyle="--",
-                color="0.3",
-                linewidth=1.2,
-                zorder=1,
-            )
-        best = rows[rows["best"].map(_bool)]
-        for _, row in best.iterrows():
-            axis.scatter(
-                row["latency_ms_p50"],
-                row["accuracy"],
-                s=330,
-                facecolors="none",
-                edgecolors=BEST_COLOUR,
-                linewidths=2.2,
-                zorder=4,
-            )
-            axis.annotate(
-                "best",
-                xy=(row["latency_ms_p50"], row["accuracy"]),
-                xytext=(11, -13),
-                textcoords="offset points",
-                color=BEST_COLOUR,
-                fontsize=8.5,
-                fontweight="bold",
-                zorder=5,
-            )
-            tie = " (latency tie)" if str(row.get("best_reason", "")).startswith("tie") else ""
-            axis.set_title(
-                f"best: {artifact_label(row)}{tie}\n"
-                f"{row['latency_ms_p50']:.3g} ms, {row['accuracy']:.1f} % top-1",
-                fontsize=9,
-                color=BEST_COLOUR,
-                loc="right",
-            )
-        if best.empty:
-            axis.set_title("no artifact within the accuracy budget", fontsize=9, loc="right")
+            _latency_accuracy_point(axis, row, styles, accuracy_budget)
+        _pareto_and_best(axis, rows)
         axis.set_title(model, loc="left", fontweight="bold")
         _plain_log_axis(axis, "x")
         low_acc, high_acc = float(rows["accuracy"].min()), float(rows["accuracy"].max())
@@ -285,6 +217,107 @@ def latency_accuracy_figure(
         axis.set_ylabel("top-1 accuracy of the artifact (%)")
         axis.grid(True, which="both", alpha=0.25)
     measured = on_device[on_device["latency_ms_p50"].notna()]
+    handles = _latency_accuracy_legend(styles, measured, accuracy_budget)
+    # As many legend columns as fit the width (about 2.7 in each); the figure grows to hold it.
+    columns = max(1, min(4, len(handles), int(width // 2.7)))
+    legend_inches = 0.2 * math.ceil(len(handles) / columns)
+    fig.set_size_inches(width, 4.3 * nrows + legend_inches + 0.3)
+    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8.5, frameon=False)
+    fig.suptitle(
+        f"{device}: p50 latency vs top-1 accuracy{_threads_text(measured)}", fontweight="bold"
+    )
+    _margins(
+        fig, left=0.7, right=0.25, top=0.95, bottom=0.75 + legend_inches, wspace=0.28, hspace=0.55
+    )
+    return fig
+
+
+def _latency_accuracy_point(
+    axis: Any, row: pd.Series, styles: Styles, accuracy_budget: float | None
+) -> None:
+    """One artifact: its p50 against its accuracy, the interval of p50 as an error bar, faded
+    when over the accuracy budget."""
+    p50 = float(row["latency_ms_p50"])
+    over_budget = accuracy_budget is not None and not (
+        _finite(row["accuracy_delta"]) and row["accuracy_delta"] >= -accuracy_budget
+    )
+    low, high = row.get("latency_ms_ci_low"), row.get("latency_ms_ci_high")
+    if _finite(low) and _finite(high):
+        axis.errorbar(
+            p50,
+            row["accuracy"],
+            # The interval is of the median of every timed run, the point the median of the
+            # processes' medians: the point may lie just outside it.
+            xerr=[[max(0.0, p50 - low)], [max(0.0, high - p50)]],
+            fmt="none",
+            ecolor=styles.colour(row),
+            alpha=0.6,
+            capsize=3,
+            zorder=2,
+        )
+    axis.scatter(
+        p50,
+        row["accuracy"],
+        marker=styles.marker(row["variant"]),
+        s=70,
+        color=styles.colour(row),
+        edgecolors="black",
+        linewidths=0.6,
+        alpha=0.35 if over_budget else 1.0,
+        zorder=3,
+    )
+
+
+def _pareto_and_best(axis: Any, rows: pd.DataFrame) -> None:
+    """The Pareto front as a dashed line, the ``best`` artifact ringed and named in the title."""
+    front = rows[rows["pareto"].map(_bool)].sort_values("latency_ms_p50")
+    if len(front):
+        axis.plot(
+            front["latency_ms_p50"],
+            front["accuracy"],
+            linestyle="--",
+            color="0.3",
+            linewidth=1.2,
+            zorder=1,
+        )
+    best = rows[rows["best"].map(_bool)]
+    for _, row in best.iterrows():
+        axis.scatter(
+            row["latency_ms_p50"],
+            row["accuracy"],
+            s=330,
+            facecolors="none",
+            edgecolors=BEST_COLOUR,
+            linewidths=2.2,
+            zorder=4,
+        )
+        axis.annotate(
+            "best",
+            xy=(row["latency_ms_p50"], row["accuracy"]),
+            xytext=(11, -13),
+            textcoords="offset points",
+            color=BEST_COLOUR,
+            fontsize=8.5,
+            fontweight="bold",
+            zorder=5,
+        )
+        tie = " (latency tie)" if str(row.get("best_reason", "")).startswith("tie") else ""
+        axis.set_title(
+            f"best: {artifact_label(row)}{tie}\n"
+            f"{row['latency_ms_p50']:.3g} ms, {row['accuracy']:.1f} % top-1",
+            fontsize=9,
+            color=BEST_COLOUR,
+            loc="right",
+        )
+    if best.empty:
+        axis.set_title("no artifact within the accuracy budget", fontsize=9, loc="right")
+
+
+def _latency_accuracy_legend(
+    styles: Styles, measured: pd.DataFrame, accuracy_budget: float | None
+) -> list[Any]:
+    """The legend's entries: formats and variants shown, the front, best, the interval, and
+    the fading of artifacts over the budget."""
     keys = [
         k
         for k in styles.colours
@@ -319,18 +352,7 @@ def latency_accuracy_figure(
                 label=f"faded: over the {accuracy_budget:g} pt accuracy budget",
             )
         )
-    # As many legend columns as fit the width (about 2.7 in each); the figure grows to hold it.
-    columns = max(1, min(4, len(handles), int(width // 2.7)))
-    legend_inches = 0.2 * math.ceil(len(handles) / columns)
-    fig.set_size_inches(width, 4.3 * nrows + legend_inches + 0.3)
-    fig.legend(handles=handles, loc="lower center", ncol=columns, fontsize=8.5, frameon=False)
-    fig.suptitle(
-        f"{device}: p50 latency vs top-1 accuracy{_threads_text(measured)}", fontweight="bold"
-    )
-    _margins(
-        fig, left=0.7, right=0.25, top=0.95, bottom=0.75 + legend_inches, wspace=0.28, hspace=0.55
-    )
-    return fig
+    return handles
 
 
 def plot_latency_accuracy(

@@ -31,6 +31,8 @@ COLUMNS = records.keys(records.SummaryRow)
 #: Columns summarize() derives; build_rows() leaves them out.
 DERIVED = ("accuracy_delta", "unstable", "achieved_gmacs", "roofline_fraction", "pareto", "best",
            "best_reason")  # fmt: skip
+#: The columns build_rows() fills, in order.
+BUILT = [column for column in COLUMNS if column not in DERIVED]
 
 
 def precision(variant: str) -> str | None:
@@ -65,101 +67,107 @@ def build_rows(
     rows = []
     for sidecar in artifacts:
         path = sidecar["artifact"]
-        evaluation = evaluations.get(path, {})
         for device, settings in devices.items():
             if sidecar.get("engine") not in (None, settings["engine"]):
                 continue  # an int8 artifact for another kernel library than this device runs
             bench = benchmarks.get((path, device))
-            measured = bench or {}
-            latency = measured.get("latency_ms", {})
-            affinity = measured.get("affinity")
-            thermal = measured.get("thermal") or {}
-            samples = benchmark_samples(bench) if bench is not None else []
-            ci_low, ci_high = selection.median_interval(samples)
-            ratios = paired_ratios(comparisons.get((sidecar["model"], device)), path)
             peak = peaks.get(device, {}).get("peak", {}).get(precision(sidecar["variant"]) or "")
             if bench is None:
                 peak = None  # a roofline is drawn for measured rows only
-            # The machine that ran the benchmark (a host device on a cluster is whichever
-            # compute node the job landed on).
-            host = measured.get("host") or {}
-            rows.append(
-                _declared(
-                    {
-                        "model": sidecar["model"],
-                        "variant": sidecar["variant"],
-                        "format": sidecar["format"],
-                        "backend": sidecar["backend"],
-                        "device": device,
-                        "engine": sidecar.get("engine") or "",
-                        "params": sidecar.get("params"),
-                        "size_bytes": sidecar["size_bytes"],
-                        "compressed_bytes": sidecar.get("compressed_bytes"),
-                        "prune_method": (sidecar.get("prune") or {}).get("method"),
-                        # The amount actually applied (an unstructured point may stop short of the
-                        # requested amount to stay within the accuracy budget: see note).
-                        "prune_amount": (sidecar.get("prune") or {}).get("amount"),
-                        "sparsity": sidecar.get("sparsity"),
-                        # Layers the int8 accuracy budget kept in fp32: how many, which.
-                        "fp32_layers": _count(sidecar.get("fp32_layers")),
-                        "fp32_layer_names": _names(sidecar.get("fp32_layers")),
-                        "accuracy": evaluation.get("accuracy"),
-                        "max_abs_diff": evaluation.get("max_abs_diff"),
-                        "latency_ms_p50": latency.get("p50"),
-                        "latency_ms_p90": latency.get("p90"),
-                        "latency_ms_mean": latency.get("mean"),
-                        "latency_ms_std": latency.get("std"),
-                        "latency_ms_min": latency.get("min"),
-                        "latency_ms_trimmed_mean": latency.get("trimmed_mean"),
-                        "latency_ms_ci_low": ci_low,
-                        "latency_ms_ci_high": ci_high,
-                        # Run-to-run spread, where a benchmark repeated its process.
-                        "latency_cv": latency.get("cv"),
-                        "repeats": latency.get("runs"),
-                        "load_ms": measured.get("load_ms"),
-                        "peak_rss_mb": measured.get("peak_rss_mb"),
-                        # What ran: the runtime's own thread count where it reports one (else what
-                        # was asked for: speed_benchmark_torch has no thread flag) and the CPUs.
-                        "threads": measured.get("threads_applied")
-                        or measured.get("threads_requested"),
-                        "affinity": _affinity(affinity, bench),
-                        "node": host.get("node"),
-                        "cpu_model": host.get("cpu_model"),
-                        "temp_c_before": thermal.get("before_c"),
-                        "temp_c_after": thermal.get("after_c"),
-                        **ratios,
-                        "macs": sidecar.get("macs"),
-                        "peak_gmacs": peak["gmacs"] if peak else None,
-                        "peak_kernel": peak["kernel"] if peak else "",
-                        "optimization": sidecar.get("optimization", ""),
-                        "runtime": measured.get("runtime", ""),
-                        "built_with": built_with(sidecar),
-                        "note": _note(
-                            bench,
-                            settings["kind"],
-                            sidecar,
-                            failures.get((path, device)),
-                            planned is not None and (path, device) in planned,
-                        ),  # fmt: skip
-                        "artifact": path,
-                    },
-                )
-            )
+            note = _note(bench, settings["kind"], sidecar, failures.get((path, device)),
+                         planned is not None and (path, device) in planned)  # fmt: skip
+            values = {
+                **_artifact_columns(sidecar, evaluations.get(path, {})),
+                **_measured_columns(bench),
+                **paired_ratios(comparisons.get((sidecar["model"], device)), path),
+                "device": device,
+                "peak_gmacs": peak["gmacs"] if peak else None,
+                "peak_kernel": peak["kernel"] if peak else "",
+                "note": note,
+            }
+            rows.append(_declared(values))
     return rows
 
 
-def _declared(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` if it has exactly the columns build_rows fills (a key missing or undeclared
-    would leave a column empty or be dropped without a word)."""
-    built = [column for column in COLUMNS if column not in DERIVED]
-    if list(row) != built:
-        missing = sorted(set(built) - row.keys())
-        undeclared = sorted(row.keys() - set(built))
+def _artifact_columns(sidecar: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The columns an artifact has on every device: what it is and how accurate."""
+    prune = sidecar.get("prune") or {}
+    return {
+        "model": sidecar["model"],
+        "variant": sidecar["variant"],
+        "format": sidecar["format"],
+        "backend": sidecar["backend"],
+        "engine": sidecar.get("engine") or "",
+        "params": sidecar.get("params"),
+        "size_bytes": sidecar["size_bytes"],
+        "compressed_bytes": sidecar.get("compressed_bytes"),
+        "prune_method": prune.get("method"),
+        # The amount actually applied (an unstructured point may stop short of the requested
+        # amount to stay within the accuracy budget: see note).
+        "prune_amount": prune.get("amount"),
+        "sparsity": sidecar.get("sparsity"),
+        # Layers the int8 accuracy budget kept in fp32: how many, which.
+        "fp32_layers": _count(sidecar.get("fp32_layers")),
+        "fp32_layer_names": _names(sidecar.get("fp32_layers")),
+        "accuracy": evaluation.get("accuracy"),
+        "max_abs_diff": evaluation.get("max_abs_diff"),
+        "macs": sidecar.get("macs"),
+        "optimization": sidecar.get("optimization", ""),
+        "built_with": built_with(sidecar),
+        "artifact": sidecar["artifact"],
+    }
+
+
+def _measured_columns(bench: dict[str, Any] | None) -> dict[str, Any]:
+    """The columns of one benchmark (empty without one): latency with its interval, spread,
+    load time, memory, what ran and where."""
+    measured = bench or {}
+    latency = measured.get("latency_ms", {})
+    thermal = measured.get("thermal") or {}
+    # The machine that ran the benchmark (a host device on a cluster is whichever compute node
+    # the job landed on).
+    host = measured.get("host") or {}
+    ci_low, ci_high = selection.median_interval(
+        benchmark_samples(bench) if bench is not None else []
+    )
+    return {
+        "latency_ms_p50": latency.get("p50"),
+        "latency_ms_p90": latency.get("p90"),
+        "latency_ms_mean": latency.get("mean"),
+        "latency_ms_std": latency.get("std"),
+        "latency_ms_min": latency.get("min"),
+        "latency_ms_trimmed_mean": latency.get("trimmed_mean"),
+        "latency_ms_ci_low": ci_low,
+        "latency_ms_ci_high": ci_high,
+        # Run-to-run spread, where a benchmark repeated its process.
+        "latency_cv": latency.get("cv"),
+        "repeats": latency.get("runs"),
+        "load_ms": measured.get("load_ms"),
+        "peak_rss_mb": measured.get("peak_rss_mb"),
+        # What ran: the runtime's own thread count where it reports one (else what was asked
+        # for: speed_benchmark_torch has no thread flag) and the CPUs.
+        "threads": measured.get("threads_applied") or measured.get("threads_requested"),
+        "affinity": _affinity(measured.get("affinity"), bench),
+        "node": host.get("node"),
+        "cpu_model": host.get("cpu_model"),
+        "temp_c_before": thermal.get("before_c"),
+        "temp_c_after": thermal.get("after_c"),
+        "runtime": measured.get("runtime", ""),
+    }
+
+
+def _declared(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` as a row, its columns in order, if it has exactly the columns build_rows
+    fills (a key missing or undeclared would leave a column empty or be dropped without a
+    word)."""
+    missing = sorted(set(BUILT) - values.keys())
+    undeclared = sorted(values.keys() - set(BUILT))
+    if missing or undeclared:
         raise records.RecordError(
-            f"summary row of {row.get('artifact')} on {row.get('device')}: columns differ from "
-            f"{records.HOME} SummaryRow (missing {missing}, undeclared {undeclared}, or order)"
+            f"summary row of {values.get('artifact')} on {values.get('device')}: columns differ "
+            f"from {records.HOME} SummaryRow (missing {missing}, undeclared {undeclared})"
         )
-    return row
+    return {column: values[column] for column in BUILT}
 
 
 #: The ratio columns a comparison fills (empty where the artifact was not in one).

@@ -183,6 +183,61 @@ def _loss(
     return distilled
 
 
+def _settings(epochs: int, batch_size: int, lr: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """:data:`TRAIN_DEFAULTS` with ``extra`` over them, checked with the basic settings."""
+    unknown = set(extra) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"train: unknown setting(s) {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}"
+        )
+    cfg = {**TRAIN_DEFAULTS, **extra}
+    if epochs < 1 or batch_size < 1 or lr <= 0:
+        raise ValueError(
+            f"train: need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
+        )
+    if cfg["schedule"] not in ("cosine", "constant"):
+        raise ValueError(f"train: schedule must be 'cosine' or 'constant', got {cfg['schedule']}")
+    return cfg
+
+
+def _optimizer(model: nn.Module, lr: float, cfg: dict[str, Any]) -> torch.optim.SGD:
+    """SGD with momentum; no weight decay on BatchNorm weights and biases (decaying them only
+    hurts)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": cfg["weight_decay"]},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=cfg["momentum"],
+        nesterov=bool(cfg["nesterov"]) and cfg["momentum"] > 0,
+    )
+
+
+def _scored(
+    model: nn.Module,
+    record: dict[str, Any],
+    eval_x: torch.Tensor | None,
+    eval_y: torch.Tensor | None,
+    cfg: dict[str, Any],
+    start: float,
+) -> dict[str, Any]:
+    """An epoch's ``record`` with its eval top-1 (nan without an eval split) and its seconds
+    since ``start``; leaves the model in eval mode."""
+    model.eval()
+    has_eval = eval_x is not None and eval_y is not None and len(eval_x) > 0
+    eval_acc = (
+        evaluate_accuracy(model, eval_x, eval_y, cfg["eval_batch_size"])
+        if has_eval
+        else float("nan")
+    )
+    return {**record, "eval_acc": eval_acc, "seconds": time.perf_counter() - start}
+
+
 def train_model(
     model: nn.Module,
     data: dict[str, Any],
@@ -222,38 +277,14 @@ def train_model(
         "settings": {...}}``; the trend's message (whether training stopped while still
         improving) is also logged.
     """
-    unknown = set(extra) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise ValueError(
-            f"train: unknown setting(s) {sorted(unknown)}; known: {sorted(TRAIN_DEFAULTS)}"
-        )
-    cfg = {**TRAIN_DEFAULTS, **extra}
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise ValueError(
-            f"train: need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
-        )
-    if cfg["schedule"] not in ("cosine", "constant"):
-        raise ValueError(f"train: schedule must be 'cosine' or 'constant', got {cfg['schedule']}")
+    cfg = _settings(epochs, batch_size, lr, extra)
     x, y = data["train_x"], data["train_y"]
     eval_x, eval_y = data.get("eval_x"), data.get("eval_y")
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"train: need at least 2 training samples, got {n}")
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            # No weight decay on BatchNorm weights and biases: decaying them only hurts.
-            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    optimizer = torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": cfg["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-        momentum=cfg["momentum"],
-        nesterov=bool(cfg["nesterov"]) and cfg["momentum"] > 0,
-    )
+    optimizer = _optimizer(model, lr, cfg)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg["label_smoothing"])
     loss_of = _loss(criterion, teacher, distillation, temperature)
     steps_per_epoch = n // batch_size + (1 if n % batch_size >= 2 else 0)
@@ -277,26 +308,11 @@ def train_model(
                     model, optimizer, loss_of, x, y, batch_size, gen, lr_at, step, cfg, epoch
                 )
                 step += steps
-                model.eval()
-                has_eval = eval_x is not None and eval_y is not None and len(eval_x) > 0
-                eval_acc = (
-                    evaluate_accuracy(model, eval_x, eval_y, cfg["eval_batch_size"])
-                    if has_eval
-                    else float("nan")
-                )
-                seconds = time.perf_counter() - start
-                history.append(
-                    {
-                        "epoch": epoch,
-                        "loss": loss,
-                        "train_acc": train_acc,
-                        "eval_acc": eval_acc,
-                        "seconds": seconds,
-                    }
-                )
+                record = {"epoch": epoch, "loss": loss, "train_acc": train_acc}
+                history.append(_scored(model, record, eval_x, eval_y, cfg, start))
                 log(
                     f"epoch {epoch}/{epochs} loss {loss:.3f} train_acc {train_acc:.1f}% "
-                    f"eval_acc {eval_acc:.1f}% {seconds:.1f}s"
+                    f"eval_acc {history[-1]['eval_acc']:.1f}% {history[-1]['seconds']:.1f}s"
                 )
     finally:
         # Hand back ordinary contiguous weights: downstream stages and users expect them.
