@@ -30,24 +30,13 @@ from mobileforge import job_usage
 from tests import browser
 from tests.artifacts import artifact_digests
 from tests.conftest import REPO, insert_into, snakemake
+from tests.workflow_helpers import planned_outputs
 
 pytestmark = pytest.mark.slow
 # Jobs every edit replans after its own: the summary and the plots (named by their first output).
 DOWNSTREAM = {"results/summary.csv", "results/report/host/latency_accuracy.png"}
 # The paired comparisons of the tiny config's model: rerun whenever one of its artifacts is.
 COMPARES = {"results/alpha/compare/host.json", "results/alpha/compare/host2.json"}
-
-
-def planned_outputs(workdir: Path, config: Path, **options) -> set[str]:
-    """The first output file of every job a dry run would run (the `all` target excluded)."""
-    text = snakemake(workdir, config, "--dry-run", **options)
-    planned = set()
-    for block in re.split(r"\n(?=\[\w{3} \w{3} |rule |localrule )", text):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        output = re.search(r"^\s+output: ([^,\n]+)", block, re.M)
-        if rule and output and rule.group(1) != "all":
-            planned.add(output.group(1))
-    return planned
 
 
 def write_config(workdir: Path, raw: dict, name: str) -> Path:
