@@ -1,7 +1,8 @@
 """Shared fixtures: paths of the repository, loaded configs, and one real run of the tiny config.
 
 Wall times the slow tests measure (the tiny run here, the SLURM run) are collected in
-:data:`TIMINGS` and printed at the end of the session: they are reported, never asserted.
+:data:`TIMINGS` and printed at the end of the session, with the wall time each test file took
+(:data:`FILE_SECONDS`): they are reported, never asserted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 #: What -> seconds, measured by the tests of this session.
 TIMINGS: dict[str, float] = {}
+#: Test file -> seconds its tests took (setup, call and teardown; a shared fixture counts for
+#: the file whose test set it up first).
+FILE_SECONDS: dict[str, float] = {}
 
 
 @pytest.fixture
@@ -140,7 +144,17 @@ def tiny_run(tmp_path_factory) -> tuple[Path, Path, dict]:
     return workdir, config, yaml.safe_load(config.read_text())
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    FILE_SECONDS[path] = FILE_SECONDS.get(path, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
+    if FILE_SECONDS:
+        terminalreporter.section("wall time per test file")
+        for path, seconds in sorted(FILE_SECONDS.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{seconds:8.1f} s  {path}")
+        terminalreporter.write_line(f"{sum(FILE_SECONDS.values()):8.1f} s  in all")
     if TIMINGS:
         terminalreporter.section("mobileforge timings (measured, not asserted)")
         for what, seconds in TIMINGS.items():

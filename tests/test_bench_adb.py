@@ -153,6 +153,7 @@ def test_ptl_benchmark_end_to_end(adb_server, phones, tiny_ptl: Path, tmp_path: 
     assert [p.name for p in leftovers] == ["cache"]
 
 
+@pytest.mark.slow
 def test_pte_benchmark_through_executor_runner_contract(adb_server, phones, tmp_path: Path) -> None:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower

@@ -160,9 +160,12 @@ def test_host_repeats_run_fresh_processes_and_combine_them(models: dict[str, Pat
     assert starts[0] < starts[1]  # two processes, one after the other
     pids = {run["pid"] for run in result["runs"]}
     assert len(pids) == 2 and os.getpid() not in pids
-    for run in result["runs"]:  # each loaded the artifact itself; none paid for the imports
-        assert run["load_ms"] > 0 and run["import_ms"] < 50
-    assert result["timing"]["import_s"] > 0.2  # paid once, by the serving runner
+    # Each loaded the artifact itself; none paid for the imports: they were paid once, by the
+    # serving runner. Compared within this run: a repeat that imported torch itself would take
+    # about what the serving runner took, not a tenth of it.
+    paid_ms = result["timing"]["import_s"] * 1000
+    for run in result["runs"]:
+        assert run["load_ms"] > 0 and 0 <= run["import_ms"] < paid_ms / 10
     assert result["latency_ms"] == combine_runs([run["latency_ms"] for run in result["runs"]])
     for run in result["runs"]:
         assert len(run["samples_ms"]) == 8 and run["cooldown"]["pause_s"] == 0.1
@@ -289,15 +292,18 @@ def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
 
 def test_bounded_wait_times_out_and_names_are_checked(tmp_path: Path) -> None:
     log = tmp_path / "log"
-    holder = _holder(tmp_path / "locks", log, hold=2.0)
+    holder = _holder(tmp_path / "locks", log, hold=60.0)
     try:
         _wait_for(lambda: log.exists() and "acquired" in log.read_text())
-        start = time.monotonic()
-        with pytest.raises(TimeoutError, match="still busy"):
+        with pytest.raises(TimeoutError, match="still busy") as error:
             with device_lock("phone1", tmp_path / "locks", timeout_s=0.3):
                 pass
-        assert time.monotonic() - start < 2.5
+        # The wait gave up on its own, while the holder still held the device (it holds it for
+        # a minute and is killed below): an order, not a wall-clock bound.
+        assert holder.poll() is None and "released" not in log.read_text()
+        assert f"pid {holder.pid} " in str(error.value)  # and it names who holds it
     finally:
+        holder.kill()
         holder.communicate(timeout=30)
     with pytest.raises(ValueError, match="must match"):
         with device_lock("../etc/passwd", tmp_path / "locks"):

@@ -22,7 +22,7 @@ from mobileforge.bench import farm, timeline
 from mobileforge.config import resolve_config
 from tests.conftest import REPO
 from tests.runners import LIGHT_RUNNER, runs_log, write_runner
-from tests.test_workflow import planned_outputs
+from tests.workflow_helpers import planned_outputs
 
 pytestmark = pytest.mark.slow
 

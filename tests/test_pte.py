@@ -189,6 +189,7 @@ def test_export_is_deterministic(setup, built) -> None:
         assert again[1] == built[variant][1]
 
 
+@pytest.mark.slow
 def test_a_saved_converted_program_lowers_to_the_bytes_of_calibrating_again(
     setup, built, tmp_path
 ) -> None:
@@ -442,6 +443,7 @@ class Upsampler(nn.Module):
         return torch.nn.functional.interpolate(self.conv(x), scale_factor=2, mode="bilinear")
 
 
+@pytest.mark.slow
 def test_skipping_unmatchable_patterns_changes_no_byte(setup, monkeypatch) -> None:
     from executorch.backends.xnnpack.partition.graphs import bilinear_2d
 
@@ -468,6 +470,7 @@ def test_skipping_unmatchable_patterns_changes_no_byte(setup, monkeypatch) -> No
             assert fast == slow, (type(model).__name__, variant)
 
 
+@pytest.mark.slow
 def test_shared_node_provenance_changes_no_byte(setup, monkeypatch) -> None:
     """The provenance lists are shared instead of deep-copied, on this torch, for the same bytes."""
     import copy

@@ -75,6 +75,7 @@ def test_user_model_layers_are_found_and_named_as_modules(fused):
     assert all(not name.endswith(".0.0") or name.count(".") < 3 for name in layers)
 
 
+@pytest.mark.slow
 def test_fx_sensitivity_is_the_damage_of_each_layer_quantized_alone(fused, images):
     """The one-calibration simulation against really converting each layer alone with FX.
 
@@ -102,6 +103,7 @@ def test_fx_sensitivity_is_the_damage_of_each_layer_quantized_alone(fused, image
             assert simulated[layer] <= real + 0.5, layer
 
 
+@pytest.mark.slow
 def test_pt2e_sensitivity_covers_the_same_layers_and_spots_a_broken_one(fused, images):
     """A layer given one huge weight (a per-tensor scale then zeroes all its others) ranks first.
 
@@ -158,6 +160,7 @@ def test_pt2e_fallback_leaves_the_layer_float(fused, images):
     assert convs and all("dequantize" in str(c.args[1].target) for c in convs)  # int8 weights
 
 
+@pytest.mark.slow
 def test_fallback_exports_to_both_formats(fused, images, tmp_path):
     from mobileforge.export import pte
     from mobileforge.runtime import pte as pte_runtime
