@@ -5,10 +5,13 @@ sidecar."""
 from __future__ import annotations
 
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mobileforge import files
 from mobileforge.job import Job
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from mobileforge.quantize.budget import Control
 
 
 def versions(job: Job) -> dict[str, Any]:
@@ -29,7 +32,7 @@ def ranking(job: Job) -> list[str]:
     return [layer["layer"] for layer in files.read_json(path)["layers"]] if path else []
 
 
-def control(job: Job, fused: Any) -> Any:
+def control(job: Job, fused: Any) -> Control:
     """The calibration split and the fp32 logits on it: what the budgets measure against
     (a :class:`mobileforge.quantize.budget.Control`)."""
     from mobileforge.data import load_dataset

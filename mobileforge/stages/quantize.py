@@ -25,19 +25,19 @@ def sensitivity(job: Job) -> None:
     recipe = Recipe.from_settings(job.params["quantize"])
     fmt, key = job.wildcards["fmt"], job.wildcards["key"]
     # Ranking only needs a few hundred images: the ones calibration saw.
-    control = calibration[: recipe.calibration_samples]
+    ranked_on = calibration[: recipe.calibration_samples]
     if fmt == "ptl":
         with fx.quantized_engine(key):
             prepared = fx.prepare(fused, key, recipe, calibration[:1])
             fx.calibrate(prepared, calibration, recipe)
             weight_observer = fx.qconfig_mapping(key, recipe).global_qconfig.weight
-            layers = layer_sensitivity(prepared, fused, control, weight_observer, job.log)
+            layers = layer_sensitivity(prepared, fused, ranked_on, weight_observer, job.log)
     else:
         prepared, _ = pt2e.prepare_pt2e_model(
             fused, chain.example_input(meta), key, calibration, recipe
         )
         with torch.no_grad():
-            layers = layer_sensitivity(prepared, fused, control, None, job.log)
+            layers = layer_sensitivity(prepared, fused, ranked_on, None, job.log)
     files.write_json_atomic(
         job.output["sensitivity"],
         {
@@ -46,7 +46,7 @@ def sensitivity(job: Job) -> None:
             "format": fmt,
             "quantizer": key,
             "recipe": recipe.as_record(),
-            "control_images": len(control),
+            "control_images": len(ranked_on),
             "method": METHOD,
             "layers": layers,
             **versions(job),
