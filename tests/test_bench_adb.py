@@ -30,7 +30,6 @@ from mobileforge.bench.adb import (
     DeviceHung,
     DeviceNotConnected,
     parse_executor_runner,
-    parse_peak_rss_mb,
     parse_pep_samples,
     run_adb_benchmark,
 )
@@ -527,9 +526,9 @@ def test_parse_executor_runner_and_time_output() -> None:
         "load_ms": 3.5,
         "threads": 2,
     }
-    assert parse_peak_rss_mb("Max RSS (KiB): 2048\n") == 2.0  # toybox
-    assert parse_peak_rss_mb("\tMaximum resident set size (kbytes): 1024\n") == 1.0  # GNU
-    assert parse_peak_rss_mb("real 0.1\n") is None
+    assert probes.parse_peak_rss_mb("Max RSS (KiB): 2048\n") == 2.0  # toybox
+    assert probes.parse_peak_rss_mb("\tMaximum resident set size (kbytes): 1024\n") == 1.0  # GNU
+    assert probes.parse_peak_rss_mb("real 0.1\n") is None
 
 
 def test_probe_parsing_and_cpu_choice() -> None:

@@ -93,8 +93,6 @@ _ET_LOAD_RE = re.compile(r"Model loaded in ([0-9.eE+-]+) ms")
 _ET_THREADS_RE = re.compile(r"Resetting threadpool with num threads = (-?\d+)")
 _OLD_RUNNER_RE = re.compile(r"unknown command line flag '?print_output")
 
-#: Re-exported for callers and tests that parse runner output.
-parse_peak_rss_mb = probing.parse_peak_rss_mb
 _q = pushcache.q
 
 

@@ -1,11 +1,16 @@
 """Fresh-process host benchmark runner: ``python -m mobileforge.bench.host_runner ...``.
 
-Run by :func:`mobileforge.bench.host.run_host_benchmark`, never imported for its side effects.
+Run by :func:`mobileforge.bench.host.run_host_repeats`, never imported for its side effects.
 A separate process is the point: nothing the caller imported, compiled or cached (torch's
 thread pools, the ExecuTorch threadpool, warmed allocator, page cache of an earlier load) leaks
 into the numbers, and the CPU affinity set here cannot change the caller.
 
-Order matters and is deliberate:
+The runner imports the runtimes once and then, for every line read on stdin, forks a child
+that benchmarks the artifact and answers with one JSON line: each repeat is a new process that
+loads, warms up and times the artifact on its own, without paying the interpreter and imports
+(about 1.5 s here) every time. Nothing runs in the parent before a fork (no thread pool, no
+tensor op), so a child starts as clean as a fresh interpreter that has imported the same
+modules. In each child, order matters and is deliberate:
 
 1. record process start;
 2. pin the process to ``threads`` CPUs with ``os.sched_setaffinity`` *before* importing any
@@ -13,17 +18,12 @@ Order matters and is deliberate:
 3. import the runtime (timed separately, it is not load time);
 4. set the runtime's thread count and read it back; a mismatch is an error, because a number
    labelled "2 threads" that ran on 1 (or on all cores, as ExecuTorch does unpinned) is wrong;
-5. measure RSS, load the artifact (``load_ms``), run once (``first_inference_ms``), optional
-   cool-down, warm up, then time ``iterations`` runs with ``time.perf_counter_ns``;
-6. print exactly one JSON object on the real stdout. Everything else (library chatter from
-   C++ included) goes to stderr: fd 1 is redirected to fd 2 at start-up.
+5. measure RSS, load the artifact (``load_ms``), run once (``first_inference_ms``), warm up,
+   then time ``iterations`` runs with ``time.perf_counter_ns``;
+6. answer with exactly one JSON object on the real stdout. Everything else (library chatter
+   from C++ included) goes to stderr: fd 1 is redirected to fd 2 at start-up.
 
-With ``--serve`` (:func:`mobileforge.bench.host.run_host_repeats`) the runner imports the
-runtimes once and then, for every line read on stdin, forks a child that does steps 1-6 and
-answers with its one JSON line: each repeat is still a new process that loads, warms up and
-times the artifact on its own, without paying the interpreter and imports (about 1.5 s here)
-every time. Nothing runs in the parent before a fork (no thread pool, no tensor op), so a child
-starts as clean as a fresh interpreter that has imported the same modules.
+The cool-down between repeats is the caller's (:func:`mobileforge.bench.thermal.cool_down`).
 """
 
 from __future__ import annotations
@@ -282,7 +282,6 @@ def run(
     threads: int,
     warmup: int,
     iterations: int,
-    cooldown_s: float = 0.0,
     engine: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark one artifact in this process (see the module docstring for the order).
@@ -331,8 +330,6 @@ def run(
                 f"{_expected_inputs_hint(loaded)}: {exc}"
             ) from exc
         first_inference_ms = _ns_to_ms(time.perf_counter_ns() - t)
-        if cooldown_s > 0:
-            time.sleep(cooldown_s)
         for _ in range(warmup):
             infer(x)
         load_start = os.getloadavg()
@@ -384,7 +381,9 @@ def run(
         "input": f"torch.rand seed={INPUT_SEED} float32",
         "warmup": warmup,
         "iterations": iterations,
-        "cooldown_s": cooldown_s,
+        # No pause inside the process any more: the cool-down runs between repeats (see
+        # run_host_repeats). The key stays, at the 0.0 every recorded result has.
+        "cooldown_s": 0.0,
         "quantized_engine": quantized_engine,
         "threads_requested": threads,
         "threads_applied": threads_applied,
@@ -444,11 +443,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", required=True, type=int)
     p.add_argument("--warmup", required=True, type=int)
     p.add_argument("--iterations", required=True, type=int)
-    p.add_argument("--cooldown-s", type=float, default=0.0)
     p.add_argument("--engine", default=None, help="torch quantized engine for ptl, e.g. x86")
-    p.add_argument(
-        "--serve", action="store_true", help="one forked run per stdin line (see module docs)"
-    )
     return p
 
 
@@ -502,7 +497,6 @@ def _run_args(args: argparse.Namespace) -> dict[str, Any]:
         args.threads,
         args.warmup,
         args.iterations,
-        args.cooldown_s,
         args.engine,
     )
 
@@ -522,22 +516,13 @@ def serve(args: argparse.Namespace, result_fd: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run, write the single JSON result to the original stdout."""
+    """Parse arguments, then serve: one forked run per stdin line, each answered with one JSON
+    line on the original stdout."""
     sys.stdout.flush()
     result_fd = os.dup(1)
     os.dup2(2, 1)  # C++ and Python chatter on fd 1 now lands on stderr
     sys.stdout = sys.stderr
-    args = _parser().parse_args(argv)
-    if args.serve:
-        return serve(args, result_fd)
-    try:
-        result = _run_args(args)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    with os.fdopen(result_fd, "w", encoding="utf-8") as out:
-        out.write(json.dumps(result) + "\n")
-    return 0
+    return serve(_parser().parse_args(argv), result_fd)
 
 
 if __name__ == "__main__":
