@@ -74,7 +74,7 @@ def gemm_programs(shape: Sequence[int] = GEMM_SHAPE, seed: int = SEED) -> dict[s
     for precision in ("fp32", "int8"):
         int8 = precision == "int8"
         data, info = pte.export_pte(
-            model, example, "xnnpack", precision, calibration if int8 else None, None,
+            model, example, "xnnpack", precision, calibration if int8 else None,
             recipe if int8 else None,
         )  # fmt: skip
         if info["portable_nodes"]:  # a kernel outside XNNPACK would not measure XNNPACK
