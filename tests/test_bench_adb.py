@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobileforge.bench import probes, pushcache
-from mobileforge.bench.adb import (
+from mobileforge.bench.android import probes, pushcache
+from mobileforge.bench.android.adb import (
     AdbBenchmarkError,
     AdbServerUnreachable,
     DeviceGone,
@@ -577,7 +577,8 @@ def test_pkill_pattern_spares_the_shell_that_runs_it() -> None:
 def test_bench_modules_import_without_torch() -> None:
     """Scripts and the workflow import these cheaply; torch is only for the runner process."""
     code = (
-        "import sys, mobileforge.bench.adb, mobileforge.bench.host, mobileforge.bench.farm, "
+        "import sys, mobileforge.bench.android.adb, mobileforge.bench.host.repeats, "
+        "mobileforge.bench.farm, "
         "mobileforge.bench.devicelock, mobileforge.bench.stats, mobileforge.salvage; "
         "print('torch' in sys.modules)"
     )

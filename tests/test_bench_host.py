@@ -20,7 +20,7 @@ import torch
 
 from mobileforge.bench.device import benchmark_on_device
 from mobileforge.bench.devicelock import device_lock
-from mobileforge.bench.host import run_host_repeats
+from mobileforge.bench.host.repeats import run_host_repeats
 from mobileforge.bench.stats import combine_runs, summarize_latencies
 
 SHAPE = [1, 3, 16, 16]

@@ -154,7 +154,7 @@ def measure_peak(
     of the device (``x86``: fbgemm). ``programs`` maps ``fp32``/``int8`` to the ExecuTorch GEMM
     programs of :func:`gemm_programs` (empty: the runtime is not measured).
     """
-    from mobileforge.bench.host_runner import host_info, pin_cpus
+    from mobileforge.bench.host.runner import host_info, pin_cpus
 
     affinity = pin_cpus(threads)
     import torch

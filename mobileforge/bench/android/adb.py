@@ -19,11 +19,11 @@ The phone runs a native benchmark binary:
   shapes stored in the program, so ``input_shape`` is informational for ``pte``.
 
 Round trips, per job: the server's device list, one shell command sweeping stale runs and
-listing the push cache (:mod:`~mobileforge.bench.pushcache`; runner and artifact are pushed only
-when that content is not on the phone yet), then one shell command per run that reads thermal
-zones and CPU frequencies, runs the runner, reads them again and removes its folder. Device
-properties and shell capabilities are probed once per phone and workflow run
-(:mod:`~mobileforge.bench.probes`, :mod:`~mobileforge.bench.runstate`).
+listing the push cache (:mod:`~mobileforge.bench.android.pushcache`; runner and artifact are
+pushed only when that content is not on the phone yet), then one shell command per run that
+reads thermal zones and CPU frequencies, runs the runner, reads them again and removes its
+folder. Device properties and shell capabilities are probed once per phone and workflow run
+(:mod:`~mobileforge.bench.android.probes`, :mod:`~mobileforge.bench.runstate`).
 
 Threads: the runner is started under ``taskset`` with a mask of ``threads`` CPUs (the fastest
 cores by ``cpuinfo_max_freq``); ``executor_runner`` also gets ``--cpu_threads``. Without
@@ -50,9 +50,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mobileforge.bench import check_request, pushcache, tail, thermal
-from mobileforge.bench import probes as probing
-from mobileforge.bench.adbconn import (
+from mobileforge.bench import check_request, tail, thermal
+from mobileforge.bench.android import probes as probing
+from mobileforge.bench.android import pushcache
+from mobileforge.bench.android.adbconn import (
     AdbBenchmarkError,
     AdbServerUnreachable,
     DeviceDisconnected,

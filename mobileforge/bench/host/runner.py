@@ -1,6 +1,6 @@
-"""Fresh-process host benchmark runner: ``python -m mobileforge.bench.host_runner ...``.
+"""Fresh-process host benchmark runner: ``python -m mobileforge.bench.host.runner ...``.
 
-Run by :func:`mobileforge.bench.host.run_host_repeats`, never imported for its side effects.
+Run by :func:`mobileforge.bench.host.repeats.run_host_repeats`, never imported for its side effects.
 A separate process is the point: nothing the caller imported, compiled or cached (torch's
 thread pools, the ExecuTorch threadpool, warmed allocator, page cache of an earlier load) leaks
 into the numbers, and the CPU affinity set here cannot change the caller.

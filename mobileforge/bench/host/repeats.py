@@ -1,6 +1,6 @@
 """Benchmark an artifact on the host CPU, each repeat in a fresh process.
 
-The measurement itself lives in :mod:`mobileforge.bench.host_runner`; this module only starts
+The measurement itself lives in :mod:`mobileforge.bench.host.runner`; this module only starts
 its serving process, bounds every answer with a timeout and turns its JSON lines (or its
 failure) into a dict or a clear exception. Importing this module does not import torch.
 """
@@ -47,7 +47,7 @@ def _runner(
     cmd = [
         sys.executable,
         "-m",
-        "mobileforge.bench.host_runner",
+        "mobileforge.bench.host.runner",
         "--artifact",
         str(artifact),
         "--format",
@@ -67,7 +67,7 @@ def _runner(
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
     # The runner must import this very package, even when the caller runs from a source tree.
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return cmd, env
 
@@ -91,7 +91,8 @@ def _parse_result(line: str, artifact: Path, stdout: str, stderr: str) -> dict[s
 
 
 class _Server:
-    """A serving ``host_runner`` process: one forked benchmark per :meth:`run`."""
+    """A serving :mod:`~mobileforge.bench.host.runner` process: one forked benchmark per
+    :meth:`run`."""
 
     def __init__(
         self,
@@ -203,7 +204,7 @@ def run_host_repeats(
 ) -> dict[str, Any]:
     """``repeats`` fresh-process benchmarks of one artifact, combined like a phone's runs.
 
-    One runner (:mod:`~mobileforge.bench.host_runner`) imports the runtimes and forks a new
+    One runner (:mod:`~mobileforge.bench.host.runner`) imports the runtimes and forks a new
     process per repeat: each repeat loads, warms up and times the artifact in a process of its own,
     while the interpreter start and imports are paid once per artifact, not per repeat.
     Before each process the ``cooldown`` settings apply (:func:`thermal.cool_down`, reading this
