@@ -275,6 +275,108 @@ def benchmark_input(input_shape: list[int]) -> Any:
     return torch.rand(input_shape, generator=generator, dtype=torch.float32)
 
 
+def _import_runtime(fmt: str) -> tuple[float, str | None]:
+    """Import the runtime ``fmt`` runs in (free after a serving parent imported it); returns
+    the time it took in ms and the ExecuTorch version (None for ``ptl``)."""
+    t0 = time.perf_counter_ns()
+    import torch  # noqa: F401
+    import torch.jit.mobile  # noqa: F401  (not imported by ``import torch``)
+
+    executorch_version: str | None = None
+    if fmt == "pte":
+        pte_runtime.bindings()  # part of import, not of load
+        executorch_version = check_executorch()
+    return _ns_to_ms(time.perf_counter_ns() - t0), executorch_version
+
+
+def _first_inference(
+    infer: Callable[[Any], Any],
+    x: Any,
+    input_shape: list[int],
+    loaded: pte_runtime.LoadedPte | None,
+) -> float:
+    """Run once, before warm-up: the first inference's time in ms."""
+    t = time.perf_counter_ns()
+    try:
+        infer(x)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"first inference failed with input shape {list(input_shape)}"
+            f"{_expected_inputs_hint(loaded)}: {exc}"
+        ) from exc
+    return _ns_to_ms(time.perf_counter_ns() - t)
+
+
+def _timed_loop(
+    infer: Callable[[Any], Any], x: Any, iterations: int, affinity: list[int]
+) -> tuple[list[float], dict[str, Any]]:
+    """Time ``iterations`` runs; returns the samples (ms) and the evidence about the loop.
+
+    CPU time over wall time shows how many cores the runtime kept busy (about 1 for one
+    thread, up to N for N; OpenMP spin-waiting counts as busy), per-thread CPU time (10 ms
+    ticks) shows how many threads did the work, and involuntary context switches, the load
+    average and other processes' CPU time on the pinned CPUs show competition.
+    """
+    load_start = os.getloadavg()
+    usage_start = resource.getrusage(resource.RUSAGE_SELF)
+    ticks_start = _thread_cpu_ticks()
+    busy_start = busy_seconds(affinity)
+    cpu_start, wall_start = time.process_time_ns(), time.perf_counter_ns()
+    samples_ms: list[float] = []
+    for _ in range(iterations):
+        t = time.perf_counter_ns()
+        infer(x)
+        samples_ms.append(_ns_to_ms(time.perf_counter_ns() - t))
+    cpu_ms = _ns_to_ms(time.process_time_ns() - cpu_start)
+    wall_ms = _ns_to_ms(time.perf_counter_ns() - wall_start)
+    ticks_end = _thread_cpu_ticks()
+    busy_end = busy_seconds(affinity)
+    usage_end = resource.getrusage(resource.RUSAGE_SELF)
+    load_end = os.getloadavg()
+    # CPU time other processes took on our CPUs during the timed loop, in CPUs (0.5 = half a
+    # core on average). Anything sizeable means the samples measured sharing, not the model.
+    other_cpus: float | None = None
+    if busy_start is not None and busy_end is not None and wall_ms > 0:
+        other_cpus = max(0.0, (busy_end - busy_start) - cpu_ms / 1000.0) / (wall_ms / 1000.0)
+    return samples_ms, {
+        "wall_ms": wall_ms,
+        "process_cpu_ms": cpu_ms,
+        "cpu_per_wall": cpu_ms / wall_ms if wall_ms > 0 else None,
+        "per_thread_cpu_ms": _per_thread_cpu_ms(ticks_start, ticks_end),
+        "involuntary_context_switches": usage_end.ru_nivcsw - usage_start.ru_nivcsw,
+        "other_processes_cpus": other_cpus,
+        "loadavg_1min_start": load_start[0],
+        "loadavg_1min_end": load_end[0],
+    }
+
+
+def _contention_warnings(other_cpus: float | None, threads: int) -> list[str]:
+    """A warning (also printed) when other processes used the pinned CPUs during the loop."""
+    if other_cpus is None or other_cpus <= CONTENTION_WARN_CPUS:
+        return []
+    warning = (
+        f"other processes used {other_cpus:.2f} of the {threads} pinned CPU(s) during the "
+        "timed runs; latencies include contention (run benchmarks on an otherwise idle host)"
+    )
+    print(f"mobileforge: warning: {warning}", file=sys.stderr)
+    return [warning]
+
+
+def _process_record(executorch_version: str | None) -> dict[str, Any]:
+    """Versions, machine and this process's identity and start-up time."""
+    import torch
+
+    return {
+        "torch_version": torch.__version__,
+        "executorch_version": executorch_version,
+        "python_version": platform.python_version(),
+        "host": host_info(),
+        "pid": os.getpid(),
+        "process_start_unix": PROCESS_START_UNIX,
+        "startup_to_ready_ms": _ns_to_ms(time.perf_counter_ns() - PROCESS_START_NS),
+    }
+
+
 def run(
     artifact: Path,
     fmt: str,
@@ -293,19 +395,10 @@ def run(
     if fmt not in RUNTIMES:
         raise ValueError(f"unknown format {fmt!r}; expected one of {sorted(RUNTIMES)}")
     affinity = pin_cpus(threads)
-
-    t0 = time.perf_counter_ns()
+    import_ms, executorch_version = _import_runtime(fmt)
     import torch
-    import torch.jit.mobile  # not imported by ``import torch``
-
-    executorch_version: str | None = None
-    if fmt == "pte":
-        pte_runtime.bindings()  # part of import, not of load
-        executorch_version = check_executorch()
-    import_ms = _ns_to_ms(time.perf_counter_ns() - t0)
 
     threads_applied, thread_control, torch_threads, interop_note = apply_threads(fmt, threads)
-
     notes: dict[str, str] = {}
     quantized_engine = select_engine(fmt, engine)
     if quantized_engine is None:
@@ -313,60 +406,21 @@ def run(
 
     rss_before_load_mb = _current_rss_mb()
     peak_rss_before_load_mb = _peak_rss_mb()
-
     t = time.perf_counter_ns()
     infer, loaded = load_artifact(artifact, fmt)
     load_ms = _ns_to_ms(time.perf_counter_ns() - t)
-
     x = benchmark_input(input_shape)
-
     with torch.inference_mode():
-        t = time.perf_counter_ns()
-        try:
-            infer(x)
-        except RuntimeError as exc:
-            raise RuntimeError(
-                f"first inference failed with input shape {list(input_shape)}"
-                f"{_expected_inputs_hint(loaded)}: {exc}"
-            ) from exc
-        first_inference_ms = _ns_to_ms(time.perf_counter_ns() - t)
+        first_inference_ms = _first_inference(infer, x, input_shape, loaded)
         for _ in range(warmup):
             infer(x)
-        load_start = os.getloadavg()
-        usage_start = resource.getrusage(resource.RUSAGE_SELF)
-        ticks_start = _thread_cpu_ticks()
-        busy_start = busy_seconds(affinity)
-        cpu_start, wall_start = time.process_time_ns(), time.perf_counter_ns()
-        samples_ms: list[float] = []
-        for _ in range(iterations):
-            t = time.perf_counter_ns()
-            infer(x)
-            samples_ms.append(_ns_to_ms(time.perf_counter_ns() - t))
-        cpu_ms = _ns_to_ms(time.process_time_ns() - cpu_start)
-        wall_ms = _ns_to_ms(time.perf_counter_ns() - wall_start)
-        ticks_end = _thread_cpu_ticks()
-        busy_end = busy_seconds(affinity)
-        usage_end = resource.getrusage(resource.RUSAGE_SELF)
-        load_end = os.getloadavg()
+        samples_ms, timed_loop = _timed_loop(infer, x, iterations, affinity)
 
     # Threads must not have drifted during the run (a runtime resetting its pool on load).
     after = torch.get_num_threads() if fmt == "ptl" else pte_runtime.get_pte_threads()
     if after != threads_applied:
         raise RuntimeError(f"thread count changed during the run: {threads_applied} -> {after}")
-
-    # CPU time other processes took on our CPUs during the timed loop, in CPUs (0.5 = half a
-    # core on average). Anything sizeable means the samples measured sharing, not the model.
-    other_cpus: float | None = None
-    if busy_start is not None and busy_end is not None and wall_ms > 0:
-        other_cpus = max(0.0, (busy_end - busy_start) - cpu_ms / 1000.0) / (wall_ms / 1000.0)
-    warnings: list[str] = []
-    if other_cpus is not None and other_cpus > CONTENTION_WARN_CPUS:
-        warnings.append(
-            f"other processes used {other_cpus:.2f} of the {threads} pinned CPU(s) during the "
-            "timed runs; latencies include contention (run benchmarks on an otherwise idle host)"
-        )
-        print(f"mobileforge: warning: {warnings[-1]}", file=sys.stderr)
-
+    warnings = _contention_warnings(timed_loop["other_processes_cpus"], threads)
     if interop_note:
         notes["interop_threads"] = interop_note
     if rss_before_load_mb is None:
@@ -395,30 +449,11 @@ def run(
         "load_ms": load_ms,
         "first_inference_ms": first_inference_ms,
         "latency_ms": summarize_latencies(samples_ms),
-        # Evidence about the timed loop itself: CPU time over wall time shows how many cores
-        # the runtime kept busy (about 1 for one thread, up to N for N; OpenMP spin-waiting
-        # counts as busy), per-thread CPU time (10 ms ticks) shows how many threads did the
-        # work, and involuntary context switches and the load average show competition.
-        "timed_loop": {
-            "wall_ms": wall_ms,
-            "process_cpu_ms": cpu_ms,
-            "cpu_per_wall": cpu_ms / wall_ms if wall_ms > 0 else None,
-            "per_thread_cpu_ms": _per_thread_cpu_ms(ticks_start, ticks_end),
-            "involuntary_context_switches": usage_end.ru_nivcsw - usage_start.ru_nivcsw,
-            "other_processes_cpus": other_cpus,
-            "loadavg_1min_start": load_start[0],
-            "loadavg_1min_end": load_end[0],
-        },
+        "timed_loop": timed_loop,
         "rss_before_load_mb": rss_before_load_mb,
         "peak_rss_before_load_mb": peak_rss_before_load_mb,
         "peak_rss_mb": _peak_rss_mb(),
-        "torch_version": torch.__version__,
-        "executorch_version": executorch_version,
-        "python_version": platform.python_version(),
-        "host": host_info(),
-        "pid": os.getpid(),
-        "process_start_unix": PROCESS_START_UNIX,
-        "startup_to_ready_ms": _ns_to_ms(time.perf_counter_ns() - PROCESS_START_NS),
+        **_process_record(executorch_version),
         "warnings": warnings,
         "null_reasons": notes,
         "samples_ms": samples_ms,
