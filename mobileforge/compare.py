@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from mobileforge import files
 from mobileforge.bench import compare
-from mobileforge.bench.paired_host import HeldArtifacts, HostArtifact
+from mobileforge.bench.host.paired import HeldArtifacts, HostArtifact
 
 if TYPE_CHECKING:  # the adb client is imported only for a phone
-    from mobileforge.bench.paired_adb import PhoneArtifact
+    from mobileforge.bench.android.paired import PhoneArtifact
 
 FORMATS = ("ptl", "pte")
 
@@ -94,9 +94,9 @@ def compare_on_phone(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Compare ``artifacts`` on the phone ``device`` (config entry), one runner process per
-    turn (:mod:`mobileforge.bench.paired_adb`); the first is also timed a second time as the
+    turn (:mod:`mobileforge.bench.android.paired`); the first is also timed a second time as the
     A/A control. The same record as :func:`compare_on_host`."""
-    from mobileforge.bench.paired_adb import PhoneTurns
+    from mobileforge.bench.android.paired import PhoneTurns
 
     if not artifacts:
         raise ValueError("nothing to compare")

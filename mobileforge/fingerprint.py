@@ -15,7 +15,7 @@ The code a stage runs, at the granularity of top-level definitions ("units"):
 - every definition a reached unit names: a helper of its own module, or a name imported from a
   mobileforge module (inside functions too: they run when called), transitively. A string
   naming a mobileforge module (a zoo entry ``"mobileforge.models.resnet:resnet18"``, a runner
-  started with ``-m mobileforge.bench.host_runner``) counts as a reference;
+  started with ``-m mobileforge.bench.host.runner``) counts as a reference;
 - what importing those modules executes: each module's top-level statements other than
   definitions and imports, and that of its packages and of the modules it imports.
 

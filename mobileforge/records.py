@@ -151,7 +151,7 @@ class Latency(TypedDict):
 
 class BenchmarkResult(TypedDict):
     """What a benchmark job writes: one artifact on one device, ``repeats`` runs. Keys only the
-    host (mobileforge.bench.host) or only a phone (mobileforge.bench.adb) has are marked."""
+    host (mobileforge.bench.host) or only a phone (mobileforge.bench.android) has are marked."""
 
     artifact: str
     artifact_bytes: int

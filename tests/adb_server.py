@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mobileforge.bench.adbconn import _Client
+from mobileforge.bench.android.adbconn import _Client
 from tests.emulated_phone import EmulatedPhone
 
 

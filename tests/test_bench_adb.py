@@ -22,15 +22,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mobileforge.bench import probes, pushcache
-from mobileforge.bench.adb import (
+from mobileforge.bench.android import probes, pushcache
+from mobileforge.bench.android.adb import (
     AdbBenchmarkError,
     AdbServerUnreachable,
     DeviceGone,
     DeviceHung,
     DeviceNotConnected,
     parse_executor_runner,
-    parse_peak_rss_mb,
     parse_pep_samples,
     run_adb_benchmark,
 )
@@ -528,9 +527,9 @@ def test_parse_executor_runner_and_time_output() -> None:
         "load_ms": 3.5,
         "threads": 2,
     }
-    assert parse_peak_rss_mb("Max RSS (KiB): 2048\n") == 2.0  # toybox
-    assert parse_peak_rss_mb("\tMaximum resident set size (kbytes): 1024\n") == 1.0  # GNU
-    assert parse_peak_rss_mb("real 0.1\n") is None
+    assert probes.parse_peak_rss_mb("Max RSS (KiB): 2048\n") == 2.0  # toybox
+    assert probes.parse_peak_rss_mb("\tMaximum resident set size (kbytes): 1024\n") == 1.0  # GNU
+    assert probes.parse_peak_rss_mb("real 0.1\n") is None
 
 
 def test_probe_parsing_and_cpu_choice() -> None:
@@ -579,7 +578,8 @@ def test_pkill_pattern_spares_the_shell_that_runs_it() -> None:
 def test_bench_modules_import_without_torch() -> None:
     """Scripts and the workflow import these cheaply; torch is only for the runner process."""
     code = (
-        "import sys, mobileforge.bench.adb, mobileforge.bench.host, mobileforge.bench.farm, "
+        "import sys, mobileforge.bench.android.adb, mobileforge.bench.host.repeats, "
+        "mobileforge.bench.farm, "
         "mobileforge.bench.devicelock, mobileforge.bench.stats, mobileforge.salvage; "
         "print('torch' in sys.modules)"
     )

@@ -1,4 +1,8 @@
-"""Host benchmark (fresh runner process), latency statistics and the device lock."""
+"""Host benchmark (a fresh runner process per repeat), latency statistics and the device lock.
+
+The host benchmark is driven as the benchmark stage drives it:
+:func:`mobileforge.bench.device.benchmark_on_device` with a host device entry.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mobileforge.bench.device import benchmark_on_device
 from mobileforge.bench.devicelock import device_lock
-from mobileforge.bench.host import run_host_benchmark, run_host_repeats
+from mobileforge.bench.host.repeats import run_host_repeats
 from mobileforge.bench.stats import combine_runs, summarize_latencies
 
 SHAPE = [1, 3, 16, 16]
@@ -41,7 +46,6 @@ RESULT_KEYS = {
     "executorch_version",
     "python_version",
     "host",
-    "samples_ms",
 }
 
 
@@ -114,19 +118,36 @@ def test_combine_runs_reports_median_of_medians_and_run_to_run_cv() -> None:
 
 
 # -- host benchmark -------------------------------------------------------------------------
+def _host_benchmark(
+    artifact: Path,
+    fmt: str,
+    threads: int,
+    warmup: int,
+    iterations: int,
+    engine: str | None = None,
+) -> dict:
+    """One repeat on the host, the way the benchmark stage asks for it."""
+    device = {"kind": "host", "threads": threads, "warmup": warmup, "iterations": iterations,
+              "repeats": 1, "cooldown": {}}  # fmt: skip
+    sidecar = {"format": fmt, "input_shape": SHAPE, "engine": engine}
+    return benchmark_on_device(str(artifact), sidecar, device)
+
+
 def _check_common(result: dict, fmt: str, threads: int, iterations: int) -> None:
     assert RESULT_KEYS <= result.keys()
+    (run,) = result["runs"]  # one repeat: its own samples and timed loop
     assert result["format"] == fmt
     assert result["threads_requested"] == threads == result["threads_applied"]
     assert len(result["affinity"]) == threads
-    assert result["latency_ms"]["count"] == iterations == len(result["samples_ms"])
-    assert summarize_latencies(result["samples_ms"]) == result["latency_ms"]
+    assert result["latency_ms"]["count"] == iterations == len(run["samples_ms"])
+    assert summarize_latencies(run["samples_ms"]) == run["latency_ms"]
+    assert combine_runs([run["latency_ms"]]) == result["latency_ms"]
     assert result["load_ms"] > 0 and result["first_inference_ms"] > 0
     assert 0 < result["rss_before_load_mb"] <= result["peak_rss_mb"]
     assert result["torch_version"] == torch.__version__
     assert result["host"]["cpu_count"] == os.cpu_count()
     assert result["input_shape"] == SHAPE
-    loop = result["timed_loop"]
+    loop = run["timed_loop"]
     assert loop["process_cpu_ms"] > 0 and loop["other_processes_cpus"] >= 0
     assert isinstance(result["warnings"], list)  # contention warnings, if any
     json.dumps(result)
@@ -134,7 +155,7 @@ def _check_common(result: dict, fmt: str, threads: int, iterations: int) -> None
 
 @pytest.mark.parametrize("threads", THREADS)
 def test_ptl_host_benchmark_applies_threads(models: dict[str, Path], threads: int) -> None:
-    result = run_host_benchmark(models["ptl"], "ptl", SHAPE, threads, warmup=2, iterations=10)
+    result = _host_benchmark(models["ptl"], "ptl", threads, warmup=2, iterations=10)
     _check_common(result, "ptl", threads, 10)
     assert result["runtime"] == "lite_interpreter"
     assert result["torch_interop_threads"] == 1
@@ -145,7 +166,7 @@ def test_ptl_host_benchmark_applies_threads(models: dict[str, Path], threads: in
 def test_pte_host_benchmark_applies_threads(models: dict[str, Path], threads: int) -> None:
     if "pte" not in models:
         pytest.skip("executorch is not installed")
-    result = run_host_benchmark(models["pte"], "pte", SHAPE, threads, warmup=2, iterations=10)
+    result = _host_benchmark(models["pte"], "pte", threads, warmup=2, iterations=10)
     _check_common(result, "pte", threads, 10)
     assert result["runtime"] == "executorch"
     assert result["executorch_version"]
@@ -181,37 +202,33 @@ def test_host_repeats_report_a_crashing_run_with_its_traceback(tmp_path: Path) -
     with pytest.raises(RuntimeError, match="exited with 1") as error:
         run_host_repeats(broken, "ptl", SHAPE, 1, 0, 1, repeats=2)
     assert "Traceback" in str(error.value)  # the child's own error, from the runner's stderr
+    broken.write_bytes(b"this is not a zip archive")
+    with pytest.raises(RuntimeError, match="exited with 1") as error:
+        _host_benchmark(broken, "ptl", 1, warmup=0, iterations=1)
+    assert "Traceback" in str(error.value)
 
 
 def test_quantized_engine_is_set_before_load_and_recorded(models: dict[str, Path]) -> None:
     engine = "qnnpack" if "qnnpack" in torch.backends.quantized.supported_engines else None
     if engine is None:
         pytest.skip("this torch build has no qnnpack engine")
-    result = run_host_benchmark(models["ptl"], "ptl", SHAPE, 1, 0, 2, engine=engine)
+    result = _host_benchmark(models["ptl"], "ptl", 1, 0, 2, engine=engine)
     assert result["quantized_engine"] == engine
     with pytest.raises(RuntimeError, match="'nope' is not in this torch build"):
-        run_host_benchmark(models["ptl"], "ptl", SHAPE, 1, 0, 1, engine="nope")
-
-
-def test_runner_failure_raises_with_stderr_tail(tmp_path: Path) -> None:
-    broken = tmp_path / "broken.ptl"
-    broken.write_bytes(b"this is not a zip archive")
-    with pytest.raises(RuntimeError, match=r"runner failed \(exit 1\)") as info:
-        run_host_benchmark(broken, "ptl", SHAPE, 1, warmup=0, iterations=1)
-    assert "Traceback" in str(info.value)
+        _host_benchmark(models["ptl"], "ptl", 1, 0, 1, engine="nope")
 
 
 def test_more_threads_than_cpus_is_refused(models: dict[str, Path]) -> None:
     with pytest.raises(RuntimeError, match="CPU\\(s\\) are available"):
-        run_host_benchmark(models["ptl"], "ptl", SHAPE, CPUS + 1, warmup=0, iterations=1)
+        _host_benchmark(models["ptl"], "ptl", CPUS + 1, warmup=0, iterations=1)
 
 
 def test_bad_arguments_fail_before_starting_a_process(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        run_host_benchmark(tmp_path / "missing.ptl", "ptl", SHAPE, 1, 0, 1)
+        _host_benchmark(tmp_path / "missing.ptl", "ptl", 1, 0, 1)
     (tmp_path / "m.onnx").write_bytes(b"")
     with pytest.raises(ValueError, match="unknown format"):
-        run_host_benchmark(tmp_path / "m.onnx", "onnx", SHAPE, 1, 0, 1)
+        _host_benchmark(tmp_path / "m.onnx", "onnx", 1, 0, 1)
 
 
 # -- device lock ----------------------------------------------------------------------------

@@ -228,7 +228,7 @@ def test_every_held_process_runs_on_the_same_pinned_cpus(ptls, tmp_path):
 
 
 def test_a_phone_comparison_alternates_runner_processes_one_at_a_time(adb_server, phones, tmp_path):
-    from mobileforge.bench.paired_adb import PhoneArtifact
+    from mobileforge.bench.android.paired import PhoneArtifact
     from mobileforge.bench.runstate import RunState
     from mobileforge.compare import compare_on_phone
     from tests.runners import LIGHT_RUNNER, runs_log, write_runner

@@ -73,8 +73,8 @@ def test_imports_inside_functions_strings_and_runners_count():
     # The zoo names its builders in strings: training runs them.
     assert "mobileforge.models.resnet:resnet18" in train
     assert "mobileforge.train:train_model" in train  # imported inside the stage function
-    # The host benchmark runs ``python -m mobileforge.bench.host_runner`` in a subprocess.
-    assert "mobileforge.bench.host_runner:main" in fingerprint.stage_fingerprint("benchmark").units
+    # The host benchmark runs ``python -m mobileforge.bench.host.runner`` in a subprocess.
+    assert "mobileforge.bench.host.runner:main" in fingerprint.stage_fingerprint("benchmark").units
     # Every script runs its stage through the adapter.
     assert all("mobileforge.job:run" in fingerprint.stage_fingerprint(s).units for s in STAGES)
 

@@ -69,15 +69,20 @@ def setup() -> dict:
 @pytest.fixture(scope="module")
 def built(setup: dict) -> dict:
     out = {}
-    for variant in ("fp32", "int8", "int8_pruned"):
+    for variant in ("fp32", "int8"):
         out[variant] = pte.export_pte(
             setup["model"],
             setup["x"],
             "xnnpack",
             variant,
             calibration=None if variant == "fp32" else setup["calib"],
-            prune=PRUNE if variant == "int8_pruned" else None,
         )
+    # int8_pruned as the export stage builds it: the converted int8 program, pruned in place,
+    # lowered as it is (pte.lower).
+    converted, info = quantize_pt2e(setup["model"], setup["x"], "xnnpack", setup["calib"])
+    info["sparsity"], info["prune"] = prune_converted(converted, PRUNE)
+    buffer, lowering = pte.lower(converted, setup["x"], "xnnpack", "int8_pruned")
+    out["int8_pruned"] = buffer, {**info, **lowering}
     return out
 
 
@@ -333,10 +338,11 @@ def test_bad_arguments_are_refused(setup) -> None:
         pte.export_pte(m, x, "xnnpack", "fp16")
     with pytest.raises(ValueError, match="calibration"):
         pte.export_pte(m, x, "xnnpack", "int8")
-    with pytest.raises(ValueError, match="only int8_pruned"):
-        pte.export_pte(m, x, "xnnpack", "fp32", prune=PRUNE)
+    with pytest.raises(ValueError, match="variant"):  # pruned programs go through pte.lower
+        pte.export_pte(m, x, "xnnpack", "int8_pruned", calib)
+    converted, _ = quantize_pt2e(m, x, "xnnpack", calib)
     with pytest.raises(ValueError, match="l1_unstructured"):
-        pte.export_pte(m, x, "xnnpack", "int8_pruned", calib, {"amount": 0.3, "method": "ln"})
+        prune_converted(converted, {"amount": 0.3, "method": "ln"})
 
 
 def test_check_executorch(monkeypatch) -> None:

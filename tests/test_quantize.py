@@ -166,9 +166,7 @@ def test_fallback_exports_to_both_formats(fused, images, tmp_path):
     from mobileforge.runtime import pte as pte_runtime
 
     recipe = RECIPE.with_fp32_layers(("head",))
-    buffer, info = pte.export_pte(
-        fused, torch.zeros(SHAPE), "xnnpack", "int8", images, None, recipe
-    )
+    buffer, info = pte.export_pte(fused, torch.zeros(SHAPE), "xnnpack", "int8", images, recipe)
     path = tmp_path / "m.pte"
     path.write_bytes(buffer)
     out = pte_runtime.run_pte(pte_runtime.load_pte(path), images[:1])

@@ -1,9 +1,12 @@
-"""Benchmarks of built artifacts: on the host CPU (fresh process) and on Android over adb.
+"""Benchmarks of built artifacts: on the host CPU (fresh processes) and on Android over adb.
 
-``stats`` summarises latencies, ``host``/``host_runner`` measure on this machine, ``adb`` on a
-phone, and ``devicelock`` keeps two benchmarks off the same device; both kinds of benchmark
-check their request and quote tool output with the helpers below. Importing this package (or
-``host``, ``adb``, ``devicelock``, ``stats``) does not import torch.
+The subpackage ``host`` measures on this machine, ``android`` on a phone; ``device`` picks one
+for a configured device. Shared by both: ``stats`` summarises latencies, ``thermal`` reads and
+waits out heat, ``devicelock`` and ``farm`` keep two benchmarks off the same device,
+``runstate`` remembers a device within a workflow run, ``timeline`` checks the overlap,
+``compare`` runs paired rounds, ``peak`` measures the host's GEMM ceiling. Both kinds of
+benchmark check their request and quote tool output with the helpers below. Importing this
+package (or ``host``, ``android``, ``devicelock``, ``stats``) does not import torch.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ resampled, the same resamples for every pair).
   is run (at most ``max_batches`` in all, each reason recorded); still failing, the record says
   the comparison is not reliable, and nothing is decided from it.
 * **Contention**: each turn measures the CPU other processes took from it (how long it waited,
-  runnable, for its CPU), and where the turns can tell (:class:`.paired_host.RoundLoad`) each
+  runnable, for its CPU), and where the turns can tell (:class:`.host.paired.RoundLoad`) each
   round also measures the hypervisor's steal on the pinned CPUs and how busy the CPUs sharing
   their last-level cache were. A round in which any turn lost more than ``max_other_cpus`` of a
   CPU, or steal exceeded it, or the cache neighbours were busier than ``max_neighbour_load``,
@@ -27,7 +27,7 @@ resampled, the same resamples for every pair).
   1 by more than the A/A control's own spread (:func:`verdict`); slower likewise; otherwise a tie.
 
 Where the turns run is not this module's business (:class:`Turns`): host processes
-(:mod:`mobileforge.bench.paired_host`) or anything else that can time one artifact for one turn.
+(:mod:`mobileforge.bench.host.paired`) or anything else that can time one artifact for one turn.
 Torch-free and numpy-free.
 """
 
@@ -126,7 +126,7 @@ def candidates(
 
 
 class Turns(Protocol):
-    """Something that times artifact ``index`` for one turn (:mod:`.paired_host`)."""
+    """Something that times artifact ``index`` for one turn (:mod:`.host.paired`)."""
 
     def turn(self, index: int, runs: int, turn_warmup: int) -> dict[str, Any]: ...
 

@@ -33,10 +33,10 @@ def benchmark_on_device(
         "cooldown": device["cooldown"],
     }
     if device["kind"] == "host":
-        from mobileforge.bench.host import run_host_repeats
+        from mobileforge.bench.host.repeats import run_host_repeats
 
         return run_host_repeats(artifact, engine=sidecar.get("engine"), **common)
-    from mobileforge.bench.adb import run_adb_benchmark
+    from mobileforge.bench.android.adb import run_adb_benchmark
     from mobileforge.bench.runstate import RunState
 
     if operations is None or runner is None:

@@ -26,6 +26,7 @@ Importing this module does not import torch.
 from __future__ import annotations
 
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -74,7 +75,7 @@ def gemm_programs(shape: Sequence[int] = GEMM_SHAPE, seed: int = SEED) -> dict[s
     for precision in ("fp32", "int8"):
         int8 = precision == "int8"
         data, info = pte.export_pte(
-            model, example, "xnnpack", precision, calibration if int8 else None, None,
+            model, example, "xnnpack", precision, calibration if int8 else None,
             recipe if int8 else None,
         )  # fmt: skip
         if info["portable_nodes"]:  # a kernel outside XNNPACK would not measure XNNPACK
@@ -118,11 +119,11 @@ def time_kernels(
             spent.append((time.perf_counter_ns() - start) / 1e6)
     results = []
     for spent in times_ms:
-        ordered = sorted(spent)
         results.append(
             {
-                "gmacs": macs / ordered[0] / 1e6,
-                "gmacs_median": macs / ordered[len(ordered) // 2] / 1e6,
+                "gmacs": macs / min(spent) / 1e6,
+                # the upper median (an even count takes the slower of the middle two runs)
+                "gmacs_median": macs / statistics.median_high(spent) / 1e6,
                 "runs_ms": spent,
             }
         )
@@ -137,6 +138,52 @@ def best_peaks(kernels: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]
         if best is None or kernel["gmacs"] > best["gmacs"]:
             peaks[kernel["precision"]] = {"gmacs": kernel["gmacs"], "kernel": kernel["kernel"]}
     return peaks
+
+
+def _int8_linear(a: Any, b: Any) -> Callable[[], Any]:
+    """``a @ b`` as FX int8 ``.ptl`` modules run it: per-channel symmetric int8 weights and
+    uint8 activations, packed for torch's current quantized engine."""
+    import torch
+
+    n = b.shape[1]
+    with warnings.catch_warnings():  # quantized tensor creation is deprecated upstream
+        warnings.simplefilter("ignore", UserWarning)
+        weight = torch.quantize_per_channel(
+            b.t().contiguous(),
+            torch.full((n,), 0.05),
+            torch.zeros(n, dtype=torch.long),
+            0,
+            torch.qint8,
+        )
+        qa = torch.quantize_per_tensor(a, 0.05, 128, torch.quint8)
+    packed = torch.ops.quantized.linear_prepack(weight, None)
+    return lambda: torch.ops.quantized.linear(qa, packed, 1.0, 128)
+
+
+def _add_executorch_kernels(
+    programs: Mapping[str, str | os.PathLike[str]],
+    threads: int,
+    a: Any,
+    add: Callable[[str, str, str, Callable[[], Any]], None],
+) -> str:
+    """Load the ExecuTorch GEMM ``programs`` on ``threads`` threads (checked) and ``add`` each
+    as a kernel taking ``a``; returns the ExecuTorch version."""
+    from mobileforge.runtime import pte as pte_runtime
+    from mobileforge.versions import check_executorch
+
+    executorch_version = check_executorch()
+    applied = pte_runtime.set_pte_threads(threads)
+    if applied != threads:
+        raise RuntimeError(f"ExecuTorch runs {applied} threads, {threads} requested")
+    for precision, path in sorted(programs.items()):
+        program = pte_runtime.load_pte(path)
+        add(
+            f"XNNPACK linear ({precision}, ExecuTorch)",
+            precision,
+            "executorch",
+            lambda program=program: program([a]),
+        )
+    return executorch_version
 
 
 def measure_peak(
@@ -154,12 +201,10 @@ def measure_peak(
     of the device (``x86``: fbgemm). ``programs`` maps ``fp32``/``int8`` to the ExecuTorch GEMM
     programs of :func:`gemm_programs` (empty: the runtime is not measured).
     """
-    from mobileforge.bench.host_runner import host_info, pin_cpus
+    from mobileforge.bench.host.runner import host_info, pin_cpus
 
     affinity = pin_cpus(threads)
     import torch
-
-    from mobileforge.runtime import pte as pte_runtime
 
     torch.set_num_threads(threads)
     if torch.get_num_threads() != threads:
@@ -179,43 +224,14 @@ def measure_peak(
         runs.append(run)
 
     add("torch.mm (ATen)", "fp32", "lite_interpreter", lambda: torch.mm(a, b))
-
-    # Per-channel symmetric int8 weights and uint8 activations, as FX int8 .ptl modules run;
-    # the engine is set for packing (weights are packed for it) and for every call.
-    def quantized_linear() -> Callable[[], Any]:
-        with warnings.catch_warnings():  # quantized tensor creation is deprecated upstream
-            warnings.simplefilter("ignore", UserWarning)
-            weight = torch.quantize_per_channel(
-                b.t().contiguous(),
-                torch.full((n,), 0.05),
-                torch.zeros(n, dtype=torch.long),
-                0,
-                torch.qint8,
-            )
-            qa = torch.quantize_per_tensor(a, 0.05, 128, torch.quint8)
-        packed = torch.ops.quantized.linear_prepack(weight, None)
-        return lambda: torch.ops.quantized.linear(qa, packed, 1.0, 128)
-
+    # The engine is set for packing (weights are packed for it) and for every call.
     previous_engine = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
     executorch_version = None
     try:
-        add(f"quantized::linear ({engine} engine)", "int8", "lite_interpreter", quantized_linear())
+        add(f"quantized::linear ({engine} engine)", "int8", "lite_interpreter", _int8_linear(a, b))
         if programs:
-            from mobileforge.versions import check_executorch
-
-            executorch_version = check_executorch()
-            applied = pte_runtime.set_pte_threads(threads)
-            if applied != threads:
-                raise RuntimeError(f"ExecuTorch runs {applied} threads, {threads} requested")
-            for precision, path in sorted(programs.items()):
-                program = pte_runtime.load_pte(path)
-                add(
-                    f"XNNPACK linear ({precision}, ExecuTorch)",
-                    precision,
-                    "executorch",
-                    lambda program=program: program([a]),
-                )
+            executorch_version = _add_executorch_kernels(programs, threads, a, add)
         with torch.inference_mode():
             timings = time_kernels(runs, macs, repeats)
     finally:

@@ -58,6 +58,10 @@ def summarize_latencies(samples_ms: Sequence[float]) -> dict[str, float | int]:
 def percentile(ordered: Sequence[float], q: float) -> float:
     """numpy's default percentile of sorted values: linear interpolation between the closest
     ranks."""
+    # Not statistics.quantiles(method="inclusive"): it interpolates the same ranks but computes
+    # (a * (n - d) + b * d) / n, which differs from a + (b - a) * f in the last bits for about
+    # 40 % of p50/p90/p99 values of random samples, and it refuses a single sample. Recorded
+    # latencies keep this arithmetic.
     position = (len(ordered) - 1) * q / 100.0
     lo = math.floor(position)
     hi = min(lo + 1, len(ordered) - 1)

@@ -1,8 +1,8 @@
-"""ExecuTorch (``.pte``) export: capture, PT2E int8 (and pruning), lowering, serialisation.
+"""ExecuTorch (``.pte``) export: capture, PT2E int8, lowering, serialisation.
 
 The ``.pte`` path is ExecuTorch's successor to the lite-interpreter ``.ptl`` path: the fused fp32
 model is captured with ``torch.export``, optionally quantized with PT2E (calibrated static int8,
-optionally magnitude-pruned in the int8 domain), lowered to one delegate backend with
+which the export stage may magnitude-prune in the int8 domain), lowered to one delegate backend with
 ``to_edge_transform_and_lower`` and serialised with ``to_executorch``.
 
 Combinations (executorch 1.5.1, torch 2.13.0, checked on Linux x86-64):
@@ -36,7 +36,6 @@ from mobileforge import layout
 from mobileforge.export import coreml
 from mobileforge.export.xnnpack_patterns import skip_unmatchable_patterns
 from mobileforge.provenance import shallow_node_provenance
-from mobileforge.prune.pt2e import prune_amount, prune_converted
 from mobileforge.quantize.pt2e import quantize_pt2e
 from mobileforge.quantize.recipe import Recipe
 from mobileforge.versions import base_version, check_executorch
@@ -45,7 +44,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
 PTE_BACKENDS = layout.BACKENDS["pte"]
-PTE_VARIANTS = ("fp32", "int8", "int8_pruned")
+#: Variants :func:`export_pte` builds from a fused model. ``int8_pruned`` programs are the int8
+#: program pruned within the accuracy budget (``stages.export``), lowered by :func:`lower`.
+PTE_VARIANTS = ("fp32", "int8")
 
 # Core ML compiles int8 activations (quantize/dequantize on activations) only from iOS 17 /
 # macOS 14 on; executorch's own PT2E Core ML recipe sets the same floor.
@@ -134,7 +135,6 @@ def export_pte(
     backend: str,
     variant: str,
     calibration: torch.Tensor | None = None,
-    prune: dict | None = None,
     recipe: Recipe | None = None,
     *,
     skip_patterns: bool = True,
@@ -145,13 +145,11 @@ def export_pte(
         model: the fused fp32 model in eval mode (e.g. a ``fuse_fx`` GraphModule).
         example_input: one input; its shape, batch included, is baked into the program.
         backend: one of ``PTE_BACKENDS``.
-        variant: ``fp32``; ``int8`` (PT2E static int8, calibrated on ``calibration``);
-            ``int8_pruned`` (``int8`` then L1-unstructured pruning of the int8 conv/linear
-            weights, ``prune={"amount": 0.3, "method": "l1_unstructured"}``).
-        calibration: ``[N, C, H, W]`` calibration samples; required for int8 variants.
-        prune: pruning settings; required for ``int8_pruned`` and refused otherwise, so a
-            config mistake cannot silently produce an unpruned "pruned" artifact.
-        recipe: calibration choices and fp32 layers of the int8 variants (default: ``Recipe()``).
+        variant: ``fp32`` or ``int8`` (PT2E static int8, calibrated on ``calibration``). An
+            ``int8_pruned`` program is a converted int8 program pruned in place and lowered with
+            :func:`lower`, as the workflow's export stage does.
+        calibration: ``[N, C, H, W]`` calibration samples; required for ``int8``.
+        recipe: calibration choices and fp32 layers of ``int8`` (default: ``Recipe()``).
         skip_patterns: skip XNNPACK pattern graphs that cannot match (same bytes, seconds
             faster: :mod:`mobileforge.export.xnnpack_patterns`); False only to check that.
 
@@ -165,8 +163,8 @@ def export_pte(
         ``portable_nodes`` counts the operator nodes left for ExecuTorch's portable kernels.
         Other keys: ``delegated_subgraphs``, ``delegate_backend_ids``, ``delegated_ops`` /
         ``portable_ops`` (by operator name), ``quantizer``, ``calibration_samples``,
-        ``sparsity`` and ``prune`` (int8_pruned), ``lowering``, ``input_shape``,
-        ``size_bytes``, ``executorch_version``, ``torch_version``.
+        ``sparsity`` and ``prune`` (None: nothing is pruned here), ``lowering``,
+        ``input_shape``, ``size_bytes``, ``executorch_version``, ``torch_version``.
     """
     import torch
 
@@ -175,12 +173,6 @@ def export_pte(
         raise ValueError(f"unknown .pte backend {backend!r}; expected one of {PTE_BACKENDS}")
     if variant not in PTE_VARIANTS:
         raise ValueError(f"unknown .pte variant {variant!r}; expected one of {PTE_VARIANTS}")
-    if variant == "int8_pruned":
-        if not prune:
-            raise ValueError("variant int8_pruned needs prune={'amount': ..., 'method': ...}")
-        prune_amount(prune)
-    elif prune:
-        raise ValueError(f"prune settings given for variant {variant!r}; only int8_pruned prunes")
     if variant != "fp32" and (calibration is None or len(calibration) == 0):
         raise ValueError(f"variant {variant!r} needs calibration data (a [N, C, H, W] tensor)")
 
@@ -202,8 +194,6 @@ def export_pte(
             assert calibration is not None
             program, qinfo = quantize_pt2e(model, example_input, backend, calibration, recipe)
             info.update(qinfo)
-            if variant == "int8_pruned":
-                info["sparsity"], info["prune"] = prune_converted(program, prune)
     buffer, lowering = lower(program, example_input, backend, variant, skip_patterns=skip_patterns)
     info.update(lowering)
     return buffer, info

@@ -93,7 +93,7 @@ def compare(job: Job) -> None:
             held = [host_artifact(path) for path in paths]
             record = compare_on_host(held, device["threads"], paired.Settings(**settings), job.log)
         else:
-            from mobileforge.bench.paired_adb import PhoneArtifact
+            from mobileforge.bench.android.paired import PhoneArtifact
             from mobileforge.bench.runstate import RunState
             from mobileforge.compare import compare_on_phone
 

@@ -3,7 +3,7 @@
 The host side of a paired comparison (:mod:`mobileforge.bench.compare`). This process imports
 the runtimes once (torch, the lite interpreter, ExecuTorch's bindings) and runs no operation;
 then, per artifact, it forks a child that pins itself to the same CPUs as every other child,
-sets the runtime's threads (checked, as in :mod:`mobileforge.bench.host_runner`), loads the
+sets the runtime's threads (checked, as in :mod:`mobileforge.bench.host.runner`), loads the
 artifact once, runs it once and warms it up, and waits. A turn is one request down that
 child's pipe: ``turn_warmup`` untimed runs (another process just ran on these CPUs and its data
 left the caches), then ``runs`` timed ones; the answer carries the timings and how much CPU
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mobileforge.bench import host_runner
+from mobileforge.bench.host import runner as host_runner
 
 #: How long a child may take to load and warm up, or to answer one turn, before it is killed.
 TIMEOUT_S = 600.0

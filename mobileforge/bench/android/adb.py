@@ -19,11 +19,11 @@ The phone runs a native benchmark binary:
   shapes stored in the program, so ``input_shape`` is informational for ``pte``.
 
 Round trips, per job: the server's device list, one shell command sweeping stale runs and
-listing the push cache (:mod:`~mobileforge.bench.pushcache`; runner and artifact are pushed only
-when that content is not on the phone yet), then one shell command per run that reads thermal
-zones and CPU frequencies, runs the runner, reads them again and removes its folder. Device
-properties and shell capabilities are probed once per phone and workflow run
-(:mod:`~mobileforge.bench.probes`, :mod:`~mobileforge.bench.runstate`).
+listing the push cache (:mod:`~mobileforge.bench.android.pushcache`; runner and artifact are
+pushed only when that content is not on the phone yet), then one shell command per run that
+reads thermal zones and CPU frequencies, runs the runner, reads them again and removes its
+folder. Device properties and shell capabilities are probed once per phone and workflow run
+(:mod:`~mobileforge.bench.android.probes`, :mod:`~mobileforge.bench.runstate`).
 
 Threads: the runner is started under ``taskset`` with a mask of ``threads`` CPUs (the fastest
 cores by ``cpuinfo_max_freq``); ``executor_runner`` also gets ``--cpu_threads``. Without
@@ -44,15 +44,18 @@ import json
 import posixpath
 import re
 import secrets
+import statistics
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mobileforge.bench import check_request, pushcache, tail, thermal
-from mobileforge.bench import probes as probing
-from mobileforge.bench.adbconn import (
+from mobileforge.bench import check_request, tail, thermal
+from mobileforge.bench.android import probes as probing
+from mobileforge.bench.android import pushcache
+from mobileforge.bench.android.adbconn import (
     AdbBenchmarkError,
     AdbServerUnreachable,
     DeviceDisconnected,
@@ -93,8 +96,6 @@ _ET_LOAD_RE = re.compile(r"Model loaded in ([0-9.eE+-]+) ms")
 _ET_THREADS_RE = re.compile(r"Resetting threadpool with num threads = (-?\d+)")
 _OLD_RUNNER_RE = re.compile(r"unknown command line flag '?print_output")
 
-#: Re-exported for callers and tests that parse runner output.
-parse_peak_rss_mb = probing.parse_peak_rss_mb
 _q = pushcache.q
 
 
@@ -293,6 +294,44 @@ class _Job:
         )
 
 
+@dataclass
+class _Plan:
+    """One phone job as set up: the request, what the probe found and the runner's command."""
+
+    fmt: str
+    artifact: Path
+    runner: Path
+    input_shape: list[int]
+    threads: int
+    warmup: int
+    iterations: int
+    cooldown: dict[str, Any]
+    adb_server: str
+    base: str  # the phone folder holding the push cache and the run folders
+    probe: dict[str, Any]
+    device_info: dict[str, Any]
+    cpus: list[int] | None  # None: unpinned
+    files: list[tuple[Path, str, int, str]]  # (local path, name, mode, sha256): runner, artifact
+    remote: list[str]  # where ``files`` are in the push cache
+    invocation: str  # the runner's command line on the phone
+
+    @property
+    def kill_pattern(self) -> str:
+        """What ``pkill -f`` matches to stop this job's runner."""
+        return pushcache.process_pattern(self.remote[0])
+
+
+@dataclass
+class _Outcome:
+    """What a phone job gathered while it ran: the runs and what it noted on the way."""
+
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    pushed: list[str] = field(default_factory=list)  # what was not in the push cache yet
+    retries_used: int = 0
+    warnings: list[str] = field(default_factory=list)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+
 def run_adb_benchmark(
     artifact: str | Path,
     fmt: str,
@@ -332,8 +371,7 @@ def run_adb_benchmark(
     cache, gone marker); ``job`` names the caller in messages.
     """
     started = time.perf_counter()
-    artifact = Path(artifact)
-    runner = Path(runner)
+    artifact, runner = Path(artifact), Path(runner)
     input_shape = [int(d) for d in input_shape]
     check_request(artifact, fmt, input_shape, threads, warmup, iterations)
     if repeats < 1:
@@ -350,21 +388,45 @@ def run_adb_benchmark(
 
     work.check_gone()
     phone.require_online()
-    retries_used = 0
-    while True:  # the probe is cut or hangs like any command (once per phone and run)
+    outcome = _Outcome()
+    probe = _probe(work, retries, outcome)
+    cpus, prefix = _launch_prefix(probe, threads, outcome)
+    files = [
+        (runner, RUNNERS[fmt], 0o755, state.sha256(runner)),
+        (artifact, artifact.name, 0o644, state.sha256(artifact)),
+    ]
+    remote = [pushcache.cached_path(base, sha, name) for _, name, _, sha in files]
+    args = _runner_args(fmt, remote[1], input_shape, threads, warmup, iterations)
+    plan = _Plan(
+        fmt=fmt, artifact=artifact, runner=runner, input_shape=input_shape, threads=threads,
+        warmup=warmup, iterations=iterations, cooldown=dict(cooldown or {}),
+        adb_server=f"{adb_host}:{adb_port}", base=base, probe=probe,
+        device_info={"serial": serial, **probe["info"], "cpu_max_freq_khz": probe["max_freq_khz"]},
+        cpus=cpus, files=files, remote=remote, invocation=_q(*prefix, remote[0], *args),
+    )  # fmt: skip
+    _run_repeats(work, plan, outcome, repeats, retries)
+    return _result(plan, outcome, work, time.perf_counter() - started)
+
+
+def _probe(work: _Job, retries: int, outcome: _Outcome) -> dict[str, Any]:
+    """The phone's probe (once per phone and run); cut or hung like any command."""
+    while True:
         try:
-            probe = work.probe()
-            break
+            return work.probe()
         except DeviceDisconnected as cut:
-            if retries_used >= retries:
+            if outcome.retries_used >= retries:
                 raise
-            retries_used += 1
+            outcome.retries_used += 1
             work.recover(cut)
         except DeviceHung as hung:
             raise work.hung(hung) from hung
-    info = {"serial": serial, **probe["info"], "cpu_max_freq_khz": probe["max_freq_khz"]}
-    null_reasons: dict[str, str] = {}
-    warnings: list[str] = []
+
+
+def _launch_prefix(
+    probe: dict[str, Any], threads: int, outcome: _Outcome
+) -> tuple[list[int] | None, list[str]]:
+    """The CPUs the runner is pinned to (None: unpinned) and the words before its command
+    (``time -v`` for peak memory, ``taskset``); notes why either is missing."""
     try:
         cpus, unpinned = probing.choose_cpus(probe, threads)
     except ValueError as exc:
@@ -373,118 +435,91 @@ def run_adb_benchmark(
     if probe["time_binary"]:
         prefix += [probe["time_binary"], "-v"]
     else:
-        null_reasons["peak_rss_mb"] = probe["notes"]["peak_rss_mb"]
+        outcome.null_reasons["peak_rss_mb"] = probe["notes"]["peak_rss_mb"]
     if cpus is not None:
         prefix += ["taskset", probing.cpu_mask(cpus)]
     else:
-        null_reasons["affinity"] = f"runs unpinned: {unpinned}"
-        warnings.append(f"unpinned: {unpinned}")
+        outcome.null_reasons["affinity"] = f"runs unpinned: {unpinned}"
+        outcome.warnings.append(f"unpinned: {unpinned}")
+    return cpus, prefix
 
-    files = [
-        (runner, RUNNERS[fmt], 0o755, state.sha256(runner)),
-        (artifact, artifact.name, 0o644, state.sha256(artifact)),
-    ]
-    remote = [pushcache.cached_path(base, sha, name) for _, name, _, sha in files]
-    args = _runner_args(fmt, remote[1], input_shape, threads, warmup, iterations)
-    invocation = _q(*prefix, remote[0], *args)
-    kill_pattern = pushcache.process_pattern(remote[0])
 
-    pushed: list[str] = []
-
-    def prepare() -> None:
-        """Sweep stale runs and make sure runner and artifact are in the push cache."""
-        result = work.shell(pushcache.prepare_command(base, remote))
-        have = pushcache.present(result.stdout, len(remote))
-        if have is None:
+def _prepare(work: _Job, plan: _Plan, pushed: list[str]) -> None:
+    """Sweep stale runs and make sure runner and artifact are in the push cache."""
+    result = work.shell(pushcache.prepare_command(plan.base, plan.remote))
+    have = pushcache.present(result.stdout, len(plan.remote))
+    if have is None:
+        raise AdbBenchmarkError(
+            f"preparing {plan.base} on {work.phone.where} failed (exit {result.returncode}): "
+            f"{_tail(result.output)}"
+        )
+    for i, (src, _, mode, _) in enumerate(plan.files):
+        if i in have:
+            continue
+        partial = plan.remote[i] + ".partial"
+        work.phone.push(src, partial, mode, work.timeouts["command_s"])
+        done = work.shell(pushcache.install_command(plan.base, partial, plan.remote[i], mode))
+        if done.returncode != 0:
             raise AdbBenchmarkError(
-                f"preparing {base} on {phone.where} failed (exit {result.returncode}): "
-                f"{_tail(result.output)}"
+                f"installing {plan.remote[i]} on {work.phone.where} failed: {_tail(done.output)}"
             )
-        for i, (src, _, mode, _) in enumerate(files):
-            if i in have:
-                continue
-            partial = remote[i] + ".partial"
-            phone.push(src, partial, mode, work.timeouts["command_s"])
-            done = work.shell(pushcache.install_command(base, partial, remote[i], mode))
-            if done.returncode != 0:
-                raise AdbBenchmarkError(
-                    f"installing {remote[i]} on {phone.where} failed: {_tail(done.output)}"
-                )
-            pushed.append(remote[i])
+        pushed.append(plan.remote[i])
+
+
+def _run_repeats(work: _Job, plan: _Plan, outcome: _Outcome, repeats: int, retries: int) -> None:
+    """Run until ``repeats`` runs succeeded, each after the cool-down. A cut connection is
+    retried (up to ``retries`` times per job) after the phone is back; a hang is not."""
 
     def snapshot() -> dict[str, Any]:
         return thermal.parse_snapshot(work.shell(thermal.SNAPSHOT_COMMAND).stdout)
 
-    runs: list[dict[str, Any]] = []
     needs_prepare = True
-    while len(runs) < repeats:
+    while len(outcome.runs) < repeats:
         try:
             if needs_prepare:
-                prepare()
+                _prepare(work, plan, outcome.pushed)
                 needs_prepare = False
-            cooled = thermal.cool_down(cooldown or {}, snapshot)
+            cooled = thermal.cool_down(plan.cooldown, snapshot)
             if cooled["warning"]:
-                warnings.append(f"run {len(runs) + 1}: {cooled['warning']}")
-            runs.append(_one_run(work, fmt, invocation, base, warmup, iterations, threads, cooled))
-            runs[-1]["attempt"] = retries_used + 1
+                outcome.warnings.append(f"run {len(outcome.runs) + 1}: {cooled['warning']}")
+            outcome.runs.append(_one_run(work, plan, cooled))
+            outcome.runs[-1]["attempt"] = outcome.retries_used + 1
         except DeviceDisconnected as cut:
-            if retries_used >= retries:
+            if outcome.retries_used >= retries:
                 if retries:
                     raise AdbBenchmarkError(f"{cut} (retried {retries} time(s))") from cut
                 raise
-            retries_used += 1
+            outcome.retries_used += 1
             work.recover(cut)
             needs_prepare = True  # sweep the cut run; the cache may have lost a partial push
         except DeviceHung as hung:
-            raise work.hung(hung, kill_pattern) from hung
-
-    return _result(
-        fmt, artifact, runner, files, info, probe, cpus, runs, invocation, pushed, retries_used,
-        warnings, null_reasons, warmup, iterations, threads, input_shape, adb_host, adb_port,
-        cooldown, work, time.perf_counter() - started,
-    )  # fmt: skip
+            raise work.hung(hung, plan.kill_pattern) from hung
 
 
-def _one_run(
-    work: _Job,
-    fmt: str,
-    invocation: str,
-    base: str,
-    warmup: int,
-    iterations: int,
-    threads: int,
-    cooled: dict[str, Any],
-) -> dict[str, Any]:
+def _one_run(work: _Job, plan: _Plan, cooled: dict[str, Any]) -> dict[str, Any]:
     """Run the runner once (one round trip) and parse what it printed."""
     token = secrets.token_hex(6)
     mark = f"@@mobileforge-{token}:"
-    run_dir = posixpath.join(base, f"run-{token}")
-    command = _run_command(mark, run_dir, invocation, fmt)
-    print(f"mobileforge: running on {work.phone.serial}: {invocation}", file=sys.stderr, flush=True)
+    run_dir = posixpath.join(plan.base, f"run-{token}")
+    command = _run_command(mark, run_dir, plan.invocation, plan.fmt)
+    print(
+        f"mobileforge: running on {work.phone.serial}: {plan.invocation}",
+        file=sys.stderr,
+        flush=True,
+    )
     started_unix = time.time()
     t = time.perf_counter()
-    result = work.shell(command, work.timeouts["run_s"], what=invocation, heartbeat=True)
+    result = work.shell(command, work.timeouts["run_s"], what=plan.invocation, heartbeat=True)
     wall_s = time.perf_counter() - t
     parts = _split_run_output(result.stdout, mark)
     values, texts = parts["values"], parts["text"]
     if "end" not in values or "rc" not in values:
         raise DeviceDisconnected(
             f"output of {work.phone.where} ended early (exit {result.returncode}) for: "
-            f"{invocation}; output tail:\n{_tail(result.output)}"
+            f"{plan.invocation}; output tail:\n{_tail(result.output)}"
         )
     output = texts.get("t0", "") + "\n" + result.stderr
-    code = int(values["rc"]) if values["rc"].lstrip("-").isdigit() else -1
-    if code != 0:
-        hint = ""
-        if fmt == "pte" and _OLD_RUNNER_RE.search(output):
-            hint = (
-                " This executor_runner is older than ExecuTorch v1.3, which added "
-                "--print_output: rebuild it from v1.3 or later."
-            )
-        raise AdbBenchmarkError(
-            f"{RUNNERS[fmt]} exited with {code} on {work.phone.serial}.{hint} Output tail:\n"
-            f"{_tail(output)}"
-        )
+    _check_exit(values["rc"], plan.fmt, output, work.phone.serial)
     t0, t1 = _float(values.get("t0")), _float(values.get("t1"))
     runner_s = t1 - t0 if t0 is not None and t1 is not None and t1 >= t0 else None
     run: dict[str, Any] = {
@@ -500,120 +535,132 @@ def _one_run(
         "first_inference_ms": None,
         "threads_applied": None,
     }
-    if fmt == "ptl":
-        samples = parse_pep_samples(output)
-        if len(samples) != iterations:
-            raise AdbBenchmarkError(
-                f"expected {iterations} PyTorchObserver latency lines from speed_benchmark_torch, "
-                f"parsed {len(samples)} (does the binary support --report_pep?); output tail:\n"
-                f"{_tail(output)}"
-            )
+    if plan.fmt == "ptl":
+        samples = _ptl_samples(output, plan.iterations)
     else:
         if not _ET_ITER_RE.search(output):
             output += "\n" + texts.get("logcat", "")
-        parsed = parse_executor_runner(output)
-        executions = parsed["iterations_ms"]
-        if len(executions) != 1 + warmup + iterations:
-            raise AdbBenchmarkError(
-                f"expected {1 + warmup + iterations} 'Iteration i of n: x ms' lines from "
-                f"executor_runner (stdout/stderr or logcat tag ExecuTorch), parsed "
-                f"{len(executions)}; is it v1.3+ built with EXECUTORCH_ENABLE_LOGGING? Output "
-                f"tail:\n{_tail(output)}"
-            )
-        if parsed["threads"] is not None and parsed["threads"] != threads:
-            raise AdbBenchmarkError(
-                f"executor_runner reset its threadpool to {parsed['threads']} threads, "
-                f"{threads} were requested"
-            )
-        samples = executions[1 + warmup :]
-        run.update(
-            load_ms=parsed["load_ms"],
-            first_inference_ms=executions[0],
-            threads_applied=parsed["threads"],
-        )
+        samples, measured = _pte_samples(output, plan.warmup, plan.iterations, plan.threads)
+        run.update(measured)
     run["peak_rss_mb"] = probing.parse_peak_rss_mb(output)
     run["latency_ms"] = summarize_latencies(samples)
     run["samples_ms"] = samples
     return run
 
 
-def _median(values: list[float | None]) -> float | None:
-    present = sorted(v for v in values if v is not None)
-    if not present:
-        return None
-    mid = len(present) // 2
-    return present[mid] if len(present) % 2 else (present[mid - 1] + present[mid]) / 2
-
-
-def _result(
-    fmt: str,
-    artifact: Path,
-    runner: Path,
-    files: list[tuple[Path, str, int, str]],
-    info: dict[str, Any],
-    probe: dict[str, Any],
-    cpus: list[int] | None,
-    runs: list[dict[str, Any]],
-    invocation: str,
-    pushed: list[str],
-    retries_used: int,
-    warnings: list[str],
-    null_reasons: dict[str, str],
-    warmup: int,
-    iterations: int,
-    threads: int,
-    input_shape: list[int],
-    adb_host: str,
-    adb_port: int,
-    cooldown: Mapping[str, Any] | None,
-    work: _Job,
-    job_s: float,
-) -> dict[str, Any]:
-    applied = {run["threads_applied"] for run in runs}
-    threads_applied = applied.pop() if len(applied) == 1 else None
-    if fmt == "ptl":
-        null_reasons["load_ms"] = "speed_benchmark_torch does not report load time"
-        null_reasons["first_inference_ms"] = (
-            "speed_benchmark_torch does not time its first run separately"
+def _check_exit(rc: str, fmt: str, output: str, serial: str) -> None:
+    """Refuse a run whose runner exited with anything but 0 (``rc``: its exit status)."""
+    code = int(rc) if rc.lstrip("-").isdigit() else -1
+    if code == 0:
+        return
+    hint = ""
+    if fmt == "pte" and _OLD_RUNNER_RE.search(output):
+        hint = (
+            " This executor_runner is older than ExecuTorch v1.3, which added "
+            "--print_output: rebuild it from v1.3 or later."
         )
-        null_reasons["threads_applied"] = (
+    raise AdbBenchmarkError(
+        f"{RUNNERS[fmt]} exited with {code} on {serial}.{hint} Output tail:\n{_tail(output)}"
+    )
+
+
+def _ptl_samples(output: str, iterations: int) -> list[float]:
+    """The timed iterations speed_benchmark_torch reported (ms), all ``iterations`` of them."""
+    samples = parse_pep_samples(output)
+    if len(samples) != iterations:
+        raise AdbBenchmarkError(
+            f"expected {iterations} PyTorchObserver latency lines from speed_benchmark_torch, "
+            f"parsed {len(samples)} (does the binary support --report_pep?); output tail:\n"
+            f"{_tail(output)}"
+        )
+    return samples
+
+
+def _pte_samples(
+    output: str, warmup: int, iterations: int, threads: int
+) -> tuple[list[float], dict[str, Any]]:
+    """The timed executions executor_runner logged (ms) and what else it told: ``load_ms``,
+    ``first_inference_ms`` (its first execution) and ``threads_applied``."""
+    parsed = parse_executor_runner(output)
+    executions = parsed["iterations_ms"]
+    if len(executions) != 1 + warmup + iterations:
+        raise AdbBenchmarkError(
+            f"expected {1 + warmup + iterations} 'Iteration i of n: x ms' lines from "
+            f"executor_runner (stdout/stderr or logcat tag ExecuTorch), parsed "
+            f"{len(executions)}; is it v1.3+ built with EXECUTORCH_ENABLE_LOGGING? Output "
+            f"tail:\n{_tail(output)}"
+        )
+    if parsed["threads"] is not None and parsed["threads"] != threads:
+        raise AdbBenchmarkError(
+            f"executor_runner reset its threadpool to {parsed['threads']} threads, "
+            f"{threads} were requested"
+        )
+    measured = {
+        "load_ms": parsed["load_ms"],
+        "first_inference_ms": executions[0],
+        "threads_applied": parsed["threads"],
+    }
+    return executions[1 + warmup :], measured
+
+
+def _median(values: list[float | None]) -> float | None:
+    """The median of the values present (the same value as sorting and taking the middle or
+    the mean of the middle two); None when none is."""
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _note_runner_gaps(
+    plan: _Plan, runs: list[dict[str, Any]], threads_applied: int | None, notes: dict[str, str]
+) -> str:
+    """Note in ``notes`` why the runner leaves fields empty; returns how threads were set."""
+    if plan.fmt == "ptl":
+        notes["load_ms"] = "speed_benchmark_torch does not report load time"
+        notes["first_inference_ms"] = "speed_benchmark_torch does not time its first run separately"
+        notes["threads_applied"] = (
             "speed_benchmark_torch has no thread flag; only the CPU affinity was set (taskset), "
             "its thread pool size is its own choice"
         )
-        thread_control = "taskset" if cpus else "none"
-        null_reasons["torch_version"] = "version of the runner binary is not queryable"
-    else:
-        if all(run["load_ms"] is None for run in runs):
-            null_reasons["load_ms"] = "executor_runner did not log 'Model loaded in ... ms'"
-        if threads_applied is None:
-            null_reasons["threads_applied"] = (
-                "executor_runner did not log its threadpool size (built without threadpool?)"
-            )
-        thread_control = "--cpu_threads" + (" + taskset" if cpus else "")
-        null_reasons["torch_version"] = "executor_runner does not use torch"
+        notes["torch_version"] = "version of the runner binary is not queryable"
+        return "taskset" if plan.cpus else "none"
+    if all(run["load_ms"] is None for run in runs):
+        notes["load_ms"] = "executor_runner did not log 'Model loaded in ... ms'"
+    if threads_applied is None:
+        notes["threads_applied"] = (
+            "executor_runner did not log its threadpool size (built without threadpool?)"
+        )
+    notes["torch_version"] = "executor_runner does not use torch"
+    return "--cpu_threads" + (" + taskset" if plan.cpus else "")
+
+
+def _result(plan: _Plan, outcome: _Outcome, work: _Job, job_s: float) -> dict[str, Any]:
+    """The job's record (see :func:`run_adb_benchmark`)."""
+    runs, null_reasons = outcome.runs, outcome.null_reasons
+    applied = {run["threads_applied"] for run in runs}
+    threads_applied = applied.pop() if len(applied) == 1 else None
+    thread_control = _note_runner_gaps(plan, runs, threads_applied, null_reasons)
     peaks = [run["peak_rss_mb"] for run in runs if run["peak_rss_mb"] is not None]
-    if probe["time_binary"] and not peaks:
-        null_reasons["peak_rss_mb"] = f"{probe['time_binary']} -v printed no max RSS line"
+    if plan.probe["time_binary"] and not peaks:
+        null_reasons["peak_rss_mb"] = f"{plan.probe['time_binary']} -v printed no max RSS line"
     null_reasons["rss_before_load_mb"] = "not observable from outside the runner process"
     null_reasons["python_version"] = "no Python on the device"
     null_reasons["executorch_version"] = "version of the runner binary is not queryable"
-    zones = (cooldown or {}).get("zones") or ""
     runner_s = sum(run["runner_s"] for run in runs)
     return {
-        "format": fmt,
-        "runtime": RUNNERS[fmt],
-        "artifact": str(artifact),
-        "artifact_bytes": artifact.stat().st_size,
-        "input_shape": input_shape,
-        "input": "ones float32" + (" (shapes stored in the program)" if fmt == "pte" else ""),
-        "warmup": warmup,
-        "iterations": iterations,
+        "format": plan.fmt,
+        "runtime": RUNNERS[plan.fmt],
+        "artifact": str(plan.artifact),
+        "artifact_bytes": plan.artifact.stat().st_size,
+        "input_shape": plan.input_shape,
+        "input": "ones float32" + (" (shapes stored in the program)" if plan.fmt == "pte" else ""),
+        "warmup": plan.warmup,
+        "iterations": plan.iterations,
         "repeats": len(runs),
-        "cooldown": dict(cooldown or {}),
-        "threads_requested": threads,
+        "cooldown": dict(plan.cooldown),
+        "threads_requested": plan.threads,
         "threads_applied": threads_applied,
         "thread_control": thread_control,
-        "affinity": cpus,
+        "affinity": plan.cpus,
         "load_ms": _median([run["load_ms"] for run in runs]),
         "first_inference_ms": _median([run["first_inference_ms"] for run in runs]),
         "latency_ms": combine_runs([run["latency_ms"] for run in runs]),
@@ -622,21 +669,21 @@ def _result(
         "torch_version": None,
         "executorch_version": None,
         "python_version": None,
-        "device_info": info,
-        "adb_server": f"{adb_host}:{adb_port}",
-        "runner": str(runner),
-        "runner_sha256": files[0][3],
-        "remote_command": invocation,
-        "pushed": pushed,
-        "retries_used": retries_used,
-        "thermal": thermal.across_runs(runs, zones),
+        "device_info": plan.device_info,
+        "adb_server": plan.adb_server,
+        "runner": str(plan.runner),
+        "runner_sha256": plan.files[0][3],
+        "remote_command": plan.invocation,
+        "pushed": outcome.pushed,
+        "retries_used": outcome.retries_used,
+        "thermal": thermal.across_runs(runs, plan.cooldown.get("zones") or ""),
         "timing": {
             "job_s": job_s,
             "runner_s": runner_s,
             "overhead_s": job_s - runner_s,
             "round_trips": work.round_trips,
         },
-        "warnings": warnings,
+        "warnings": outcome.warnings,
         "null_reasons": null_reasons,
         "runs": runs,
     }

@@ -1,11 +1,16 @@
-"""Fresh-process host benchmark runner: ``python -m mobileforge.bench.host_runner ...``.
+"""Fresh-process host benchmark runner: ``python -m mobileforge.bench.host.runner ...``.
 
-Run by :func:`mobileforge.bench.host.run_host_benchmark`, never imported for its side effects.
+Run by :func:`mobileforge.bench.host.repeats.run_host_repeats`, never imported for its side effects.
 A separate process is the point: nothing the caller imported, compiled or cached (torch's
 thread pools, the ExecuTorch threadpool, warmed allocator, page cache of an earlier load) leaks
 into the numbers, and the CPU affinity set here cannot change the caller.
 
-Order matters and is deliberate:
+The runner imports the runtimes once and then, for every line read on stdin, forks a child
+that benchmarks the artifact and answers with one JSON line: each repeat is a new process that
+loads, warms up and times the artifact on its own, without paying the interpreter and imports
+(about 1.5 s here) every time. Nothing runs in the parent before a fork (no thread pool, no
+tensor op), so a child starts as clean as a fresh interpreter that has imported the same
+modules. In each child, order matters and is deliberate:
 
 1. record process start;
 2. pin the process to ``threads`` CPUs with ``os.sched_setaffinity`` *before* importing any
@@ -13,17 +18,12 @@ Order matters and is deliberate:
 3. import the runtime (timed separately, it is not load time);
 4. set the runtime's thread count and read it back; a mismatch is an error, because a number
    labelled "2 threads" that ran on 1 (or on all cores, as ExecuTorch does unpinned) is wrong;
-5. measure RSS, load the artifact (``load_ms``), run once (``first_inference_ms``), optional
-   cool-down, warm up, then time ``iterations`` runs with ``time.perf_counter_ns``;
-6. print exactly one JSON object on the real stdout. Everything else (library chatter from
-   C++ included) goes to stderr: fd 1 is redirected to fd 2 at start-up.
+5. measure RSS, load the artifact (``load_ms``), run once (``first_inference_ms``), warm up,
+   then time ``iterations`` runs with ``time.perf_counter_ns``;
+6. answer with exactly one JSON object on the real stdout. Everything else (library chatter
+   from C++ included) goes to stderr: fd 1 is redirected to fd 2 at start-up.
 
-With ``--serve`` (:func:`mobileforge.bench.host.run_host_repeats`) the runner imports the
-runtimes once and then, for every line read on stdin, forks a child that does steps 1-6 and
-answers with its one JSON line: each repeat is still a new process that loads, warms up and
-times the artifact on its own, without paying the interpreter and imports (about 1.5 s here)
-every time. Nothing runs in the parent before a fork (no thread pool, no tensor op), so a child
-starts as clean as a fresh interpreter that has imported the same modules.
+The cool-down between repeats is the caller's (:func:`mobileforge.bench.thermal.cool_down`).
 """
 
 from __future__ import annotations
@@ -275,6 +275,108 @@ def benchmark_input(input_shape: list[int]) -> Any:
     return torch.rand(input_shape, generator=generator, dtype=torch.float32)
 
 
+def _import_runtime(fmt: str) -> tuple[float, str | None]:
+    """Import the runtime ``fmt`` runs in (free after a serving parent imported it); returns
+    the time it took in ms and the ExecuTorch version (None for ``ptl``)."""
+    t0 = time.perf_counter_ns()
+    import torch  # noqa: F401
+    import torch.jit.mobile  # noqa: F401  (not imported by ``import torch``)
+
+    executorch_version: str | None = None
+    if fmt == "pte":
+        pte_runtime.bindings()  # part of import, not of load
+        executorch_version = check_executorch()
+    return _ns_to_ms(time.perf_counter_ns() - t0), executorch_version
+
+
+def _first_inference(
+    infer: Callable[[Any], Any],
+    x: Any,
+    input_shape: list[int],
+    loaded: pte_runtime.LoadedPte | None,
+) -> float:
+    """Run once, before warm-up: the first inference's time in ms."""
+    t = time.perf_counter_ns()
+    try:
+        infer(x)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"first inference failed with input shape {list(input_shape)}"
+            f"{_expected_inputs_hint(loaded)}: {exc}"
+        ) from exc
+    return _ns_to_ms(time.perf_counter_ns() - t)
+
+
+def _timed_loop(
+    infer: Callable[[Any], Any], x: Any, iterations: int, affinity: list[int]
+) -> tuple[list[float], dict[str, Any]]:
+    """Time ``iterations`` runs; returns the samples (ms) and the evidence about the loop.
+
+    CPU time over wall time shows how many cores the runtime kept busy (about 1 for one
+    thread, up to N for N; OpenMP spin-waiting counts as busy), per-thread CPU time (10 ms
+    ticks) shows how many threads did the work, and involuntary context switches, the load
+    average and other processes' CPU time on the pinned CPUs show competition.
+    """
+    load_start = os.getloadavg()
+    usage_start = resource.getrusage(resource.RUSAGE_SELF)
+    ticks_start = _thread_cpu_ticks()
+    busy_start = busy_seconds(affinity)
+    cpu_start, wall_start = time.process_time_ns(), time.perf_counter_ns()
+    samples_ms: list[float] = []
+    for _ in range(iterations):
+        t = time.perf_counter_ns()
+        infer(x)
+        samples_ms.append(_ns_to_ms(time.perf_counter_ns() - t))
+    cpu_ms = _ns_to_ms(time.process_time_ns() - cpu_start)
+    wall_ms = _ns_to_ms(time.perf_counter_ns() - wall_start)
+    ticks_end = _thread_cpu_ticks()
+    busy_end = busy_seconds(affinity)
+    usage_end = resource.getrusage(resource.RUSAGE_SELF)
+    load_end = os.getloadavg()
+    # CPU time other processes took on our CPUs during the timed loop, in CPUs (0.5 = half a
+    # core on average). Anything sizeable means the samples measured sharing, not the model.
+    other_cpus: float | None = None
+    if busy_start is not None and busy_end is not None and wall_ms > 0:
+        other_cpus = max(0.0, (busy_end - busy_start) - cpu_ms / 1000.0) / (wall_ms / 1000.0)
+    return samples_ms, {
+        "wall_ms": wall_ms,
+        "process_cpu_ms": cpu_ms,
+        "cpu_per_wall": cpu_ms / wall_ms if wall_ms > 0 else None,
+        "per_thread_cpu_ms": _per_thread_cpu_ms(ticks_start, ticks_end),
+        "involuntary_context_switches": usage_end.ru_nivcsw - usage_start.ru_nivcsw,
+        "other_processes_cpus": other_cpus,
+        "loadavg_1min_start": load_start[0],
+        "loadavg_1min_end": load_end[0],
+    }
+
+
+def _contention_warnings(other_cpus: float | None, threads: int) -> list[str]:
+    """A warning (also printed) when other processes used the pinned CPUs during the loop."""
+    if other_cpus is None or other_cpus <= CONTENTION_WARN_CPUS:
+        return []
+    warning = (
+        f"other processes used {other_cpus:.2f} of the {threads} pinned CPU(s) during the "
+        "timed runs; latencies include contention (run benchmarks on an otherwise idle host)"
+    )
+    print(f"mobileforge: warning: {warning}", file=sys.stderr)
+    return [warning]
+
+
+def _process_record(executorch_version: str | None) -> dict[str, Any]:
+    """Versions, machine and this process's identity and start-up time."""
+    import torch
+
+    return {
+        "torch_version": torch.__version__,
+        "executorch_version": executorch_version,
+        "python_version": platform.python_version(),
+        "host": host_info(),
+        "pid": os.getpid(),
+        "process_start_unix": PROCESS_START_UNIX,
+        "startup_to_ready_ms": _ns_to_ms(time.perf_counter_ns() - PROCESS_START_NS),
+    }
+
+
 def run(
     artifact: Path,
     fmt: str,
@@ -282,7 +384,6 @@ def run(
     threads: int,
     warmup: int,
     iterations: int,
-    cooldown_s: float = 0.0,
     engine: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark one artifact in this process (see the module docstring for the order).
@@ -294,19 +395,10 @@ def run(
     if fmt not in RUNTIMES:
         raise ValueError(f"unknown format {fmt!r}; expected one of {sorted(RUNTIMES)}")
     affinity = pin_cpus(threads)
-
-    t0 = time.perf_counter_ns()
+    import_ms, executorch_version = _import_runtime(fmt)
     import torch
-    import torch.jit.mobile  # not imported by ``import torch``
-
-    executorch_version: str | None = None
-    if fmt == "pte":
-        pte_runtime.bindings()  # part of import, not of load
-        executorch_version = check_executorch()
-    import_ms = _ns_to_ms(time.perf_counter_ns() - t0)
 
     threads_applied, thread_control, torch_threads, interop_note = apply_threads(fmt, threads)
-
     notes: dict[str, str] = {}
     quantized_engine = select_engine(fmt, engine)
     if quantized_engine is None:
@@ -314,62 +406,21 @@ def run(
 
     rss_before_load_mb = _current_rss_mb()
     peak_rss_before_load_mb = _peak_rss_mb()
-
     t = time.perf_counter_ns()
     infer, loaded = load_artifact(artifact, fmt)
     load_ms = _ns_to_ms(time.perf_counter_ns() - t)
-
     x = benchmark_input(input_shape)
-
     with torch.inference_mode():
-        t = time.perf_counter_ns()
-        try:
-            infer(x)
-        except RuntimeError as exc:
-            raise RuntimeError(
-                f"first inference failed with input shape {list(input_shape)}"
-                f"{_expected_inputs_hint(loaded)}: {exc}"
-            ) from exc
-        first_inference_ms = _ns_to_ms(time.perf_counter_ns() - t)
-        if cooldown_s > 0:
-            time.sleep(cooldown_s)
+        first_inference_ms = _first_inference(infer, x, input_shape, loaded)
         for _ in range(warmup):
             infer(x)
-        load_start = os.getloadavg()
-        usage_start = resource.getrusage(resource.RUSAGE_SELF)
-        ticks_start = _thread_cpu_ticks()
-        busy_start = busy_seconds(affinity)
-        cpu_start, wall_start = time.process_time_ns(), time.perf_counter_ns()
-        samples_ms: list[float] = []
-        for _ in range(iterations):
-            t = time.perf_counter_ns()
-            infer(x)
-            samples_ms.append(_ns_to_ms(time.perf_counter_ns() - t))
-        cpu_ms = _ns_to_ms(time.process_time_ns() - cpu_start)
-        wall_ms = _ns_to_ms(time.perf_counter_ns() - wall_start)
-        ticks_end = _thread_cpu_ticks()
-        busy_end = busy_seconds(affinity)
-        usage_end = resource.getrusage(resource.RUSAGE_SELF)
-        load_end = os.getloadavg()
+        samples_ms, timed_loop = _timed_loop(infer, x, iterations, affinity)
 
     # Threads must not have drifted during the run (a runtime resetting its pool on load).
     after = torch.get_num_threads() if fmt == "ptl" else pte_runtime.get_pte_threads()
     if after != threads_applied:
         raise RuntimeError(f"thread count changed during the run: {threads_applied} -> {after}")
-
-    # CPU time other processes took on our CPUs during the timed loop, in CPUs (0.5 = half a
-    # core on average). Anything sizeable means the samples measured sharing, not the model.
-    other_cpus: float | None = None
-    if busy_start is not None and busy_end is not None and wall_ms > 0:
-        other_cpus = max(0.0, (busy_end - busy_start) - cpu_ms / 1000.0) / (wall_ms / 1000.0)
-    warnings: list[str] = []
-    if other_cpus is not None and other_cpus > CONTENTION_WARN_CPUS:
-        warnings.append(
-            f"other processes used {other_cpus:.2f} of the {threads} pinned CPU(s) during the "
-            "timed runs; latencies include contention (run benchmarks on an otherwise idle host)"
-        )
-        print(f"mobileforge: warning: {warnings[-1]}", file=sys.stderr)
-
+    warnings = _contention_warnings(timed_loop["other_processes_cpus"], threads)
     if interop_note:
         notes["interop_threads"] = interop_note
     if rss_before_load_mb is None:
@@ -384,7 +435,9 @@ def run(
         "input": f"torch.rand seed={INPUT_SEED} float32",
         "warmup": warmup,
         "iterations": iterations,
-        "cooldown_s": cooldown_s,
+        # No pause inside the process any more: the cool-down runs between repeats (see
+        # run_host_repeats). The key stays, at the 0.0 every recorded result has.
+        "cooldown_s": 0.0,
         "quantized_engine": quantized_engine,
         "threads_requested": threads,
         "threads_applied": threads_applied,
@@ -396,30 +449,11 @@ def run(
         "load_ms": load_ms,
         "first_inference_ms": first_inference_ms,
         "latency_ms": summarize_latencies(samples_ms),
-        # Evidence about the timed loop itself: CPU time over wall time shows how many cores
-        # the runtime kept busy (about 1 for one thread, up to N for N; OpenMP spin-waiting
-        # counts as busy), per-thread CPU time (10 ms ticks) shows how many threads did the
-        # work, and involuntary context switches and the load average show competition.
-        "timed_loop": {
-            "wall_ms": wall_ms,
-            "process_cpu_ms": cpu_ms,
-            "cpu_per_wall": cpu_ms / wall_ms if wall_ms > 0 else None,
-            "per_thread_cpu_ms": _per_thread_cpu_ms(ticks_start, ticks_end),
-            "involuntary_context_switches": usage_end.ru_nivcsw - usage_start.ru_nivcsw,
-            "other_processes_cpus": other_cpus,
-            "loadavg_1min_start": load_start[0],
-            "loadavg_1min_end": load_end[0],
-        },
+        "timed_loop": timed_loop,
         "rss_before_load_mb": rss_before_load_mb,
         "peak_rss_before_load_mb": peak_rss_before_load_mb,
         "peak_rss_mb": _peak_rss_mb(),
-        "torch_version": torch.__version__,
-        "executorch_version": executorch_version,
-        "python_version": platform.python_version(),
-        "host": host_info(),
-        "pid": os.getpid(),
-        "process_start_unix": PROCESS_START_UNIX,
-        "startup_to_ready_ms": _ns_to_ms(time.perf_counter_ns() - PROCESS_START_NS),
+        **_process_record(executorch_version),
         "warnings": warnings,
         "null_reasons": notes,
         "samples_ms": samples_ms,
@@ -444,11 +478,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", required=True, type=int)
     p.add_argument("--warmup", required=True, type=int)
     p.add_argument("--iterations", required=True, type=int)
-    p.add_argument("--cooldown-s", type=float, default=0.0)
     p.add_argument("--engine", default=None, help="torch quantized engine for ptl, e.g. x86")
-    p.add_argument(
-        "--serve", action="store_true", help="one forked run per stdin line (see module docs)"
-    )
     return p
 
 
@@ -502,7 +532,6 @@ def _run_args(args: argparse.Namespace) -> dict[str, Any]:
         args.threads,
         args.warmup,
         args.iterations,
-        args.cooldown_s,
         args.engine,
     )
 
@@ -522,22 +551,13 @@ def serve(args: argparse.Namespace, result_fd: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run, write the single JSON result to the original stdout."""
+    """Parse arguments, then serve: one forked run per stdin line, each answered with one JSON
+    line on the original stdout."""
     sys.stdout.flush()
     result_fd = os.dup(1)
     os.dup2(2, 1)  # C++ and Python chatter on fd 1 now lands on stderr
     sys.stdout = sys.stderr
-    args = _parser().parse_args(argv)
-    if args.serve:
-        return serve(args, result_fd)
-    try:
-        result = _run_args(args)
-    except Exception:
-        traceback.print_exc()
-        return 1
-    with os.fdopen(result_fd, "w", encoding="utf-8") as out:
-        out.write(json.dumps(result) + "\n")
-    return 0
+    return serve(_parser().parse_args(argv), result_fd)
 
 
 if __name__ == "__main__":

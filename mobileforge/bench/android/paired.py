@@ -4,10 +4,10 @@ The phone side of :mod:`mobileforge.bench.compare`. A phone's runners (``speed_b
 ``executor_runner``) cannot hold a model loaded between requests, so a turn here is one runner
 process: it loads the artifact, runs ``turn_warmup`` untimed and ``runs`` timed iterations, and
 exits; the rounds alternate those processes on the phone, one at a time. Every turn goes through
-:func:`mobileforge.bench.adb.run_adb_benchmark` (one repeat): the push cache, pinning, quoting,
-retries after a cut connection and hang detection are the benchmark's own. How much CPU other
-processes took on the phone is not measured (``other_cpus`` None): no round is redone for it, and
-the A/A control is what shows the measurement's resolution there.
+:func:`mobileforge.bench.android.adb.run_adb_benchmark` (one repeat): the push cache, pinning,
+quoting, retries after a cut connection and hang detection are the benchmark's own. How much
+CPU other processes took on the phone is not measured (``other_cpus`` None): no round is redone
+for it, and the A/A control is what shows the measurement's resolution there.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mobileforge.bench.adb import run_adb_benchmark
+from mobileforge.bench.android.adb import run_adb_benchmark
 from mobileforge.bench.runstate import RunState
 
 

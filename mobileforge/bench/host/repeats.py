@@ -1,8 +1,8 @@
-"""Benchmark an artifact on the host CPU, in a fresh Python process.
+"""Benchmark an artifact on the host CPU, each repeat in a fresh process.
 
-The measurement itself lives in :mod:`mobileforge.bench.host_runner`; this module only starts
-it, bounds it with a timeout and turns its one-line JSON answer (or its failure) into a dict or
-a clear exception. Importing this module does not import torch.
+The measurement itself lives in :mod:`mobileforge.bench.host.runner`; this module only starts
+its serving process, bounds every answer with a timeout and turns its JSON lines (or its
+failure) into a dict or a clear exception. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -35,16 +35,19 @@ def _runner(
     threads: int,
     warmup: int,
     iterations: int,
-    cooldown_s: float,
     engine: str | None,
 ) -> tuple[list[str], dict[str, str]]:
-    """The runner's command line and environment for one artifact (checked first)."""
+    """The serving runner's command line and environment for one artifact (checked first).
+
+    ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` are set to ``threads`` so OpenMP does not spin up a
+    pool sized for the whole machine before ``torch.set_num_threads`` runs.
+    """
     input_shape = [int(d) for d in input_shape]
     check_request(artifact, fmt, input_shape, threads, warmup, iterations)
     cmd = [
         sys.executable,
         "-m",
-        "mobileforge.bench.host_runner",
+        "mobileforge.bench.host.runner",
         "--artifact",
         str(artifact),
         "--format",
@@ -57,8 +60,6 @@ def _runner(
         str(warmup),
         "--iterations",
         str(iterations),
-        "--cooldown-s",
-        str(cooldown_s),
     ]
     if engine is not None:
         cmd += ["--engine", engine]
@@ -66,7 +67,7 @@ def _runner(
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
     # The runner must import this very package, even when the caller runs from a source tree.
-    package_root = str(Path(__file__).resolve().parents[2])
+    package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return cmd, env
 
@@ -89,73 +90,9 @@ def _parse_result(line: str, artifact: Path, stdout: str, stderr: str) -> dict[s
     return result
 
 
-def run_host_benchmark(
-    artifact: str | Path,
-    fmt: str,
-    input_shape: list[int],
-    threads: int,
-    warmup: int,
-    iterations: int,
-    timeout_s: float = 600,
-    cooldown_s: float = 0.0,
-    engine: str | None = None,
-) -> dict[str, Any]:
-    """Benchmark ``artifact`` (``fmt`` ``"ptl"`` or ``"pte"``) on this machine.
-
-    Runs ``python -m mobileforge.bench.host_runner`` so the numbers come from a process where
-    nothing is cached: the runner pins itself to ``threads`` CPUs, sets and verifies the
-    runtime's thread count, then measures load, first inference and ``iterations`` timed runs
-    after ``warmup`` untimed ones. Returns the runner's result dict (see ``host_runner.run``)
-    plus ``process_wall_ms``, the whole child's wall time including interpreter start-up.
-
-    ``engine`` is the torch quantized engine (``"x86"``, ``"qnnpack"`` ...) an int8 ``ptl`` was
-    built for; it is set before loading and recorded as ``quantized_engine`` (the default
-    engine is recorded when None). ``cooldown_s`` sleeps between first inference and warm-up.
-
-    ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` are set to ``threads`` in the child so OpenMP does
-    not spin up a pool sized for the whole machine before ``torch.set_num_threads`` runs.
-
-    Raises ``RuntimeError`` carrying the tail of the runner's stderr when it fails, times out
-    or prints anything but one JSON object.
-    """
-    artifact = Path(artifact).resolve()
-    cmd, env = _runner(artifact, fmt, input_shape, threads, warmup, iterations, cooldown_s, engine)
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        raise RuntimeError(
-            f"host benchmark of {artifact} timed out after {timeout_s} s; stderr tail:\n"
-            f"{_tail(stderr or '')}"
-        ) from exc
-    wall_ms = (time.perf_counter() - started) * 1000.0
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"host benchmark runner failed (exit {proc.returncode}) for {artifact}; "
-            f"stderr tail:\n{_tail(proc.stderr)}"
-        )
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    if len(lines) != 1:
-        raise RuntimeError(
-            f"host benchmark runner printed {len(lines)} lines, not one JSON object; stdout "
-            f"tail:\n{_tail(proc.stdout)}\nstderr tail:\n{_tail(proc.stderr)}"
-        )
-    result = _parse_result(lines[0], artifact, proc.stdout, proc.stderr)
-    result["process_wall_ms"] = wall_ms
-    return result
-
-
 class _Server:
-    """A ``host_runner --serve`` process: one forked benchmark per :meth:`run`."""
+    """A serving :mod:`~mobileforge.bench.host.runner` process: one forked benchmark per
+    :meth:`run`."""
 
     def __init__(
         self,
@@ -170,7 +107,7 @@ class _Server:
     ) -> None:
         self.artifact = Path(artifact).resolve()
         self.command, self.env = _runner(
-            self.artifact, fmt, input_shape, threads, warmup, iterations, 0.0, engine
+            self.artifact, fmt, input_shape, threads, warmup, iterations, engine
         )
         self.timeout_s = timeout_s
         self.import_s = 0.0
@@ -181,7 +118,7 @@ class _Server:
         self.stderr = tempfile.TemporaryFile(mode="w+")  # unbounded chatter: not a pipe
         started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [*self.command, "--serve"],
+            self.command,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -267,8 +204,8 @@ def run_host_repeats(
 ) -> dict[str, Any]:
     """``repeats`` fresh-process benchmarks of one artifact, combined like a phone's runs.
 
-    One runner imports the runtimes and forks a new process per repeat (``host_runner
-    --serve``): each repeat loads, warms up and times the artifact in a process of its own,
+    One runner (:mod:`~mobileforge.bench.host.runner`) imports the runtimes and forks a new
+    process per repeat: each repeat loads, warms up and times the artifact in a process of its own,
     while the interpreter start and imports are paid once per artifact, not per repeat.
     Before each process the ``cooldown`` settings apply (:func:`thermal.cool_down`, reading this
     machine's thermal zones) and a thermal/frequency snapshot is taken, another after it.
