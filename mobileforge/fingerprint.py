@@ -366,6 +366,7 @@ class _Scan:
                 text.append(repr(item))
 
 
+@functools.cache
 def stage_homes(root: Path = PACKAGE_ROOT) -> dict[str, tuple[str, str]]:
     """Each stage's (module, function), read from ``STAGES`` in ``mobileforge/stages/__init__.py``
     under ``root`` with ``ast`` (nothing imported); {} where there is no such package."""
@@ -406,7 +407,8 @@ def stage_fingerprint(stage: str, root: Path = PACKAGE_ROOT) -> Fingerprint:
         isinstance(n, ast.FunctionDef) for n in found.defs.get(function, [])
     ):
         raise ValueError(
-            f"{STAGES_PACKAGE}: stage {stage!r} names {module}:{function}, no function"
+            f"{STAGES_PACKAGE}.STAGES places stage {stage!r} at {module}:{function}, "
+            "which is not a function there"
         )
     seen: dict[tuple[str, str], _Unit] = {}
     todo = [homes[stage], *ADAPTER_UNITS]
