@@ -200,6 +200,44 @@ class BenchmarkResult(TypedDict):
     retries_used: NotRequired[Any]
 
 
+# -- an artifact's accuracy (results/<model>/eval/<fmt>/<stem>.json) -------------------------
+
+
+class Evaluation(TypedDict):
+    """An artifact's accuracy on the eval split, run by its own runtime, and how far its logits
+    are from the fp32 model's."""
+
+    artifact: str
+    accuracy: float  # top-1, percent
+    max_abs_diff: float | None  # largest |logit - fp32 reference logit|
+    n: int  # eval images
+    torch_version: str
+    python_version: str
+    toolchain: Toolchain | None
+
+
+# -- a host's peak throughput (results/peak/<device>.json) ----------------------------------
+
+
+class PeakThroughput(TypedDict):
+    """The best dense throughput of this host per precision, at a device's threads: the
+    ceiling of the summary's roofline fractions (mobileforge.bench.peak)."""
+
+    device: str
+    threads: int
+    affinity: list[int] | None
+    engine: str
+    gemm: dict[str, int]  # m, k, n, macs
+    repeats: int
+    warmup: int
+    kernels: list[dict[str, Any]]  # every kernel timed: kernel, precision, gmacs, ...
+    peak: dict[str, dict[str, Any]]  # precision -> {kernel, gmacs} of the best kernel
+    host: dict[str, Any]
+    cpu_features: list[str]
+    torch_version: str
+    executorch_version: str | None
+
+
 # -- a row of results/summary.csv ------------------------------------------------------------
 
 
@@ -270,6 +308,8 @@ SHAPES: dict[str, type] = {
     "artifact-sidecar": ArtifactSidecar,
     "stage-meta": StageMeta,
     "benchmark-result": BenchmarkResult,
+    "evaluation": Evaluation,
+    "peak-throughput": PeakThroughput,
     "summary-row": SummaryRow,
 }
 

@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mobileforge import files, layout
+from mobileforge import files, layout, records
 
 FAILED_DIR = Path(".mobileforge/failed")
 #: Longest error kept in a note (the job's log has all of it).
@@ -48,11 +48,14 @@ def clear_failure(benchmark_output: str | os.PathLike[str]) -> None:
     failure_path(benchmark_output).unlink(missing_ok=True)
 
 
-def _read(path: str | os.PathLike[str]) -> Any | None:
+def _read(path: str | os.PathLike[str], shape: type | None = None) -> Any | None:
+    """The record at ``path`` (held to ``shape``), or None where there is none to read. A
+    record of another shape is an error, not a gap: it names itself (records.RecordError)."""
     try:
-        return files.read_json(path)
+        record = files.read_json(path)
     except (OSError, ValueError):
         return None
+    return record if shape is None else records.check(shape, record, os.fspath(path))
 
 
 def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str | None:
@@ -60,17 +63,17 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
 
     Returns None when there is nothing to summarise (no artifact was built).
     """
-    from mobileforge import plan, summary_tables
+    from mobileforge import params, plan, summary_tables
     from mobileforge.summary import build_rows, summarize  # pandas: only now
 
     built = [a for a in plan.all_artifacts(config) if Path(a.path).is_file()]
-    sidecars = [_read(files.sidecar_path(a.path)) for a in built]
+    sidecars = [_read(files.sidecar_path(a.path), records.ArtifactSidecar) for a in built]
     artifacts = [s for s in sidecars if s is not None]
     if not artifacts:
         return None
     evaluations: dict[str, Any] = {}
     for artifact in built:
-        record = _read(artifact.eval_path)
+        record = _read(artifact.eval_path, records.Evaluation)
         if record is not None:
             evaluations[record["artifact"]] = record
     benchmarks: dict[tuple[str, str], Any] = {}
@@ -78,20 +81,17 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
     planned: set[tuple[str, str]] = set()
     for artifact, device in plan.benchmarks(config):
         planned.add((artifact.path, device))
-        record = _read(artifact.bench_path(device))
+        record = _read(artifact.bench_path(device), records.BenchmarkResult)
         if record is not None:
             benchmarks[(record["artifact"], record["device"])] = record
             continue
         failed = _read(failure_path(artifact.bench_path(device)))
         if failed is not None:
             failures[(artifact.path, device)] = failed["error"]
-    devices = {
-        name: {"kind": device["kind"], "engine": device["engine"]}
-        for name, device in config["devices"].items()
-    }
+    devices = params.summary_devices(config)
     peaks = {}
     for device in plan.host_devices(config):
-        record = _read(plan.peak_path(device))
+        record = _read(plan.peak_path(device), records.PeakThroughput)
         if record is not None:
             peaks[device] = record
     comparisons = {}

@@ -77,7 +77,7 @@ def compare(job: Job) -> None:
     device = settings.pop("device")
     accuracy = {}
     for path in job.input["evaluations"]:
-        record = files.read_json(path)
+        record = records.read(records.Evaluation, path)
         accuracy[record["artifact"]] = record["accuracy"]
     sidecars = {
         path: records.read(records.ArtifactSidecar, files.sidecar_path(path))
@@ -149,4 +149,6 @@ def peak(job: Job) -> None:
         )
     for precision, best in sorted(record["peak"].items()):
         job.log(f"peak {precision}: {best['gmacs']:.1f} GMAC/s via {best['kernel']}")
-    files.write_json_atomic(job.output["peak"], {**record, "device": name})
+    record = {**record, "device": name}
+    records.check(records.PeakThroughput, record, job.output["peak"])
+    files.write_json_atomic(job.output["peak"], record)

@@ -35,6 +35,6 @@ def evaluate(job: Job) -> None:
         f"{job.input['artifact']}: top-1 {result['accuracy']:.2f}%, "
         f"max |diff| {result['max_abs_diff']}"
     )
-    files.write_json_atomic(
-        job.output["evaluation"], {"artifact": job.input["artifact"], **result, **versions(job)}
-    )
+    record = {"artifact": job.input["artifact"], **result, **versions(job)}
+    records.check(records.Evaluation, record, job.output["evaluation"])
+    files.write_json_atomic(job.output["evaluation"], record)

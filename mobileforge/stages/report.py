@@ -20,7 +20,7 @@ def summary(job: Job) -> None:
     ]
     evaluations = {}
     for path in job.input["evaluations"]:
-        record = files.read_json(path)
+        record = records.read(records.Evaluation, path)
         evaluations[record["artifact"]] = record
     benchmarks = {}
     for path in job.input["benchmarks"]:
@@ -28,7 +28,7 @@ def summary(job: Job) -> None:
         benchmarks[(record["artifact"], record["device"])] = record
     peaks = {}
     for path in job.input["peaks"]:
-        record = files.read_json(path)
+        record = records.read(records.PeakThroughput, path)
         peaks[record["device"]] = record
     comparisons = {}
     for path in job.input["comparisons"]:
