@@ -133,6 +133,26 @@ def _render_shapes(
     All per-image parameters are drawn up front; only pixel noise is drawn per chunk, and the
     chunk size depends on H*W alone, so the output is a pure function of the arguments and rng.
     """
+    scene = _draw_scenes(n, height, width, channels, num_classes, rng, difficulty)
+    out = np.empty((n, channels, height, width), dtype=np.float32)
+    chunk = max(1, (1 << 21) // (height * width))
+    for s in range(0, n, chunk):
+        sl = slice(s, min(n, s + chunk))
+        out[sl] = _paint(scene, sl, height, width, rng)
+    return out, scene["labels"].astype(np.int64)
+
+
+def _draw_scenes(
+    n: int,
+    height: int,
+    width: int,
+    channels: int,
+    num_classes: int,
+    rng: np.random.Generator,
+    difficulty: dict[str, Any],
+) -> dict[str, Any]:
+    """Every per-image parameter, drawn from ``rng`` in a fixed order: the labelled shape's
+    place, size, angle, colours, the background gradient, noise and clutter."""
     size = min(height, width)
     labels = rng.permutation(np.arange(n) % num_classes)
     smin, smax = difficulty["scale"]
@@ -164,67 +184,82 @@ def _render_shapes(
     kmin, kmax = difficulty["clutter"]
     n_clutter = rng.integers(kmin, kmax + 1, n)
     kk = max(kmax, 1)
-    cl_x = rng.uniform(0, width, (n, kk))
-    cl_y = rng.uniform(0, height, (n, kk))
-    cl_r = rng.uniform(0.04, 0.10, (n, kk)) * size
-    cl_aspect = rng.uniform(1.0, 3.5, (n, kk))  # 1 = blob, >1 = bar
-    cl_theta = rng.uniform(0, np.pi, (n, kk))
-    cl_col = rng.uniform(0.0, 1.0, (n, kk, channels))
-    cl_on = np.arange(kk)[None, :] < n_clutter[:, None]
+    clutter = {
+        "x": rng.uniform(0, width, (n, kk)),
+        "y": rng.uniform(0, height, (n, kk)),
+        "r": rng.uniform(0.04, 0.10, (n, kk)) * size,
+        "aspect": rng.uniform(1.0, 3.5, (n, kk)),  # 1 = blob, >1 = bar
+        "theta": rng.uniform(0, np.pi, (n, kk)),
+        "colour": rng.uniform(0.0, 1.0, (n, kk, channels)),
+        "on": np.arange(kk)[None, :] < n_clutter[:, None],
+    }
+    return {
+        "size": size, "labels": labels, "radius": radius, "cx": cx, "cy": cy, "theta": theta,
+        "period": period, "bg": bg, "fg": fg, "grad_dir": grad_dir, "grad_amp": grad_amp,
+        "noise_std": noise_std, "clutter": clutter,
+    }  # fmt: skip
 
+
+def _paint(
+    scene: dict[str, Any], sl: slice, height: int, width: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The images ``sl`` of ``scene``: background with its gradient, clutter beneath, the
+    labelled shape, then pixel noise (drawn from ``rng`` here, chunk by chunk)."""
+    f32 = np.float32
+    size = scene["size"]
     ys = (np.arange(height, dtype=np.float32) + 0.5)[None, :, None]
     xs = (np.arange(width, dtype=np.float32) + 0.5)[None, None, :]
-    out = np.empty((n, channels, height, width), dtype=np.float32)
-    chunk = max(1, (1 << 21) // (height * width))
+    m = sl.stop - sl.start
+    # background: colour + linear gradient
+    gx = np.cos(scene["grad_dir"][sl]).astype(f32)[:, None, None]
+    gy = np.sin(scene["grad_dir"][sl]).astype(f32)[:, None, None]
+    ramp = ((xs - width / 2) * gx + (ys - height / 2) * gy) / size  # [m,H,W] in ~[-0.7,0.7]
+    img = (
+        scene["bg"][sl].astype(f32)[:, :, None, None]
+        + scene["grad_amp"][sl].astype(f32)[:, :, None, None] * ramp[:, None]
+    )
+    img = _paint_clutter(img, scene["clutter"], sl, xs, ys)
+    # the labelled shape
+    dx = xs - scene["cx"][sl].astype(f32)[:, None, None]
+    dy = ys - scene["cy"][sl].astype(f32)[:, None, None]
+    c = np.cos(scene["theta"][sl]).astype(f32)[:, None, None]
+    sn = np.sin(scene["theta"][sl]).astype(f32)[:, None, None]
+    rr = scene["radius"][sl].astype(f32)[:, None, None]
+    u = (c * dx + sn * dy) / rr
+    v = (-sn * dx + c * dy) / rr
+    per = scene["period"][sl].astype(f32)[:, None, None]
+    alpha = np.zeros((m, height, width), dtype=f32)
+    lab = scene["labels"][sl]
+    for k in np.unique(lab):
+        idx = np.nonzero(lab == k)[0]
+        alpha[idx] = _shape_alpha(int(k), u[idx], v[idx], rr[idx], per[idx])
+    img = img + alpha[:, None] * (scene["fg"][sl].astype(f32)[:, :, None, None] - img)
+    return (
+        img
+        + rng.standard_normal(img.shape, dtype=f32)
+        * scene["noise_std"][sl].astype(f32)[:, None, None, None]
+    )
+
+
+def _paint_clutter(
+    img: np.ndarray, clutter: dict[str, Any], sl: slice, xs: np.ndarray, ys: np.ndarray
+) -> np.ndarray:
+    """Clutter beneath the shape: rotated boxes, round when their aspect is about 1."""
     f32 = np.float32
-    for s in range(0, n, chunk):
-        e = min(n, s + chunk)
-        sl = slice(s, e)
-        m = e - s
-        # background: colour + linear gradient
-        gx = np.cos(grad_dir[sl]).astype(f32)[:, None, None]
-        gy = np.sin(grad_dir[sl]).astype(f32)[:, None, None]
-        ramp = ((xs - width / 2) * gx + (ys - height / 2) * gy) / size  # [m,H,W] in ~[-0.7,0.7]
-        img = (
-            bg[sl].astype(f32)[:, :, None, None]
-            + grad_amp[sl].astype(f32)[:, :, None, None] * ramp[:, None]
-        )
-        # clutter beneath the shape: rotated boxes, round when aspect ~1
-        for j in range(kk):
-            dx = xs - cl_x[sl, j].astype(f32)[:, None, None]
-            dy = ys - cl_y[sl, j].astype(f32)[:, None, None]
-            c = np.cos(cl_theta[sl, j]).astype(f32)[:, None, None]
-            sn = np.sin(cl_theta[sl, j]).astype(f32)[:, None, None]
-            rr = cl_r[sl, j].astype(f32)[:, None, None]
-            lu = (c * dx + sn * dy) / rr
-            lv = (-sn * dx + c * dy) / rr
-            asp = cl_aspect[sl, j].astype(f32)[:, None, None]
-            d = np.sqrt((lu / asp) ** 2 + lv**2) - 1.0  # ellipse-ish, in local units
-            a = _coverage(d * rr) * cl_on[sl, j].astype(f32)[:, None, None]
-            col = cl_col[sl, j].astype(f32)[:, :, None, None]
-            img = img + a[:, None] * (col - img)
-        # the labelled shape
-        dx = xs - cx[sl].astype(f32)[:, None, None]
-        dy = ys - cy[sl].astype(f32)[:, None, None]
-        c = np.cos(theta[sl]).astype(f32)[:, None, None]
-        sn = np.sin(theta[sl]).astype(f32)[:, None, None]
-        rr = radius[sl].astype(f32)[:, None, None]
-        u = (c * dx + sn * dy) / rr
-        v = (-sn * dx + c * dy) / rr
-        per = period[sl].astype(f32)[:, None, None]
-        alpha = np.zeros((m, height, width), dtype=f32)
-        lab = labels[sl]
-        for k in np.unique(lab):
-            idx = np.nonzero(lab == k)[0]
-            alpha[idx] = _shape_alpha(int(k), u[idx], v[idx], rr[idx], per[idx])
-        img = img + alpha[:, None] * (fg[sl].astype(f32)[:, :, None, None] - img)
-        img = (
-            img
-            + rng.standard_normal(img.shape, dtype=f32)
-            * noise_std[sl].astype(f32)[:, None, None, None]
-        )
-        out[sl] = img
-    return out, labels.astype(np.int64)
+    for j in range(clutter["x"].shape[1]):
+        dx = xs - clutter["x"][sl, j].astype(f32)[:, None, None]
+        dy = ys - clutter["y"][sl, j].astype(f32)[:, None, None]
+        c = np.cos(clutter["theta"][sl, j]).astype(f32)[:, None, None]
+        sn = np.sin(clutter["theta"][sl, j]).astype(f32)[:, None, None]
+        rr = clutter["r"][sl, j].astype(f32)[:, None, None]
+        lu = (c * dx + sn * dy) / rr
+        lv = (-sn * dx + c * dy) / rr
+        asp = clutter["aspect"][sl, j].astype(f32)[:, None, None]
+        d = np.sqrt((lu / asp) ** 2 + lv**2) - 1.0  # ellipse-ish, in local units
+        a = _coverage(d * rr) * clutter["on"][sl, j].astype(f32)[:, None, None]
+        col = clutter["colour"][sl, j].astype(f32)[:, :, None, None]
+        img = img + a[:, None] * (col - img)
+    return img
 
 
 def make_shapes(
