@@ -172,44 +172,17 @@ def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     ).contiguous()
 
 
-def load_tensors(
-    path: str | os.PathLike[str],
-    height: int,
-    width: int,
-    channels: int = 3,
-    calib_fraction: float = 0.1,
-    eval_fraction: float = 0.2,
-    seed: int = 0,
-    normalize: bool = False,
-) -> dict[str, Any]:
-    """Load a ``torch.save``-d dict of tensors (``weights_only=True``), resize and split it.
-
-    Accepted layouts:
-
-    * ``{"x": [N,C,H,W], "y": [N]}`` - split per class deterministically from ``seed``;
-    * ``{"train_x", "train_y", "eval_x", "eval_y"[, "calib_x"[, "calib_y"]]}`` - used as given;
-      without ``calib_x`` the calib split is carved out of train (so it is still disjoint from
-      eval); without ``calib_y`` the int8 budget checks top-1 agreement instead of accuracy.
-
-    Optional ``"classes"`` (list of names) labels the classes; otherwise they are "0", "1", ...
-    ``x`` may be float (used as is unless ``normalize``) or uint8 (scaled to [0, 1]).
-
-    Args:
-        path: the tensor file.
-        height, width: output size; other sizes are resized bilinearly.
-        channels: expected channels of ``x``.
-        calib_fraction, eval_fraction: split fractions where a split must be made.
-        seed: seed of the split.
-        normalize: standardise with the train split's mean/std (off: the data are assumed to be
-            preprocessed already, as the user's model expects them).
-    """
-    source = Path(path)
-    obj = torch_load_weights_only(source, "tensor dataset")
-    if not isinstance(obj, dict):
-        raise ValueError(
-            f"{source}: expected a dict with keys 'x' and 'y' (or train_x/train_y/eval_x/eval_y), "
-            f"got {type(obj).__name__}"
-        )
+def _tensor_splits(
+    obj: dict[str, Any],
+    source: Path,
+    channels: int,
+    calib_fraction: float,
+    eval_fraction: float,
+    seed: int,
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """(train_x, train_y, calib_x, calib_y or None, eval_x, eval_y) of a tensor file's dict:
+    split per class from ``seed`` (``x``, ``y``), or as given, the calib split carved out of
+    train where there is none."""
     if "x" in obj and "y" in obj:
         x = _check_x(obj["x"], "x", source, channels)
         y = _check_y(obj["y"], "y", source, x.shape[0])
@@ -248,6 +221,50 @@ def load_tensors(
             "(split automatically) or 'train_x', 'train_y', 'eval_x', 'eval_y' "
             "[and 'calib_x', 'calib_y']"
         )
+    return train_x, train_y, calib_x, calib_y, eval_x, eval_y
+
+
+def load_tensors(
+    path: str | os.PathLike[str],
+    height: int,
+    width: int,
+    channels: int = 3,
+    calib_fraction: float = 0.1,
+    eval_fraction: float = 0.2,
+    seed: int = 0,
+    normalize: bool = False,
+) -> dict[str, Any]:
+    """Load a ``torch.save``-d dict of tensors (``weights_only=True``), resize and split it.
+
+    Accepted layouts:
+
+    * ``{"x": [N,C,H,W], "y": [N]}`` - split per class deterministically from ``seed``;
+    * ``{"train_x", "train_y", "eval_x", "eval_y"[, "calib_x"[, "calib_y"]]}`` - used as given;
+      without ``calib_x`` the calib split is carved out of train (so it is still disjoint from
+      eval); without ``calib_y`` the int8 budget checks top-1 agreement instead of accuracy.
+
+    Optional ``"classes"`` (list of names) labels the classes; otherwise they are "0", "1", ...
+    ``x`` may be float (used as is unless ``normalize``) or uint8 (scaled to [0, 1]).
+
+    Args:
+        path: the tensor file.
+        height, width: output size; other sizes are resized bilinearly.
+        channels: expected channels of ``x``.
+        calib_fraction, eval_fraction: split fractions where a split must be made.
+        seed: seed of the split.
+        normalize: standardise with the train split's mean/std (off: the data are assumed to be
+            preprocessed already, as the user's model expects them).
+    """
+    source = Path(path)
+    obj = torch_load_weights_only(source, "tensor dataset")
+    if not isinstance(obj, dict):
+        raise ValueError(
+            f"{source}: expected a dict with keys 'x' and 'y' (or train_x/train_y/eval_x/eval_y), "
+            f"got {type(obj).__name__}"
+        )
+    train_x, train_y, calib_x, calib_y, eval_x, eval_y = _tensor_splits(
+        obj, source, channels, calib_fraction, eval_fraction, seed
+    )
     num_classes = int(max(int(train_y.max()), int(eval_y.max()))) + 1
     classes = obj.get("classes")
     if classes is None:
