@@ -112,6 +112,15 @@ def sections(
     frame: pd.DataFrame, peaks: dict[str, dict[str, Any]], accuracy_budget: float
 ) -> list[Section]:
     """The content of summary.md: best per model x device, the peaks, the full table."""
+    out = [_best_section(frame, accuracy_budget)]
+    if peaks:
+        out.append(_peaks_section(peaks))
+    out.append(_all_rows_section(frame))
+    return out
+
+
+def _best_section(frame: pd.DataFrame, accuracy_budget: float) -> Section:
+    """Best artifact per model and device, how it was decided, and the pairs without one."""
     best = frame[frame["best"].astype(bool)]
     pick = Section(
         "Best artifact per model and device",
@@ -170,30 +179,37 @@ def sections(
             + ", ".join(_undecided(frame, model, device) for model, device in missing)
             + "."
         )
-    out = [pick]
-    if peaks:
-        limits = Section(
-            "Peak throughput of each host (roofline ceiling)",
+    return pick
+
+
+def _peaks_section(peaks: dict[str, dict[str, Any]]) -> Section:
+    """Peak throughput of each host: the roofline's ceiling per precision."""
+    limits = Section(
+        "Peak throughput of each host (roofline ceiling)",
+        [
+            "The fastest GEMM kernel of each precision, measured once per run on the "
+            "benchmark's CPUs and thread count (`results/peak/<device>.json`); an "
+            "artifact's roofline fraction is its MACs / p50 over the peak of its precision.",
+        ],
+        ["device", "CPU", "threads", "fp32 GMAC/s (kernel)", "int8 GMAC/s (kernel)"],
+    )
+    for device, peak in sorted(peaks.items()):
+        cpu = peak.get("host", {}).get("cpu_model") or "unknown CPU"
+        features = peak.get("cpu_features") or []
+        limits.rows.append(
             [
-                "The fastest GEMM kernel of each precision, measured once per run on the "
-                "benchmark's CPUs and thread count (`results/peak/<device>.json`); an "
-                "artifact's roofline fraction is its MACs / p50 over the peak of its precision.",
-            ],
-            ["device", "CPU", "threads", "fp32 GMAC/s (kernel)", "int8 GMAC/s (kernel)"],
+                device,
+                cpu + (f" ({', '.join(features)})" if features else ""),
+                fmt_number(peak.get("threads")),
+                _peak_text(peak, "fp32"),
+                _peak_text(peak, "int8"),
+            ]
         )
-        for device, peak in sorted(peaks.items()):
-            cpu = peak.get("host", {}).get("cpu_model") or "unknown CPU"
-            features = peak.get("cpu_features") or []
-            limits.rows.append(
-                [
-                    device,
-                    cpu + (f" ({', '.join(features)})" if features else ""),
-                    fmt_number(peak.get("threads")),
-                    _peak_text(peak, "fp32"),
-                    _peak_text(peak, "int8"),
-                ]
-            )
-        out.append(limits)
+    return limits
+
+
+def _all_rows_section(frame: pd.DataFrame) -> Section:
+    """Every row of summary.csv."""
     table = Section(
         "All artifacts",
         ["Every row of `results/summary.csv` (its columns are described in the README)."],
@@ -201,8 +217,7 @@ def sections(
     )
     for _, row in frame.iterrows():
         table.rows.append([fmt_number(row[column]) for column in COLUMNS])
-    out.append(table)
-    return out
+    return table
 
 
 def _md_cell(text: str) -> str:
