@@ -41,6 +41,7 @@ Each job's log is ``logs/<stage>/<key>.log`` and Snakemake's record of its run t
 
 from __future__ import annotations
 
+import functools
 import re
 
 RESULTS = "results"
@@ -113,15 +114,29 @@ SIZES_FIGURE = "results/report/sizes/{model}.png"
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
+@functools.cache
+def _fields(template: str) -> frozenset[str]:
+    return frozenset(_FIELD.findall(template))
+
+
+class _Wildcards(dict):
+    """The names ``fill`` was given; any other field stays a wildcard for Snakemake."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
 def fill(template: str, **names: str) -> str:
     """``template`` with the given wildcards replaced, the others left for Snakemake:
     ``fill(INT8, variant="{qvariant}")`` is a rule's pattern, ``fill(FUSED, model="m")`` a path.
     Raises ``KeyError`` for a name the template does not have."""
-    fields = set(_FIELD.findall(template))
-    unknown = sorted(names.keys() - fields)
-    if unknown:
+    fields = _fields(template)
+    if not names.keys() <= fields:
+        unknown = sorted(names.keys() - fields)
         raise KeyError(f"{template} has no wildcard {unknown}; it has {sorted(fields)}")
-    return _FIELD.sub(lambda match: str(names.get(match[1], match[0])), template)
+    # format_map, not a regex substitution per call: the plan fills paths for every artifact
+    # and device while the DAG is built.
+    return template.format_map(_Wildcards(names))
 
 
 def one_of(names: tuple[str, ...] | list[str]) -> str:
