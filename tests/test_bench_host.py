@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from mobileforge.bench.device import benchmark_on_device
 from mobileforge.bench.devicelock import device_lock
 from mobileforge.bench.host.repeats import run_host_repeats
 from mobileforge.bench.stats import combine_runs, summarize_latencies
+from tests.waiting import wait_for
 
 SHAPE = [1, 3, 16, 16]
 CPUS = len(os.sched_getaffinity(0))
@@ -256,14 +256,6 @@ def _holder(lock_dir: Path, log: Path, hold: float, name: str = "phone1") -> sub
     )
 
 
-def _wait_for(predicate: object, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        time.sleep(0.02)
-
-
 def _events(log: Path) -> list[tuple[str, str, float]]:
     rows = [line.split() for line in log.read_text().splitlines()]
     return [(name, what, float(t)) for name, what, t in rows]
@@ -272,7 +264,7 @@ def _events(log: Path) -> list[tuple[str, str, float]]:
 def test_device_lock_serialises_two_processes(tmp_path: Path) -> None:
     log = tmp_path / "log"
     first = _holder(tmp_path / "locks", log, hold=1.0)
-    _wait_for(lambda: log.exists() and "acquired" in log.read_text())
+    wait_for(lambda: log.exists() and "acquired" in log.read_text(), "the holder's lock", 20)
     second = _holder(tmp_path / "locks", log, hold=0.0)
     _, err1 = first.communicate(timeout=30)
     _, err2 = second.communicate(timeout=30)
@@ -300,7 +292,7 @@ def test_different_devices_do_not_wait_for_each_other(tmp_path: Path) -> None:
 def test_lock_is_released_when_the_holder_is_killed(tmp_path: Path) -> None:
     log = tmp_path / "log"
     victim = _holder(tmp_path / "locks", log, hold=60.0)
-    _wait_for(lambda: log.exists() and "acquired" in log.read_text())
+    wait_for(lambda: log.exists() and "acquired" in log.read_text(), "the holder's lock", 20)
     victim.send_signal(signal.SIGKILL)
     victim.communicate(timeout=30)
     with device_lock("phone1", tmp_path / "locks", timeout_s=10) as path:
@@ -311,7 +303,7 @@ def test_bounded_wait_times_out_and_names_are_checked(tmp_path: Path) -> None:
     log = tmp_path / "log"
     holder = _holder(tmp_path / "locks", log, hold=60.0)
     try:
-        _wait_for(lambda: log.exists() and "acquired" in log.read_text())
+        wait_for(lambda: log.exists() and "acquired" in log.read_text(), "the holder's lock", 20)
         with pytest.raises(TimeoutError, match="still busy") as error:
             with device_lock("phone1", tmp_path / "locks", timeout_s=0.3):
                 pass

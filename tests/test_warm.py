@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -17,6 +16,7 @@ import pytest
 from mobileforge import job_usage
 from mobileforge.warm import client, protocol
 from tests.conftest import REPO
+from tests.waiting import wait_for
 
 SNAKEFILE = REPO / "tests" / "warm" / "Snakefile"
 
@@ -43,14 +43,6 @@ def run_jobs(workdir: Path, *targets: str, **env: str) -> subprocess.CompletedPr
 
 def read(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def wait_for(condition, what: str, bound_s: float = 120) -> None:
-    # A bound on waiting, not a timing: it only turns a hang into a failure that names it.
-    deadline = time.monotonic() + bound_s
-    while not condition():
-        assert time.monotonic() < deadline, f"still waiting for {what}"
-        time.sleep(0.05)
 
 
 def alive(pid: int) -> bool:

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from mobileforge import job_usage
 from tests import browser
 from tests.artifacts import artifact_digests
 from tests.conftest import REPO, insert_into, snakemake
+from tests.waiting import wait_for
 from tests.workflow_helpers import planned_outputs
 
 pytestmark = pytest.mark.slow
@@ -619,23 +619,22 @@ def test_a_killed_run_resumes_to_the_bytes_of_an_uninterrupted_one(run, tmp_path
         process = subprocess.Popen(
             command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+
         # Killed while a job made from the fused model runs: Snakemake's log says it started
         # and not that it finished, and the job has opened its own log. An order of events, not
-        # a delay; the deadline only turns a hang into a failure.
-        deadline = time.monotonic() + 600
-        while not (
-            running := [
+        # a delay.
+        def running() -> list[str]:
+            assert process.poll() is None, (tmp_path / "killed.log").read_text()
+            return [
                 rule
                 for rule, job_log in _running_jobs(tmp_path / "killed.log")
                 if rule not in BEFORE_FUSED and (workdir / job_log).exists()
             ]
-        ):
-            assert process.poll() is None, (tmp_path / "killed.log").read_text()
-            assert time.monotonic() < deadline, "the run never started a job after the fused model"
-            time.sleep(0.05)
+
+        wait_for(running, "a job after the fused model to start", 600)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    assert (workdir / "results/alpha/fused.pt").exists(), running
+    assert (workdir / "results/alpha/fused.pt").exists()
     made = [target for target in ARTIFACTS if (workdir / target).exists()]
     assert len(made) < len(ARTIFACTS), "killed too late"
 
