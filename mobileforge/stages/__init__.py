@@ -70,18 +70,15 @@ RULES: dict[str, str] = {
 
 def stage_function(stage: str) -> Callable[[Any], None]:
     """The function of ``stage`` (a key of :data:`STAGES`), imported."""
-    try:
-        module, _, name = STAGES[stage].partition(":")
-    except KeyError:
-        raise ValueError(f"mobileforge.stages has no stage {stage!r}") from None
+    if stage not in STAGES:
+        raise ValueError(f"mobileforge.stages has no stage {stage!r}")
+    module, _, name = STAGES[stage].partition(":")
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)
 
 
 def for_rule(rule: str) -> Callable[[Any], None]:
     """The stage function the workflow rule ``rule`` runs."""
-    try:
-        return stage_function(RULES[rule])
-    except KeyError:
-        raise ValueError(
-            f"rule {rule!r} runs no stage: add it to mobileforge.stages.RULES"
-        ) from None
+    # Looked up before importing: a KeyError raised while a stage module imports is its own.
+    if rule not in RULES:
+        raise ValueError(f"rule {rule!r} runs no stage: add it to mobileforge.stages.RULES")
+    return stage_function(RULES[rule])
