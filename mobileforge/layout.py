@@ -24,6 +24,7 @@ Under ``results/``::
     <model>/pte/<variant>.<backend>.pte
     <model>/eval/<format>/<stem>.json                  accuracy of the artifact itself
     <model>/bench/<format>/<stem>.<device>.json        its benchmark on one device
+    <model>/profile/<format>/<stem>.<device>.json      where its time goes, layer by layer
     <model>/compare/<device>.json                      paired comparison: best and every ratio
     peak/gemm.<precision>.xnnpack.pte                  GEMM programs of the peak measurement
     peak/<device>.json                                 peak dense throughput of a host device
@@ -33,6 +34,7 @@ Under ``results/``::
     report/<device>/<model>/latency_distribution.png | load_memory.png
     report/sizes/<model>.png
     report/sensitivity/<model>.png
+    report/profile/<model>.md                          top layers of every artifact, side by side
 
 Every file has a sidecar beside it (``<file>.json``: :func:`sidecar`) where it is an artifact.
 Each job's log is ``logs/<stage>/<key>.log`` and Snakemake's record of its run time and memory
@@ -59,8 +61,14 @@ INT8_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack", "vulkan", "coreml")}
 #: int8 kernel libraries of a .ptl artifact (``devices.<name>.engine``).
 ENGINES = ("x86", "qnnpack")
 #: Variant families (``variants`` in the config); a prune point's variant is
-#: ``int8_pruned-<method>-<amount>``.
+#: ``int8_pruned-<method>-<amount>``. The ``int8`` family has two recipes (``quantize.mode``):
+#: ``int8`` (static: calibrated activation ranges) and ``int8_dynamic`` (int8 weights, linear
+#: layers quantize their activations at run time).
 VARIANTS = ("fp32", "int8", "int8_pruned")
+#: int8 recipes (``quantize.mode``; ``auto``: static, and dynamic too where linear layers hold a
+#: real share of the MACs) and the variant each builds unpruned.
+QUANT_MODES = ("static", "dynamic", "auto")
+DYNAMIC = "int8_dynamic"
 PRUNE_METHODS = ("l1_unstructured", "channel")
 #: Precisions the peak throughput is measured in (an artifact's follows from its variant).
 PRECISIONS = ("fp32", "int8")
@@ -72,9 +80,9 @@ AMOUNT = r"[0-9.]+(e-[0-9]+)?"
 #: pruned in int8 (l1_unstructured points); point: a channel-pruned fp32 model.
 PATTERNS = {
     "engine": "|".join(ENGINES),
-    "variant": rf"fp32|int8|int8_pruned-[a-z0-9_]+-{AMOUNT}",
-    "ivariant": rf"int8|int8_pruned-[a-z0-9_]+-{AMOUNT}",
-    "qvariant": rf"int8|int8_pruned-channel-{AMOUNT}",
+    "variant": rf"fp32|int8|int8_dynamic|int8_pruned-[a-z0-9_]+-{AMOUNT}",
+    "ivariant": rf"int8|int8_dynamic|int8_pruned-[a-z0-9_]+-{AMOUNT}",
+    "qvariant": rf"int8|int8_dynamic|int8_pruned-channel-{AMOUNT}",
     "uvariant": rf"int8_pruned-l1_unstructured-{AMOUNT}",
     "point": rf"channel-{AMOUNT}",
     "fmt": "|".join(FORMATS),
@@ -100,6 +108,7 @@ PTE = "results/{model}/pte/{variant}.{backend}.pte"
 ARTIFACT = "results/{model}/{fmt}/{stem}.{fmt}"
 EVALUATION = "results/{model}/eval/{fmt}/{stem}.json"
 BENCHMARK = "results/{model}/bench/{fmt}/{stem}.{device}.json"
+PROFILE = "results/{model}/profile/{fmt}/{stem}.{device}.json"
 COMPARISON = "results/{model}/compare/{device}.json"
 PEAK = "results/peak/{device}.json"
 PEAK_PROGRAM = "results/peak/gemm.{precision}.xnnpack.pte"
@@ -107,6 +116,7 @@ SUMMARY = "results/summary.csv"
 SUMMARY_MARKDOWN = "results/summary.md"
 SUMMARY_HTML = "results/report/summary.html"
 SENSITIVITY_PLOT = "results/report/sensitivity/{model}.png"
+PROFILE_PAGE = "results/report/profile/{model}.md"
 DEVICE_FIGURE = "results/report/{device}/{kind}.png"
 DEVICE_MODEL_FIGURE = "results/report/{device}/{model}/{kind}.png"
 SIZES_FIGURE = "results/report/sizes/{model}.png"

@@ -239,6 +239,52 @@ class PeakThroughput(TypedDict):
     executorch_version: str | None
 
 
+# -- where an artifact's time goes (results/<model>/profile/<fmt>/<stem>.<device>.json) -----
+
+
+class ProfiledLayer(TypedDict):
+    """One operator or delegated block of a profiled artifact, over the profile's runs."""
+
+    name: str  # the runtime's event name (operator, or the delegate's block)
+    kind: Literal["compute", "quantize", "dequantize", "layout", "delegate", "other"]
+    module: str | None  # the model's module it came from, where debug handles map back
+    calls: int  # events of this name per run
+    median_ms: float  # median over runs of this layer's time per run
+    share: float  # median_ms / the profile's per-run total of every layer
+    macs: int | None  # multiply-accumulates of its module, where known
+    gmacs_per_s: float | None  # macs / median_ms
+
+
+class Profile(TypedDict):
+    """Where one artifact's time goes on one device: per layer, checked against its benchmark.
+    A device that cannot be profiled still gets a record: ``layers`` empty, ``unavailable``
+    saying why."""
+
+    artifact: str
+    model: str
+    format: Literal["ptl", "pte"]
+    variant: str
+    device: str
+    device_kind: Literal["host", "adb"]
+    method: str  # etdump (ExecuTorch Inspector) | lite_profiler (torch.profiler, lite interpreter)
+    unavailable: str | None  # why there is no profile; None when there is one
+    runs: int  # profiled inferences (after warmup)
+    warmup: int
+    threads: int | None
+    layers: list[ProfiledLayer]  # by median_ms, largest first
+    layers_ms: float | None  # median per-run sum of every layer's time
+    end_to_end_ms: float | None  # median per-run time of the whole inference, same process
+    outside_ms: float | None  # end_to_end_ms - layers_ms: time outside operators
+    benchmark_p50_ms: float | None  # the benchmark record's p50 on this device
+    coverage: float | None  # layers_ms / benchmark_p50_ms
+    agrees: bool | None  # coverage within 20 % of 1, or the difference named (outside_ms)
+    agreement: str  # one sentence: how the per-layer sum compares to the benchmark
+    warnings: list[str]
+    torch_version: str | None
+    executorch_version: str | None
+    toolchain: Toolchain | None
+
+
 # -- a row of results/summary.csv ------------------------------------------------------------
 
 
@@ -312,6 +358,7 @@ SHAPES: dict[str, type] = {
     "evaluation": Evaluation,
     "peak-throughput": PeakThroughput,
     "summary-row": SummaryRow,
+    "profile": Profile,
 }
 
 
