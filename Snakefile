@@ -24,6 +24,7 @@ include: "rules/evaluate.smk"
 include: "rules/benchmark.smk"
 include: "rules/compare.smk"
 include: "rules/peak.smk"
+include: "rules/profile.smk"
 include: "rules/summary.smk"
 
 
@@ -32,6 +33,7 @@ include: "rules/summary.smk"
 localrules:
     benchmark_adb,
     compare_adb,
+    profile_adb,
     summary,
     plots,
     plot_sensitivity,
@@ -44,3 +46,4 @@ rule all:
         layout.SUMMARY_MARKDOWN,
         FIGURE_PATHS,
         plan.sensitivity_plots(MF),
+        plan.profiles(MF),

@@ -111,6 +111,13 @@ def bench_operations(config: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def profile(config: dict[str, Any]) -> dict[str, Any]:
+    """What a profile's numbers depend on: its runs and warm-up (not ``enabled``, which only
+    decides whether the default target asks for it)."""
+    settings = config["profile"]
+    return {"runs": settings["runs"], "warmup": settings["warmup"]}
+
+
 def peak(config: dict[str, Any], name: str) -> dict[str, Any]:
     """What the peak measurement depends on: the device's runtime threads and int8 engine, the
     GEMM shape and its repeats."""

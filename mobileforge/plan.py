@@ -167,6 +167,11 @@ class Artifact:
             layout.BENCHMARK, model=self.model, fmt=self.fmt, stem=self.stem, device=device
         )
 
+    def profile_path(self, device: str) -> str:
+        return layout.fill(
+            layout.PROFILE, model=self.model, fmt=self.fmt, stem=self.stem, device=device
+        )
+
 
 def host_devices(config: dict[str, Any]) -> list[str]:
     """Devices that are this machine: each gets a peak throughput measurement (roofline)."""
@@ -331,6 +336,13 @@ def benchmarks(config: dict[str, Any]) -> list[tuple[Artifact, str]]:
         for device in config["devices"]
         if device_runs(config, device, artifact)
     ]
+
+
+def profiles(config: dict[str, Any]) -> list[str]:
+    """The per-layer profile of every benchmark (artifact x device), when ``profile.enabled``."""
+    if not config["profile"]["enabled"]:
+        return []
+    return [artifact.profile_path(device) for artifact, device in benchmarks(config)]
 
 
 def compare_path(model: str, device: str) -> str:

@@ -256,6 +256,10 @@ def get_benchmark_paths(wildcards):
     return [a.bench_path(device) for a, device in plan.benchmarks(MF)]
 
 
+def get_profile_settings(wildcards):
+    return params.profile(MF)
+
+
 def summary_inputs(wildcards):
     artifacts = plan.all_artifacts(MF)
     return {

@@ -37,6 +37,7 @@ STAGES: dict[str, str] = {
     "compare": "bench:compare",
     "peak_programs": "bench:peak_programs",
     "peak": "bench:peak",
+    "profile": "profile:profile",
     "summary": "report:summary",
     "plots": "report:plots",
     "plot_sensitivity": "report:plot_sensitivity",
@@ -63,6 +64,8 @@ RULES: dict[str, str] = {
     "compare_adb": "compare",
     "peak_programs": "peak_programs",
     "peak": "peak",
+    "profile_host": "profile",
+    "profile_adb": "profile",
     "summary": "summary",
     "plots": "plots",
 }

@@ -1,0 +1,69 @@
+"""Per-run events -> the profile's layers: per name, calls per run, median time over runs,
+share of the total, kind.
+
+Both profilers hand over the same raw shape: one list per profiled run of ``(name, ms)`` in
+the order the events happened, covering the operators (and a delegate call's rest) once, with
+no event nested in another, so a run's events add up to its time inside operators.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from mobileforge import records
+from mobileforge.profile.classify import kind
+
+Run = Sequence[tuple[str, float]]
+
+
+def _kinds(runs: Sequence[Run]) -> dict[str, str]:
+    """Each name's kind, from the first run that has it (with the event after it)."""
+    kinds: dict[str, str] = {}
+    for run in runs:
+        for i, (name, _) in enumerate(run):
+            if name not in kinds:
+                following = run[i + 1][0] if i + 1 < len(run) else None
+                kinds[name] = kind(name, following)
+    return kinds
+
+
+def layers(runs: Sequence[Run]) -> tuple[list[records.ProfiledLayer], float]:
+    """The layers (largest median first) and the median over runs of the per-run sum (ms).
+
+    ``macs`` and ``module`` are left None: the caller fills them where it knows them.
+    """
+    if not runs:
+        raise ValueError("no profiled runs to build layers from")
+    totals: dict[str, list[float]] = {}
+    calls: dict[str, int] = {}
+    order: list[str] = []
+    for index, run in enumerate(runs):
+        counts: dict[str, int] = {}
+        for name, ms in run:
+            if name not in totals:
+                totals[name] = [0.0] * len(runs)
+                order.append(name)
+            totals[name][index] += ms
+            counts[name] = counts.get(name, 0) + 1
+        for name, n in counts.items():
+            calls[name] = max(calls.get(name, 0), n)
+    layers_ms = statistics.median(sum(ms for _, ms in run) for run in runs)
+    kinds = _kinds(runs)
+    rows: list[records.ProfiledLayer] = []
+    for name in order:
+        median = statistics.median(totals[name])
+        rows.append(
+            {
+                "name": name,
+                "kind": kinds[name],  # type: ignore[typeddict-item]
+                "module": None,
+                "calls": calls[name],
+                "median_ms": median,
+                "share": median / layers_ms if layers_ms > 0 else 0.0,
+                "macs": None,
+                "gmacs_per_s": None,
+            }
+        )
+    rows.sort(key=lambda row: row["median_ms"], reverse=True)
+    return rows, layers_ms

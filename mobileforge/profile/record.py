@@ -1,0 +1,90 @@
+"""A :class:`mobileforge.records.Profile` from a raw profile and the benchmark it is checked
+against, or the record of a device that cannot be profiled."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from mobileforge import records
+from mobileforge.profile.agreement import agreement
+from mobileforge.profile.layers import layers
+
+#: How each format is profiled, when no profile was taken.
+METHODS = {"pte": "etdump", "ptl": "lite_profiler"}
+
+
+def _identity(sidecar: dict[str, Any], artifact: str, device: str, kind: str) -> dict[str, Any]:
+    return {
+        "artifact": artifact,
+        "model": sidecar["model"],
+        "format": sidecar["format"],
+        "variant": sidecar["variant"],
+        "device": device,
+        "device_kind": kind,
+    }
+
+
+def from_raw(
+    raw: dict[str, Any],
+    sidecar: dict[str, Any],
+    artifact: str,
+    device: str,
+    device_kind: str,
+    warmup: int,
+    benchmark_p50_ms: float | None,
+) -> records.Profile:
+    """The profile record of ``raw`` (:func:`mobileforge.profile.runner.profile`'s shape)."""
+    rows, layers_ms = layers(raw["runs"])
+    end_to_end = raw.get("end_to_end_ms") or []
+    end_to_end_ms = statistics.median(end_to_end) if end_to_end else None
+    check = agreement(layers_ms, end_to_end_ms, benchmark_p50_ms)
+    warnings = []
+    if raw["method"] == "etdump":
+        warnings.append("module is None: XNNPACK's operators carry no debug handle back to the "
+                        "model's modules")  # fmt: skip
+    else:
+        warnings.append("module is None: the .ptl was saved without mobile debug info")
+    return {
+        **_identity(sidecar, artifact, device, device_kind),  # type: ignore[typeddict-item]
+        "method": raw["method"],
+        "unavailable": None,
+        "runs": len(raw["runs"]),
+        "warmup": warmup,
+        "threads": raw.get("threads"),
+        "layers": rows,
+        "layers_ms": layers_ms,
+        "end_to_end_ms": end_to_end_ms,
+        "benchmark_p50_ms": benchmark_p50_ms,
+        **check,
+        "warnings": warnings,
+        "torch_version": raw.get("torch_version"),
+        "executorch_version": raw.get("executorch_version"),
+        "toolchain": None,
+    }
+
+
+def unavailable(
+    sidecar: dict[str, Any], artifact: str, device: str, device_kind: str, why: str
+) -> records.Profile:
+    """The record of a device that cannot profile ``artifact``: no layers, ``why`` said."""
+    return {
+        **_identity(sidecar, artifact, device, device_kind),  # type: ignore[typeddict-item]
+        "method": METHODS[sidecar["format"]],
+        "unavailable": why,
+        "runs": 0,
+        "warmup": 0,
+        "threads": None,
+        "layers": [],
+        "layers_ms": None,
+        "end_to_end_ms": None,
+        "outside_ms": None,
+        "benchmark_p50_ms": None,
+        "coverage": None,
+        "agrees": None,
+        "agreement": f"no profile: {why}",
+        "warnings": [],
+        "torch_version": None,
+        "executorch_version": None,
+        "toolchain": None,
+    }
