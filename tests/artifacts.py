@@ -6,9 +6,9 @@ import hashlib
 import re
 from pathlib import Path
 
-# Measured outputs: latencies, comparisons and the peak, the tables and plots made of them, and
-# sidecars holding timings (training and fine-tuning seconds per epoch).
-MEASURED = ("bench/", "compare/", "peak/", "report/", "summary.csv", "summary.md",
+# Measured outputs: latencies, comparisons, profiles and the peak, the tables and plots made of
+# them, and sidecars holding timings (training and fine-tuning seconds per epoch).
+MEASURED = ("bench/", "compare/", "peak/", "profile/", "report/", "summary.csv", "summary.md",
             "checkpoint.pt.json")  # fmt: skip
 FINETUNED_SIDECAR = re.compile(r"/pruned-channel-[^/]*\.pt\.json$")
 

@@ -25,7 +25,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from mobileforge import job_usage
+from mobileforge import job_usage, records
 from tests import browser
 from tests.artifacts import artifact_digests
 from tests.conftest import REPO, insert_into, snakemake
@@ -175,7 +175,8 @@ def test_rerun_with_nothing_changed_plans_nothing(run):
 
 
 def _branch(model: str, variant: str, fmts: tuple[str, ...] = ("ptl", "pte")) -> set[str]:
-    """The artifacts, evaluations and benchmarks of one int8 variant, plus its stage files."""
+    """The artifacts, evaluations, benchmarks and profiles of one int8 variant, plus its stage
+    files."""
     m = f"results/{model}"
     stems = {"ptl": f"{variant}.x86.cpu", "pte": f"{variant}.xnnpack"}
     planned = {f"{m}/{variant}.x86.pt"} if "ptl" in fmts else set()
@@ -183,6 +184,7 @@ def _branch(model: str, variant: str, fmts: tuple[str, ...] = ("ptl", "pte")) ->
         stem = stems[fmt]
         planned |= {f"{m}/{fmt}/{stem}.{fmt}", f"{m}/eval/{fmt}/{stem}.json"}
         planned |= {f"{m}/bench/{fmt}/{stem}.{device}.json" for device in ("host", "host2")}
+        planned |= {f"{m}/profile/{fmt}/{stem}.{device}.json" for device in ("host", "host2")}
     if variant.startswith("int8_pruned-channel") or variant == "int8":
         if "pte" in fmts:
             planned.add(f"{m}/pte/{variant}.xnnpack.recipe.json")
@@ -292,9 +294,13 @@ def test_editing_one_device_replans_only_its_benchmarks(run):
     edited["devices"]["host2"]["iterations"] = 4
     planned = planned_outputs(workdir, write_config(workdir, edited, "device.yaml"))
     assert DOWNSTREAM <= planned
-    benches = planned - DOWNSTREAM
+    benches = {path for path in planned - DOWNSTREAM if "/bench/" in path}
     assert len(benches) == 8  # one per artifact
-    assert all(path.endswith(".host2.json") and "/bench/" in path for path in benches)
+    assert all(path.endswith(".host2.json") for path in benches)
+    # ... and the profiles checked against them
+    assert planned - DOWNSTREAM - benches == {
+        path.replace("/bench/", "/profile/") for path in benches
+    }
 
 
 def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
@@ -307,9 +313,26 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     own = planned - DOWNSTREAM - {plot}
     assert all(path.startswith("results/gamma/") for path in own)
     # jobs: train, fuse (+ reference logits), 4 sensitivities, 2 int8 (FX), 2 int8 recipes
-    # (.pte), 2 prunes, 8 artifacts, 8 evaluations, 16 benchmarks, 2 paired comparisons (and the
-    # sensitivity plot)
-    assert len(own) == 12 + 8 + 8 + 16 + 2
+    # (.pte), 2 prunes, 8 artifacts, 8 evaluations, 16 benchmarks, 16 profiles, 2 paired
+    # comparisons (and the sensitivity plot)
+    assert len(own) == 12 + 8 + 8 + 16 + 16 + 2
+
+
+def test_every_benchmark_has_a_profile_checked_against_it(run):
+    workdir, _, _ = run
+    benches = sorted((workdir / "results").glob("*/bench/*/*.json"))
+    assert len(benches) == 16
+    for bench in benches:
+        path = Path(str(bench).replace("/bench/", "/profile/"))
+        profile = records.read(records.Profile, path)
+        benchmark = records.read(records.BenchmarkResult, bench)
+        assert profile["unavailable"] is None and profile["layers"]
+        assert profile["method"] == {"pte": "etdump", "ptl": "lite_profiler"}[profile["format"]]
+        assert profile["runs"] == 5 and profile["threads"] == 1  # config.yaml's default runs
+        assert profile["benchmark_p50_ms"] == benchmark["latency_ms"]["p50"]
+        assert sum(row["share"] for row in profile["layers"]) == pytest.approx(1.0, rel=0.05)
+        assert profile["agreement"] and profile["coverage"] > 0
+        assert profile["toolchain"]["code"]
 
 
 def test_a_cold_clean_run_gives_every_artifact_of_the_warm_one(run, tmp_path):
@@ -340,8 +363,11 @@ def test_timeouts_and_retries_rerun_nothing_but_cooldown_reruns_the_benchmarks(r
     assert planned_outputs(workdir, write_config(workdir, edited, "ops.yaml")) == set()
     edited["benchmark"]["cooldown"] = {"pause_s": 1}
     planned = planned_outputs(workdir, write_config(workdir, edited, "cool.yaml"))
-    assert planned - DOWNSTREAM and all("/bench/" in p for p in planned - DOWNSTREAM)
-    assert len(planned - DOWNSTREAM) == 16  # every benchmark of both devices
+    # every benchmark of both devices, and the profiles checked against them
+    assert {p.replace("/profile/", "/bench/") for p in planned - DOWNSTREAM} == {
+        p for p in planned - DOWNSTREAM if "/bench/" in p
+    }
+    assert len(planned - DOWNSTREAM) == 2 * 16
 
 
 def test_benchmark_results_combine_repeats_with_thermal_snapshots(run):

@@ -16,7 +16,9 @@ from typing import Any
 RUN_SCOPE = "mobileforge.profile.run"
 
 
-def profile_ptl(path: str, x: Any, runs: int, warmup: int) -> tuple[list[list[tuple[str, float]]], list[float]]:
+def profile_ptl(
+    path: str, x: Any, runs: int, warmup: int
+) -> tuple[list[list[tuple[str, float]]], list[float]]:
     """Load ``path`` in the lite interpreter (the caller set threads and the quantized engine),
     run ``warmup`` then ``runs`` profiled inferences; returns each run's layers ``(name, ms)``
     and its end-to-end time (ms)."""

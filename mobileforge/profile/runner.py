@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from mobileforge.bench.host import runner as bench
-from mobileforge.profile import ptl as ptl_profile
 from mobileforge.profile import pte as pte_profile
-
-METHODS = {"pte": "etdump", "ptl": "lite_profiler"}
+from mobileforge.profile import ptl as ptl_profile
+from mobileforge.profile.record import METHODS
 
 
 def profile(

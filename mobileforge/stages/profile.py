@@ -4,13 +4,21 @@ benchmark there (mobileforge.profile)."""
 from __future__ import annotations
 
 from mobileforge import files, records
-from mobileforge.job import Job, without_torch
+from mobileforge.job import Job, preloads
+from mobileforge.warm.client import EXECUTORCH_MODULES
 
 
-@without_torch  # the profile runs in a pinned process of its own (mobileforge.profile.runner)
+# The Inspector that reads an ETDump imports the compiler (executorch.exir): a warm worker's.
+@preloads(EXECUTORCH_MODULES, when=lambda job: job.wildcards["fmt"] == "pte")
 def profile(job: Job) -> None:
     """Profile the artifact on the device (``profile.runs`` after ``profile.warmup``), holding
-    the device as a benchmark does; a device that cannot still gets a record saying why."""
+    the device as a benchmark does; a device that cannot still gets a record saying why.
+
+    On the host the profile runs in this job's own process, pinned and threaded as the
+    benchmark's processes are (:func:`mobileforge.profile.runner.profile`): the job holds every
+    core Snakemake manages, as a benchmark does, and a warm worker's fork has imported the
+    runtimes but run nothing.
+    """
     from mobileforge.bench import farm
     from mobileforge.bench.devicelock import device_lock
     from mobileforge.profile import record
@@ -27,13 +35,13 @@ def profile(job: Job) -> None:
             "profiling on phones is not built yet: only host devices are profiled",
         )  # fmt: skip
     else:
-        from mobileforge.profile.host import profile_on_host
+        from mobileforge.profile.runner import profile as profile_here
 
         with device_lock(farm.device_key(device)):
-            raw = profile_on_host(
+            raw = profile_here(
                 artifact,
                 sidecar["format"],
-                sidecar["input_shape"],
+                list(sidecar["input_shape"]),
                 device["threads"],
                 settings["runs"],
                 settings["warmup"],
