@@ -272,7 +272,7 @@ class Profile(TypedDict):
     warmup: int
     threads: int | None
     layers: list[ProfiledLayer]  # by median_ms, largest first
-    layers_ms: float | None  # median per-run sum of every layer's time
+    layers_ms: float | None  # sum of every layer's median_ms (what share is of)
     end_to_end_ms: float | None  # median per-run time of the whole inference, same process
     outside_ms: float | None  # end_to_end_ms - layers_ms: time outside operators
     benchmark_p50_ms: float | None  # the benchmark record's p50 on this device

@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             kinds[row["kind"]] = kinds.get(row["kind"], 0.0) + row["share"]
         print("  by kind: " + ", ".join(f"{k} {v:.1%}" for k, v in sorted(kinds.items())))
         print(f"  {record['agreement']} (agrees: {record['agrees']})")
+        for warning in record["warnings"]:
+            print(f"  warning: {warning}")
         if args.json_dir:
             args.json_dir.mkdir(parents=True, exist_ok=True)
             (args.json_dir / f"{path.name}.profile.json").write_text(json.dumps(record, indent=1))

@@ -28,10 +28,14 @@ def _kinds(runs: Sequence[Run]) -> dict[str, str]:
     return kinds
 
 
-def layers(runs: Sequence[Run]) -> tuple[list[records.ProfiledLayer], float]:
-    """The layers (largest median first) and the median over runs of the per-run sum (ms).
+def layers(runs: Sequence[Run]) -> tuple[list[records.ProfiledLayer], float, float]:
+    """The layers (largest median first), the sum of their medians (ms: what ``share`` is of)
+    and the median over runs of each run's sum (ms).
 
-    ``macs`` and ``module`` are left None: the caller fills them where it knows them.
+    The two totals agree on a quiet machine. Where another process takes the CPU, each run
+    loses a time slice to it inside some operator, a different one each run: the median run's
+    sum holds that slice, each operator's median does not. ``macs`` and ``module`` are left
+    None: the caller fills them where it knows them.
     """
     if not runs:
         raise ValueError("no profiled runs to build layers from")
@@ -48,11 +52,13 @@ def layers(runs: Sequence[Run]) -> tuple[list[records.ProfiledLayer], float]:
             counts[name] = counts.get(name, 0) + 1
         for name, n in counts.items():
             calls[name] = max(calls.get(name, 0), n)
-    layers_ms = statistics.median(sum(ms for _, ms in run) for run in runs)
+    run_sum_ms = statistics.median(sum(ms for _, ms in run) for run in runs)
+    medians = {name: statistics.median(totals[name]) for name in order}
+    layers_ms = sum(medians.values())
     kinds = _kinds(runs)
     rows: list[records.ProfiledLayer] = []
     for name in order:
-        median = statistics.median(totals[name])
+        median = medians[name]
         rows.append(
             {
                 "name": name,
@@ -66,4 +72,4 @@ def layers(runs: Sequence[Run]) -> tuple[list[records.ProfiledLayer], float]:
             }
         )
     rows.sort(key=lambda row: row["median_ms"], reverse=True)
-    return rows, layers_ms
+    return rows, layers_ms, run_sum_ms

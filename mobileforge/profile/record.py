@@ -10,6 +10,10 @@ from mobileforge import records
 from mobileforge.profile.agreement import agreement
 from mobileforge.profile.layers import layers
 
+#: The median run's sum of layers over the sum of the layers' medians above which the runs were
+#: disturbed (on a quiet machine the two agree within a few per cent).
+DISTURBED = 1.1
+
 #: How each format is profiled, when no profile was taken.
 METHODS = {"pte": "etdump", "ptl": "lite_profiler"}
 
@@ -35,11 +39,17 @@ def from_raw(
     benchmark_p50_ms: float | None,
 ) -> records.Profile:
     """The profile record of ``raw`` (:func:`mobileforge.profile.runner.profile`'s shape)."""
-    rows, layers_ms = layers(raw["runs"])
+    rows, layers_ms, run_sum_ms = layers(raw["runs"])
     end_to_end = raw.get("end_to_end_ms") or []
     end_to_end_ms = statistics.median(end_to_end) if end_to_end else None
     check = agreement(layers_ms, end_to_end_ms, benchmark_p50_ms)
     warnings = []
+    if run_sum_ms > DISTURBED * layers_ms:
+        warnings.append(
+            f"runs were disturbed: the median run's layers add up to {run_sum_ms:.3f} ms, their "
+            f"medians to {layers_ms:.3f} ms (another process took the CPU inside operators; "
+            "the end-to-end time holds that too)"
+        )
     if raw["method"] == "etdump":
         warnings.append("module is None: XNNPACK's operators carry no debug handle back to the "
                         "model's modules")  # fmt: skip
