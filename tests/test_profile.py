@@ -51,14 +51,17 @@ def test_layers_aggregate_calls_medians_and_shares() -> None:
     ]  # fmt: skip
     rows, total, run_sum = layers(runs)
     assert run_sum == 10.0  # run sums 8, 10, 12
-    assert total == pytest.approx(5.0 + 2.0 + 1.0 + 1.0)  # the medians: conv, relu, convert, rest
+    assert total == pytest.approx(5.0 + 1.0 + 1.0 + 1.0 + 1.0)  # conv, relus, convert, rest
     by_name = {row["name"]: row for row in rows}
     assert rows[0]["name"] == "Convolution (NHWC, QC8) IGEMM #1"
     assert by_name["Convolution (NHWC, QC8) IGEMM #1"]["median_ms"] == 5.0
-    assert by_name["relu"] == {**by_name["relu"], "calls": 2, "median_ms": 2.0, "kind": "compute"}
+    # one layer per call: the two relus of a run are relu #1 and relu #2
+    assert by_name["relu #1"] == {**by_name["relu #1"], "calls": 1, "median_ms": 1.0,
+                                  "kind": "compute"}  # fmt: skip
+    assert by_name["relu #2"]["median_ms"] == 1.0
     assert by_name["Convert (NC) #1"]["kind"] == "quantize"
     assert by_name[DELEGATE_REST]["kind"] == "delegate"
-    assert by_name["relu"]["share"] == pytest.approx(2.0 / 9.0)
+    assert by_name["relu #1"]["share"] == pytest.approx(1.0 / 9.0)
     assert sum(row["share"] for row in rows) == pytest.approx(1.0)
     assert [r["median_ms"] for r in rows] == sorted((r["median_ms"] for r in rows), reverse=True)
     for row in rows:

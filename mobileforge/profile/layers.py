@@ -1,5 +1,5 @@
-"""Per-run events -> the profile's layers: per name, calls per run, median time over runs,
-share of the total, kind.
+"""Per-run events -> the profile's layers: per name (numbered where one occurs more than once
+in a run), calls per run, median time over runs, share of the total, kind.
 
 Both profilers hand over the same raw shape: one list per profiled run of ``(name, ms)`` in
 the order the events happened, covering the operators (and a delegate call's rest) once, with
@@ -15,6 +15,23 @@ from mobileforge import records
 from mobileforge.profile.classify import kind
 
 Run = Sequence[tuple[str, float]]
+
+
+def numbered(run: Run) -> list[tuple[str, float]]:
+    """``run`` with each name that occurs more than once in it numbered by occurrence (``#1``,
+    ``#2``, in order), as XNNPACK numbers its operators: one layer per call, not per operator
+    type (the lite interpreter calls every convolution ``quantized::conv2d``)."""
+    counts: dict[str, int] = {}
+    for name, _ in run:
+        counts[name] = counts.get(name, 0) + 1
+    seen: dict[str, int] = {}
+    result = []
+    for name, ms in run:
+        if counts[name] > 1:
+            seen[name] = seen.get(name, 0) + 1
+            name = f"{name} #{seen[name]}"
+        result.append((name, ms))
+    return result
 
 
 def _kinds(runs: Sequence[Run]) -> dict[str, str]:
@@ -39,6 +56,7 @@ def layers(runs: Sequence[Run]) -> tuple[list[records.ProfiledLayer], float, flo
     """
     if not runs:
         raise ValueError("no profiled runs to build layers from")
+    runs = [numbered(run) for run in runs]
     totals: dict[str, list[float]] = {}
     calls: dict[str, int] = {}
     order: list[str] = []
