@@ -31,9 +31,8 @@ def profile(job: Job) -> None:
     benchmark = records.read(records.BenchmarkResult, job.input["benchmark"])
     if device["kind"] != "host":
         profiled = record.unavailable(
-            sidecar, artifact, name, device["kind"],
-            "profiling on phones is not built yet: only host devices are profiled",
-        )  # fmt: skip
+            sidecar, artifact, name, device["kind"], record.PHONE_UNAVAILABLE[sidecar["format"]]
+        )
     else:
         from mobileforge.profile.runner import profile as profile_here
 
