@@ -18,8 +18,10 @@ import pytest
 import yaml
 
 from mobileforge import plan
+from mobileforge import records as shapes
 from mobileforge.bench import farm, timeline
 from mobileforge.config import resolve_config
+from mobileforge.profile.record import PHONE_UNAVAILABLE
 from tests.conftest import REPO
 from tests.runners import LIGHT_RUNNER, runs_log, write_runner
 from tests.workflow_helpers import planned_outputs
@@ -120,6 +122,10 @@ def test_two_phones_in_parallel_never_two_runs_on_one_phone(
     frame = pd.read_csv(workdir / "results/summary.csv")
     assert len(frame) == 6 and frame["latency_ms_p50"].notna().all()
     assert set(frame["repeats"]) == {2}
+    for result in results:  # every benchmark has a profile record, saying why it has no layers
+        profile = shapes.read(shapes.Profile, str(result).replace("/bench/", "/profile/"))
+        assert profile["device_kind"] == "adb" and profile["layers"] == []
+        assert profile["unavailable"] == PHONE_UNAVAILABLE[profile["format"]]
     by_device = frame.groupby("device")
     assert by_device["threads"].unique().map(list).to_dict() == {
         "phoneA": [1], "phoneA2": [2], "phoneB": [1],
@@ -162,9 +168,13 @@ def test_summary_is_built_with_one_phone_failed_and_rerun_fills_the_gap(
     assert {p for p in missing if "/bench/" in p} == {
         p for p in (a.bench_path("bad") for a in plan.all_artifacts(_resolved(config)))
     }
+    # ... and the profiles checked against its benchmarks (a record saying why there is none)
+    assert {p for p in missing if "/profile/" in p} == {
+        p for p in (a.profile_path("bad") for a in plan.all_artifacts(_resolved(config)))
+    }
     # The salvaged summary and plots are dated back: the rerun rebuilds them (the plots job is
     # named by its first figure).
-    assert missing - {p for p in missing if "/bench/" in p} == {
+    assert {p for p in missing if "/bench/" not in p and "/profile/" not in p} == {
         "results/summary.csv",
         figures[0],
         "results/alpha/compare/bad.json",
