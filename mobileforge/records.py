@@ -275,6 +275,9 @@ class Profile(TypedDict):
     layers_ms: float | None  # sum of every layer's median_ms (what share is of)
     end_to_end_ms: float | None  # median per-run time of the whole inference, same process
     outside_ms: float | None  # end_to_end_ms - layers_ms: time outside operators
+    # the profiler's own cost per run: end_to_end_ms - the median unprofiled run in the same
+    # process (None where the profiler cannot be switched off: ETDump)
+    profiler_overhead_ms: float | None
     benchmark_p50_ms: float | None  # the benchmark record's p50 on this device
     coverage: float | None  # layers_ms / benchmark_p50_ms
     agrees: bool | None  # coverage within 20 % of 1, or the difference named (outside_ms)

@@ -78,6 +78,13 @@ def test_agreement_within_named_and_not() -> None:
     off = agreement(5.0, 6.0, 10.0)  # the profiled run itself far from the benchmark
     assert off["agrees"] is False and "outside 20%" in off["agreement"]
     assert agreement(5.0, None, None)["agrees"] is None
+    # layers inflated by the profiler, whose cost the same process measured: named
+    overhead = agreement(15.0, 16.0, 10.0, overhead_ms=6.5)
+    assert (
+        overhead["agrees"] is True
+        and "the profiler added 6.500 ms per run" in overhead["agreement"]
+    )
+    assert agreement(15.0, 16.0, 10.0, overhead_ms=1.0)["agrees"] is False  # not explained
 
 
 # -- real profiles of small artifacts, against their benchmarks ------------------------------

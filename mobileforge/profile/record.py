@@ -49,7 +49,13 @@ def from_raw(
     rows, layers_ms, run_sum_ms = layers(raw["runs"])
     end_to_end = raw.get("end_to_end_ms") or []
     end_to_end_ms = statistics.median(end_to_end) if end_to_end else None
-    check = agreement(layers_ms, end_to_end_ms, benchmark_p50_ms)
+    unprofiled = raw.get("unprofiled_ms")
+    overhead = (
+        end_to_end_ms - statistics.median(unprofiled)
+        if unprofiled and end_to_end_ms is not None
+        else None
+    )
+    check = agreement(layers_ms, end_to_end_ms, benchmark_p50_ms, overhead)
     warnings = []
     if run_sum_ms > DISTURBED * layers_ms:
         warnings.append(
@@ -73,6 +79,7 @@ def from_raw(
         "layers_ms": layers_ms,
         "end_to_end_ms": end_to_end_ms,
         "benchmark_p50_ms": benchmark_p50_ms,
+        "profiler_overhead_ms": overhead,
         **check,
         "warnings": warnings,
         "torch_version": raw.get("torch_version"),
@@ -96,6 +103,7 @@ def unavailable(
         "layers_ms": None,
         "end_to_end_ms": None,
         "outside_ms": None,
+        "profiler_overhead_ms": None,
         "benchmark_p50_ms": None,
         "coverage": None,
         "agrees": None,

@@ -47,12 +47,14 @@ def profile(
             with torch.inference_mode():
                 end_to_end = pte_profile.run_with_etdump(artifact, x, runs, warmup, etdump)
             layers = pte_profile.etdump_runs(etdump, runs)
+        unprofiled = None  # ETDump is on for the whole program; it costs little
     else:
-        layers, end_to_end = ptl_profile.profile_ptl(str(artifact), x, runs, warmup)
+        layers, end_to_end, unprofiled = ptl_profile.profile_ptl(str(artifact), x, runs, warmup)
     return {
         "method": METHODS[fmt],
         "runs": layers,
         "end_to_end_ms": end_to_end,
+        "unprofiled_ms": unprofiled,
         "threads": applied,
         "affinity": affinity,
         "torch_version": torch.__version__,
