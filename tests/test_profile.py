@@ -116,6 +116,7 @@ def small_artifacts(tmp_path_factory) -> dict[str, str]:
     return {"pte": str(root / "m.pte"), "ptl": str(root / "m.ptl")}
 
 
+@pytest.mark.slow  # about 20 s each on 2 CPUs: a benchmark and a profile, each in its process
 @pytest.mark.parametrize("fmt", ["pte", "ptl"])
 def test_profile_agrees_with_benchmark(small_artifacts, fmt: str) -> None:
     from mobileforge.bench.host.repeats import run_host_repeats
