@@ -35,6 +35,7 @@ localrules:
     summary,
     plots,
     plot_sensitivity,
+    profile_page,
 
 
 rule all:
@@ -44,3 +45,4 @@ rule all:
         layout.SUMMARY_MARKDOWN,
         FIGURE_PATHS,
         plan.sensitivity_plots(MF),
+        plan.profile_pages(MF),

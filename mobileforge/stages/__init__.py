@@ -40,6 +40,7 @@ STAGES: dict[str, str] = {
     "summary": "report:summary",
     "plots": "report:plots",
     "plot_sensitivity": "report:plot_sensitivity",
+    "profile_page": "report:profile_page",
 }
 
 #: Workflow rule -> the stage it runs (rules of one stage differ in their inputs, not in code).
@@ -65,6 +66,7 @@ RULES: dict[str, str] = {
     "peak": "peak",
     "summary": "summary",
     "plots": "plots",
+    "profile_page": "profile_page",
 }
 
 
