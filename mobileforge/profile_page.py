@@ -353,6 +353,7 @@ def _artifact_sections(
     ]
     if artifact.sidecar["variant"] != "fp32":
         text.append(_float_line(profile))
+    text += [f"Profile warning: {warning}" for warning in profile["warnings"]]
     layers = profile["layers"]
     part = Section(
         f"{artifact.label} on {profile['device']}",

@@ -122,6 +122,7 @@ PTL_INT8 = [
 ]
 PTL_FP32 = [_layer("aten::conv2d", "compute", 900.0), _layer("aten::linear", "compute", 200.0)]
 WHY = "this phone's executor_runner has no --etdump_path"
+NO_DEBUG_INFO = "module is None: the .ptl was saved without mobile debug info"
 
 
 def _profiles() -> list[dict]:
@@ -129,7 +130,7 @@ def _profiles() -> list[dict]:
         _profile(SIDECARS["pte_int8"], PTE_INT8, 0.70),
         _profile(SIDECARS["pte_dynamic"], PTE_DYNAMIC, 0.50),
         _profile(SIDECARS["pte_fp32"], PTE_FP32, 0.52),
-        _profile(SIDECARS["ptl_int8"], PTL_INT8, 0.50),
+        {**_profile(SIDECARS["ptl_int8"], PTL_INT8, 0.50), "warnings": [NO_DEBUG_INFO]},
         _profile(SIDECARS["ptl_fp32"], PTL_FP32, 1.2),
         _unavailable(SIDECARS["pte_fp32"], "pixel", WHY),
         _unavailable(SIDECARS["pte_int8"], "pixel", WHY),
@@ -237,6 +238,7 @@ def test_a_fallback_without_module_names_is_said_to_be_unmatched_with_the_float_
     assert "part of the 70.0 µs of float compute in this artifact (1 layer," in part
     body = _section(_markdown(), "### .ptl int8 (x86, cpu) on host")
     assert "Float compute in this int8 artifact: 70.0 µs" in body
+    assert f"Profile warning: {NO_DEBUG_INFO}" in body
 
 
 def test_the_int8_reference_prefers_the_same_format_then_unpruned():
