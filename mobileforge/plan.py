@@ -354,7 +354,10 @@ def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 def profile_paths(config: dict[str, Any], model: str) -> list[str]:
     """The per-layer profiles of ``model``: one per artifact and device that runs it (as
-    :func:`benchmarks`); a device that cannot profile still writes one, saying why."""
+    :func:`benchmarks`); a device that cannot profile still writes one, saying why. None when
+    ``profile.enabled`` is false: no profiles, no page."""
+    if not config.get("profile", {}).get("enabled", True):
+        return []
     return [
         layout.fill(
             layout.PROFILE, model=model, fmt=artifact.fmt, stem=artifact.stem, device=device

@@ -353,3 +353,5 @@ def test_profile_paths_are_one_per_artifact_and_device_that_runs_it():
                 for a, d in plan.benchmarks(config) if a.model == "tinycnn"]  # fmt: skip
     assert paths == expected and len(paths) == len(set(paths)) > 0
     assert plan.profile_page_paths("tinycnn")["markdown"] in plan.profile_pages(config)
+    off = {**config, "profile": {"enabled": False}}
+    assert plan.profile_paths(off, "tinycnn") == [] and plan.profile_pages(off) == []
