@@ -37,6 +37,7 @@ localrules:
     summary,
     plots,
     plot_sensitivity,
+    profile_page,
 
 
 rule all:
@@ -47,3 +48,4 @@ rule all:
         FIGURE_PATHS,
         plan.sensitivity_plots(MF),
         plan.profiles(MF),
+        plan.profile_pages(MF),

@@ -34,7 +34,7 @@ Under ``results/``::
     report/<device>/<model>/latency_distribution.png | load_memory.png
     report/sizes/<model>.png
     report/sensitivity/<model>.png
-    report/profile/<model>.md                          top layers of every artifact, side by side
+    report/profile/<model>.md | <model>.html           top layers of every artifact, side by side
 
 Every file has a sidecar beside it (``<file>.json``: :func:`sidecar`) where it is an artifact.
 Each job's log is ``logs/<stage>/<key>.log`` and Snakemake's record of its run time and memory
@@ -117,6 +117,7 @@ SUMMARY_MARKDOWN = "results/summary.md"
 SUMMARY_HTML = "results/report/summary.html"
 SENSITIVITY_PLOT = "results/report/sensitivity/{model}.png"
 PROFILE_PAGE = "results/report/profile/{model}.md"
+PROFILE_PAGE_HTML = "results/report/profile/{model}.html"
 DEVICE_FIGURE = "results/report/{device}/{kind}.png"
 DEVICE_MODEL_FIGURE = "results/report/{device}/{model}/{kind}.png"
 SIZES_FIGURE = "results/report/sizes/{model}.png"

@@ -166,3 +166,13 @@ def figures(config: dict[str, Any]) -> list[dict[str, Any]]:
         {"kind": f.kind, "device": f.device, "model": f.model, "path": f.path}
         for f in plan.figures(config)
     ]
+
+
+def profile_pages(config: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """The profile page of each model that has profiles (model -> Markdown and HTML path): the
+    summary links them."""
+    return {
+        model: plan.profile_page_paths(model)
+        for model in config["models"]
+        if plan.profile_paths(config, model)
+    }

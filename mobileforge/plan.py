@@ -362,3 +362,37 @@ def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
         for device in config["devices"]
         if compared_artifacts(config, model, device)
     ]
+
+
+def profile_paths(config: dict[str, Any], model: str) -> list[str]:
+    """The per-layer profiles of ``model``: one per artifact and device that runs it (as
+    :func:`benchmarks`); a device that cannot profile still writes one, saying why. None when
+    ``profile.enabled`` is false: no profiles, no page."""
+    if not config.get("profile", {}).get("enabled", True):
+        return []
+    return [
+        layout.fill(
+            layout.PROFILE, model=model, fmt=artifact.fmt, stem=artifact.stem, device=device
+        )
+        for artifact in artifacts(config, model)
+        for device in config["devices"]
+        if device_runs(config, device, artifact)
+    ]
+
+
+def profile_page_paths(model: str) -> dict[str, str]:
+    """The report page of ``model``'s profiles: Markdown and its HTML twin."""
+    return {
+        "markdown": layout.fill(layout.PROFILE_PAGE, model=model),
+        "html": layout.fill(layout.PROFILE_PAGE_HTML, model=model),
+    }
+
+
+def profile_pages(config: dict[str, Any]) -> list[str]:
+    """Every model's profile page (both forms) that has a profile to show."""
+    return [
+        path
+        for model in config["models"]
+        if profile_paths(config, model)
+        for path in profile_page_paths(model).values()
+    ]

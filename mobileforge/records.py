@@ -378,10 +378,16 @@ def _hints(shape: type) -> dict[str, Any]:
 
 
 @functools.cache
-def _nested(shape: type) -> tuple[tuple[str, type], ...]:
-    """The keys of ``shape`` that hold a declared record of their own, with its shape."""
-    found = ((key, _record_type(hint)) for key, hint in _hints(shape).items())
-    return tuple((key, nested) for key, nested in found if nested is not None)
+def _nested(shape: type) -> tuple[tuple[str, type, bool], ...]:
+    """The keys of ``shape`` that hold a declared record of their own (or a list of them), with
+    its shape and whether it is a list."""
+    found = []
+    for key, hint in _hints(shape).items():
+        if (nested := _record_type(hint)) is not None:
+            found.append((key, nested, False))
+        elif (items := _list_item_type(hint)) is not None:
+            found.append((key, items, True))
+    return tuple(found)
 
 
 def check(shape: type, record: Mapping[str, Any], where: str) -> Mapping[str, Any]:
@@ -398,9 +404,17 @@ def check(shape: type, record: Mapping[str, Any], where: str) -> Mapping[str, An
             f"{where}: not a {shape.__name__} ({HOME}): it {' and '.join(parts)}; a key renamed "
             "on one side must be renamed in its declaration and by its readers too"
         )
-    for key, nested in _nested(shape):
-        if record.get(key) is not None:
-            check(nested, record[key], f"{where}, key {key!r}")
+    for key, nested, many in _nested(shape):
+        value = record.get(key)
+        if value is None:
+            continue
+        if not many:
+            check(nested, value, f"{where}, key {key!r}")
+            continue
+        if not isinstance(value, list):
+            raise RecordError(f"{where}, key {key!r}: a list of {nested.__name__} expected")
+        for index, item in enumerate(value):
+            check(nested, item, f"{where}, key {key!r}[{index}]")
     return record
 
 
@@ -416,6 +430,14 @@ def _record_type(hint: Any) -> type | None:
     options = typing.get_args(hint) if _is_union(hint) else (hint,)
     found = [option for option in options if typing.is_typeddict(option)]
     return found[0] if found else None
+
+
+def _list_item_type(hint: Any) -> type | None:
+    """The TypedDict a ``list[...]`` hint holds, else None."""
+    if typing.get_origin(hint) is not list:
+        return None
+    (item,) = typing.get_args(hint) or (None,)
+    return item if item is not None and typing.is_typeddict(item) else None
 
 
 def _is_union(hint: Any) -> bool:

@@ -13,6 +13,7 @@ import html
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ class Section:
     text: list[str] = field(default_factory=list)  # paragraphs, Markdown-safe plain text
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)
+    level: int = 2  # heading level: 2 for a page's sections, 3 and 4 nested under them
 
 
 def _missing(value: Any) -> bool:
@@ -109,10 +111,16 @@ def _peak_text(peak: dict[str, Any], precision: str) -> str:
 
 
 def sections(
-    frame: pd.DataFrame, peaks: dict[str, dict[str, Any]], accuracy_budget: float
+    frame: pd.DataFrame,
+    peaks: dict[str, dict[str, Any]],
+    accuracy_budget: float,
+    pages: dict[str, str] | None = None,
 ) -> list[Section]:
-    """The content of summary.md: best per model x device, the peaks, the full table."""
+    """The content of summary.md: best per model x device, the links to each model's profile
+    page (``pages``: model -> link, relative to the summary), the peaks, the full table."""
     out = [_best_section(frame, accuracy_budget)]
+    if pages:
+        out.append(pages_section(pages))
     if peaks:
         out.append(_peaks_section(peaks))
     out.append(_all_rows_section(frame))
@@ -182,6 +190,20 @@ def _best_section(frame: pd.DataFrame, accuracy_budget: float) -> Section:
     return pick
 
 
+def pages_section(pages: dict[str, str]) -> Section:
+    """Links to each model's page of where its artifacts' time goes (mobileforge.profile_page)."""
+    links = ", ".join(f"[{model}]({link})" for model, link in pages.items())
+    return Section(
+        "Where the time goes, layer by layer",
+        [
+            "Per model, each artifact's slowest layers on each device side by side, the share "
+            "of quantize/dequantize and layout conversions, the per-layer sum against the "
+            "benchmark, and what each layer the int8 budget kept in fp32 costs in "
+            f"microseconds: {links}."
+        ],
+    )
+
+
 def _peaks_section(peaks: dict[str, dict[str, Any]]) -> Section:
     """Peak throughput of each host: the roofline's ceiling per precision."""
     limits = Section(
@@ -227,7 +249,7 @@ def _md_cell(text: str) -> str:
 def to_markdown(parts: Sequence[Section], title: str = "mobileforge summary") -> str:
     lines = [f"# {title}", ""]
     for part in parts:
-        lines += [f"## {part.title}", ""]
+        lines += [f"{'#' * part.level} {part.title}", ""]
         for paragraph in part.text:
             lines += [paragraph, ""]
         if part.header:
@@ -253,15 +275,24 @@ def _inline(text: str) -> str:
     escaped = html.escape(text)
     parts = escaped.split("`")
     escaped = "".join(
-        f"<code>{part}</code>" if i % 2 else part.replace("*", "") for i, part in enumerate(parts)
+        f"<code>{part}</code>" if i % 2 else _links(part.replace("*", ""))
+        for i, part in enumerate(parts)
     )
     return escaped
+
+
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def _links(text: str) -> str:
+    """Markdown links ``[text](href)`` of escaped text as HTML anchors."""
+    return _LINK.sub(r'<a href="\2">\1</a>', text)
 
 
 def to_html(parts: Sequence[Section], title: str = "mobileforge summary") -> str:
     body = [f"<h1>{html.escape(title)}</h1>"]
     for part in parts:
-        body.append(f"<h2>{html.escape(part.title)}</h2>")
+        body.append(f"<h{part.level}>{html.escape(part.title)}</h{part.level}>")
         body += [f"<p>{_inline(paragraph)}</p>" for paragraph in part.text]
         if part.header:
             body.append("<table><thead><tr>")
@@ -286,8 +317,10 @@ def write_summaries(
     csv_path: str | os.PathLike[str],
     markdown_path: str | os.PathLike[str],
     html_path: str | os.PathLike[str],
+    pages: dict[str, dict[str, str]] | None = None,
 ) -> None:
-    """summary.csv, summary.md and the report's summary.html of one summary frame, atomically."""
+    """summary.csv, summary.md and the report's summary.html of one summary frame, atomically;
+    ``pages`` (model -> {"markdown": path, "html": path}) are linked from both tables."""
     import io
 
     from mobileforge import files
@@ -295,6 +328,14 @@ def write_summaries(
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")
     files.write_bytes_atomic(csv_path, buffer.getvalue().encode())
-    parts = sections(frame, peaks, accuracy_budget)
-    files.write_bytes_atomic(markdown_path, to_markdown(parts).encode())
-    files.write_bytes_atomic(html_path, to_html(parts).encode())
+    for path, form, render in (
+        (markdown_path, "markdown", to_markdown),
+        (html_path, "html", to_html),
+    ):
+        # Each table links the page of its own form, relative to where that table is.
+        links = {
+            model: os.path.relpath(forms[form], os.path.dirname(os.fspath(path)) or ".")
+            for model, forms in (pages or {}).items()
+        }
+        parts = sections(frame, peaks, accuracy_budget, links)
+        files.write_bytes_atomic(path, render(parts).encode())

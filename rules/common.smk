@@ -301,6 +301,19 @@ def get_figure_params(wildcards):
     return params.figures(MF)
 
 
+def get_profile_page_inputs(wildcards):
+    model = wildcards.model
+    return {
+        "profiles": plan.profile_paths(MF, model),
+        "artifacts": [artifact.path for artifact in plan.artifacts(MF, model)],
+        "sensitivities": plan.sensitivities(MF, model),
+    }
+
+
+def get_profile_pages(wildcards):
+    return params.profile_pages(MF)
+
+
 def get_summary_devices(wildcards):
     return params.summary_devices(MF)
 

@@ -41,6 +41,7 @@ rule summary:
         devices=get_summary_devices,
         accuracy_budget=MF["selection"]["accuracy_budget"],
         unstable_cv=MF["benchmark"]["unstable_cv"],
+        profile_pages=get_profile_pages,
     log:
         layout.log("summary", "summary"),
     benchmark:
@@ -66,6 +67,39 @@ rule plots:
         layout.log("plots", "plots"),
     benchmark:
         layout.runtime("plots", "plots")
+    threads: CORES_PER_CPU
+    conda:
+        "../envs/mobileforge.yaml"
+    script:
+        "../scripts/stage.py"
+
+
+# Where each artifact of a model spends its time, layer by layer, with the int8 sensitivity and
+# what each layer kept in fp32 costs (mobileforge.profile_page); summary.md links it.
+rule profile_page:
+    input:
+        unpack(get_profile_page_inputs),
+    output:
+        markdown=report(
+            layout.PROFILE_PAGE,
+            caption="../report/profile_page.rst",
+            category="Where the time goes",
+            subcategory="{model}",
+            labels={"file": "{model}.md (per-layer profile)"},
+        ),
+        html=report(
+            layout.PROFILE_PAGE_HTML,
+            caption="../report/profile_page.rst",
+            category="Where the time goes",
+            subcategory="{model}",
+            labels={"file": "per-layer profile (view)"},
+        ),
+    params:
+        toolchain=toolchain("profile_page"),
+    log:
+        layout.log("profile_page", "{model}"),
+    benchmark:
+        layout.runtime("profile_page", "{model}")
     threads: CORES_PER_CPU
     conda:
         "../envs/mobileforge.yaml"

@@ -33,8 +33,10 @@ from tests.waiting import wait_for
 from tests.workflow_helpers import planned_outputs
 
 pytestmark = pytest.mark.slow
-# Jobs every edit replans after its own: the summary and the plots (named by their first output).
-DOWNSTREAM = {"results/summary.csv", "results/report/host/latency_accuracy.png"}
+# Jobs every edit replans after its own: the summary, the plots and the model's profile page
+# (named by their first output).
+PAGE = "results/report/profile/alpha.md"
+DOWNSTREAM = {"results/summary.csv", "results/report/host/latency_accuracy.png", PAGE}
 # The paired comparisons of the tiny config's model: rerun whenever one of its artifacts is.
 COMPARES = {"results/alpha/compare/host.json", "results/alpha/compare/host2.json"}
 
@@ -308,9 +310,10 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     edited = copy.deepcopy(raw)
     edited["models"]["gamma"] = {"arch": "tinycnn", "kwargs": {"width": 4}}
     planned = planned_outputs(workdir, write_config(workdir, edited, "added.yaml"))
-    plot = "results/report/sensitivity/gamma.png"
-    assert DOWNSTREAM | {plot} <= planned
-    own = planned - DOWNSTREAM - {plot}
+    plot, page = "results/report/sensitivity/gamma.png", "results/report/profile/gamma.md"
+    downstream = DOWNSTREAM - {PAGE} | {plot, page}  # alpha's page reads nothing of gamma's
+    assert downstream <= planned and PAGE not in planned
+    own = planned - downstream
     assert all(path.startswith("results/gamma/") for path in own)
     # jobs: train, fuse (+ reference logits), 4 sensitivities, 2 int8 (FX), 2 int8 recipes
     # (.pte), 2 prunes, 8 artifacts, 8 evaluations, 16 benchmarks, 16 profiles, 2 paired
@@ -409,6 +412,7 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
             "artifact sizes (any device)": {"alpha": 1},
             "Summary": {"tables": 3},
             "Sensitivity": {"alpha": 1},
+            "Where the time goes": {"alpha": 2},
         }
         results = driver.execute_script("return results;")
         assert sorted(p for p in results if p.endswith(".png")) == figures
@@ -433,6 +437,10 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
                         assert shown["kind"] == "img"
                         with Image.open(workdir / path) as image:
                             assert (shown["natural_width"], shown["natural_height"]) == image.size
+                    elif "/profile/" in path:
+                        assert shown["kind"] == "html"
+                        assert "alpha: where each artifact's time goes" in shown["text"]
+                        assert "results/alpha/pte/" in shown["text"]
                     else:
                         assert shown["kind"] == "html"
                         assert "Best artifact per model and device" in shown["text"]

@@ -41,6 +41,7 @@ STAGES: dict[str, str] = {
     "summary": "report:summary",
     "plots": "report:plots",
     "plot_sensitivity": "report:plot_sensitivity",
+    "profile_page": "report:profile_page",
 }
 
 #: Workflow rule -> the stage it runs (rules of one stage differ in their inputs, not in code).
@@ -68,6 +69,7 @@ RULES: dict[str, str] = {
     "profile_adb": "profile",
     "summary": "summary",
     "plots": "plots",
+    "profile_page": "profile_page",
 }
 
 

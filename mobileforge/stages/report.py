@@ -41,7 +41,13 @@ def summary(job: Job) -> None:
     frame = summarize(rows, budget, job.params["unstable_cv"], comparisons)
     out = job.output
     summary_tables.write_summaries(
-        frame, peaks, budget, out["summary"], out["markdown"], out["html"]
+        frame,
+        peaks,
+        budget,
+        out["summary"],
+        out["markdown"],
+        out["html"],
+        pages=job.params["profile_pages"],
     )
     job.log(f"{len(frame)} rows -> {job.output['summary']}, {job.output['markdown']}")
 
@@ -67,3 +73,21 @@ def plot_sensitivity(job: Job) -> None:
     sensitivities = [files.read_json(path) for path in job.input["sensitivities"]]
     decisions = [files.read_json(path) for path in job.input["decisions"]]
     plot(sensitivities, decisions, job.output["plot"])
+
+
+@without_torch
+def profile_page(job: Job) -> None:
+    """A model's page of where each artifact's time goes (mobileforge.profile_page): its
+    profiles, the artifacts' sidecars (layers kept in fp32) and its int8 sensitivity."""
+    from mobileforge import profile_page as page
+
+    profiles = [records.read(records.Profile, path) for path in job.input["profiles"]]
+    sidecars = [
+        records.read(records.ArtifactSidecar, files.sidecar_path(path))
+        for path in job.input["artifacts"]
+    ]
+    sensitivities = [files.read_json(path) for path in job.input["sensitivities"]]
+    model = job.wildcards["model"]
+    page.write(model, profiles, sidecars, sensitivities, job.output["markdown"], job.output["html"])
+    unavailable = sum(p["unavailable"] is not None for p in profiles)
+    job.log(f"{len(profiles)} profiles ({unavailable} unavailable) -> {job.output['markdown']}")
