@@ -1,10 +1,11 @@
 """Training, accuracy and user checkpoints.
 
-Training is deliberately plain (SGD + momentum, warm-up then cosine learning rate, cross-entropy)
-and deterministic: shuffling uses a local ``torch.Generator``, dropout runs under a forked and
-seeded global RNG that is restored afterwards, and deterministic algorithms are switched on for
-the duration of the call. Two runs with the same seed, data, initial weights and thread count
-produce bit-identical weights, so Snakemake reruns do not change downstream artifacts.
+Training is deliberately plain (SGD + momentum, warm-up then cosine learning rate, cross-entropy;
+AdamW on request: transformers train much better with it) and deterministic: shuffling uses a
+local ``torch.Generator``, dropout runs under a forked and seeded global RNG that is restored
+afterwards, and deterministic algorithms are switched on for the duration of the call. Two runs
+with the same seed, data, initial weights and thread count produce bit-identical weights, so
+Snakemake reruns do not change downstream artifacts.
 """
 
 from __future__ import annotations
@@ -37,11 +38,15 @@ STILL_IMPROVING_EVAL_POINTS = 1.0
 #: How to write a checkpoint this loader accepts: the end of its error messages.
 SAVE_HINT = "Save it with torch.save(model.state_dict(), path)."
 
+#: Values of the ``optimizer`` setting.
+OPTIMIZERS = ("sgd", "adamw")
+
 #: Optional ``**extra`` settings of :func:`train_model` and their defaults. Chosen (measured on
 #: the shapes data, 3 epochs, lr 0.05, batch 64) so that short from-scratch trainings converge:
 #: a one-epoch warm-up made MobileNetV2 reliable across seeds (shorter ones left some seeds at
 #: 82-91% eval accuracy), and random flips were worth several points over none.
 TRAIN_DEFAULTS: dict[str, Any] = {
+    "optimizer": "sgd",  # "sgd" (momentum, nesterov) or "adamw" (decoupled weight decay)
     "momentum": 0.9,
     "weight_decay": 5e-4,  # not applied to BatchNorm weights and biases
     "nesterov": True,
@@ -195,23 +200,28 @@ def _settings(epochs: int, batch_size: int, lr: float, extra: dict[str, Any]) ->
         raise ValueError(
             f"train: need epochs >= 1, batch_size >= 1, lr > 0 (got {epochs}, {batch_size}, {lr})"
         )
+    if cfg["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"train: optimizer must be one of {OPTIMIZERS}, got {cfg['optimizer']!r}")
     if cfg["schedule"] not in ("cosine", "constant"):
         raise ValueError(f"train: schedule must be 'cosine' or 'constant', got {cfg['schedule']}")
     return cfg
 
 
-def _optimizer(model: nn.Module, lr: float, cfg: dict[str, Any]) -> torch.optim.SGD:
-    """SGD with momentum; no weight decay on BatchNorm weights and biases (decaying them only
-    hurts)."""
+def _optimizer(model: nn.Module, lr: float, cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD with momentum, or AdamW (``momentum`` unused); no weight decay on normalisation
+    weights, biases and other 1-d parameters (decaying them only hurts)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg["weight_decay"]},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cfg["optimizer"] == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
     return torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": cfg["weight_decay"]},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
+        groups,
         lr=lr,
         momentum=cfg["momentum"],
         nesterov=bool(cfg["nesterov"]) and cfg["momentum"] > 0,

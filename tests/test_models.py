@@ -25,6 +25,7 @@ CONFIGS = {
     "mobilenet_v2": ("mobilenet_v2", {"width_mult": 0.5}),
     "resnet18": ("resnet18", {}),
     "resnet18_small_input": ("resnet18", {"small_input": True}),
+    "vit": ("vit", {}),
 }
 INPUT = (2, 3, 32, 32)
 
@@ -90,7 +91,7 @@ def test_resolve_arch():
     with pytest.raises(ValueError) as err:
         resolve_arch("resnet19")
     assert str(err.value) == (
-        "unknown arch 'resnet19': expected one of tinycnn, mobilenet_v2, resnet18, resnet34 "
+        "unknown arch 'resnet19': expected one of tinycnn, mobilenet_v2, resnet18, resnet34, vit "
         "or 'package.module:callable'"
     )
 
@@ -211,6 +212,28 @@ def test_resnet_small_input_stem():
     assert feats["l4"][-2:] == (4, 4)  # /8 instead of /32
 
 
+def test_vit_size_and_structure():
+    from mobileforge.macs import count_macs
+
+    model = build_model("vit", 10)
+    # dim 128, 4 blocks of q/k/v/proj + MLP (ratio 2) on 64 tokens, attention's two matmuls, the
+    # patch conv and the head: the ~40 M MACs the issue sizes a small transformer at.
+    tokens, dim, hidden = 64, 128, 256
+    block = tokens * (4 * dim * dim + 2 * dim * hidden) + 2 * tokens * tokens * dim
+    assert count_macs(model, (1, 3, 32, 32)) == 4 * block + tokens * dim * 48 + dim * 10
+    assert _params(model) == 545_930
+    assert model.pos_embed.shape == (1, 64, 128)
+    kinds = {type(m) for m in model.modules()}
+    assert torch.nn.MultiheadAttention not in kinds  # quantizers do not look inside it
+    assert {torch.nn.LayerNorm, torch.nn.GELU, torch.nn.Linear} <= kinds
+    smaller = build_model("vit", 10, {"image_size": 16, "dim": 64, "depth": 2, "heads": 2})
+    assert smaller(torch.zeros(1, 3, 16, 16)).shape == (1, 10)
+    with pytest.raises(ValueError, match="not divisible by heads"):
+        build_model("vit", 10, {"dim": 100, "heads": 3})
+    with pytest.raises(ValueError, match="not a multiple of patch_size"):
+        build_model("vit", 10, {"image_size": 30})
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_forward_shapes_and_grayscale(name):
     model = _model(name, num_classes=7)
@@ -234,7 +257,8 @@ def test_fx_trace_fuse_and_script(name):
     fused = fuse_fx(copy.deepcopy(model))
     kinds = {type(m).__name__ for m in fused.modules()}
     assert "BatchNorm2d" not in kinds, "every BatchNorm must fold into its conv"
-    if name != "mobilenet_v2":  # MobileNetV2 uses ReLU6, which is not fused into the conv
+    # MobileNetV2 uses ReLU6, which is not fused into the conv; the ViT's patch conv has no ReLU.
+    if name not in ("mobilenet_v2", "vit"):
         assert "ConvReLU2d" in kinds
     if name == "tinycnn":
         assert "LinearReLU" in kinds
@@ -244,7 +268,7 @@ def test_fx_trace_fuse_and_script(name):
 
 
 @pytest.mark.parametrize("engine", ["x86", "qnnpack"])
-@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "resnet18", "vit"])
 def test_fx_quantize_and_script(name, engine):
     previous = torch.backends.quantized.engine
     torch.backends.quantized.engine = engine
@@ -258,6 +282,9 @@ def test_fx_quantize_and_script(name, engine):
         n_int8 = sum(isinstance(m, nnq.Conv2d) for m in quantized.modules())  # incl. ConvReLU2d
         assert n_int8 == n_float, "every conv must become an int8 conv"
         assert not any(isinstance(m, torch.nn.Conv2d) for m in quantized.modules())
+        n_float = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+        n_int8 = sum(isinstance(m, nnq.Linear) for m in quantized.modules())  # incl. LinearReLU
+        assert n_int8 == n_float, "every linear layer must become an int8 linear"
         out = quantized(x)
         assert out.shape == (2, 10) and torch.isfinite(out).all()
         scripted = torch.jit.script(quantized)
@@ -266,7 +293,7 @@ def test_fx_quantize_and_script(name, engine):
         torch.backends.quantized.engine = previous
 
 
-@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize("name", ["tinycnn", "mobilenet_v2", "resnet18", "vit"])
 def test_torch_export(name):
     model = _model(name)
     x = _calibrated_input()

@@ -133,6 +133,19 @@ def test_train_rejects_unknown_settings(tiny_data):
         train_model(model, tiny_data, 1, 32, 0.05, 0, log=lambda s: None, weight_dacay=0.1)
     with pytest.raises(ValueError, match="lr > 0"):
         train_model(model, tiny_data, 1, 32, 0.0, 0, log=lambda s: None)
+    with pytest.raises(
+        ValueError, match=r"optimizer must be one of \('sgd', 'adamw'\), got 'adam'"
+    ):
+        train_model(model, tiny_data, 1, 32, 0.05, 0, log=lambda s: None, optimizer="adam")
+
+
+def test_adamw_is_its_own_optimizer_and_sgd_stays_the_default(tiny_data):
+    sgd, hist_sgd, _ = _train(tiny_data, seed=1)
+    adamw, hist_adamw, _ = _train(tiny_data, seed=1, optimizer="adamw", weight_decay=0.05)
+    assert hist_sgd["settings"]["optimizer"] == "sgd"
+    assert hist_adamw["settings"]["optimizer"] == "adamw"
+    head = "classifier.2.weight"
+    assert not torch.equal(adamw.state_dict()[head], sgd.state_dict()[head])
 
 
 def test_small_model_learns_shapes_above_chance():

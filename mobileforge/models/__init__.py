@@ -1,6 +1,7 @@
 """Model zoo and the one place that turns an ``arch`` string into an ``nn.Module``.
 
-An ``arch`` is either a zoo name (``tinycnn``, ``mobilenet_v2``, ``resnet18``, ``resnet34``) or an
+An ``arch`` is either a zoo name (``tinycnn``, ``mobilenet_v2``, ``resnet18``, ``resnet34``,
+``vit``) or an
 import path ``package.module:callable`` naming a user builder. Either way the builder is called as
 ``builder(num_classes=..., **kwargs)`` and must return an ``nn.Module``.
 
@@ -26,6 +27,7 @@ ZOO: dict[str, str] = {
     "mobilenet_v2": "mobileforge.models.mobilenetv2:mobilenet_v2",
     "resnet18": "mobileforge.models.resnet:resnet18",
     "resnet34": "mobileforge.models.resnet:resnet34",
+    "vit": "mobileforge.models.vit:vit",
 }
 
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"

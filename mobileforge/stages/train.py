@@ -67,6 +67,8 @@ def train(job: Job) -> None:
             seed=settings["seed"],
             momentum=settings["momentum"],
             weight_decay=settings["weight_decay"],
+            # Absent unless configured, so a config without it keeps its params (and its plan).
+            optimizer=settings.get("optimizer", "sgd"),
             log=job.log,
         )
         meta["source"] = "trained"
