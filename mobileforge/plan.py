@@ -365,19 +365,11 @@ def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def profile_paths(config: dict[str, Any], model: str) -> list[str]:
-    """The per-layer profiles of ``model``: one per artifact and device that runs it (as
-    :func:`benchmarks`); a device that cannot profile still writes one, saying why. None when
-    ``profile.enabled`` is false: no profiles, no page."""
-    if not config.get("profile", {}).get("enabled", True):
+    """The per-layer profiles of ``model`` (those of :func:`profiles`): one per artifact and
+    device that runs it; a device that cannot profile still writes one, saying why."""
+    if not config["profile"]["enabled"]:
         return []
-    return [
-        layout.fill(
-            layout.PROFILE, model=model, fmt=artifact.fmt, stem=artifact.stem, device=device
-        )
-        for artifact in artifacts(config, model)
-        for device in config["devices"]
-        if device_runs(config, device, artifact)
-    ]
+    return [a.profile_path(device) for a, device in benchmarks(config) if a.model == model]
 
 
 def profile_page_paths(model: str) -> dict[str, str]:
