@@ -135,13 +135,18 @@ def quantize_pte(job: Job) -> None:
     settings = job.params["quantize"]
     backend = job.wildcards["backend"]
     example = chain.example_input(meta)
+    recipe = _recipe(job)
+    ranked = ranking(job)
+    if recipe.dynamic:  # only its linear layers are int8: the budget keeps none of the others
+        quantized = set(_dynamic_layers(fused, recipe)["dynamic_layers"])
+        ranked = [layer for layer in ranked if layer in quantized]
     chosen = quantize_within_budget(
         fused,
         example,
         backend,
-        _recipe(job),
+        recipe,
         checked,
-        ranking(job),
+        ranked,
         settings["accuracy_budget"],
         settings["max_fp32_layers"],
         job.log,
