@@ -352,10 +352,15 @@ def get_figure_params(wildcards):
 
 
 def get_profile_page_inputs(wildcards):
+    # The page shows every artifact of its model, int8_dynamic too where quantize.mode auto
+    # builds it: it waits for the model's fuse checkpoint (its profiles are asked for only here).
     model = wildcards.model
+    auto = _auto_artifacts([model])
     return {
-        "profiles": plan.profile_paths(MF, model),
-        "artifacts": [artifact.path for artifact in plan.artifacts(MF, model)],
+        "profiles": plan.profile_paths(MF, model)
+        + [a.profile_path(device) for a in auto for device in MF["devices"]
+           if plan.device_runs(MF, device, a)],
+        "artifacts": [artifact.path for artifact in plan.artifacts(MF, model) + auto],
         "sensitivities": plan.sensitivities(MF, model),
     }
 
