@@ -110,63 +110,6 @@ def test_macs_by_kind_split_a_cnn_from_a_transformer():
     assert plan.linear_share({"conv": 0, "linear": 0, "other": 0}) == 0.0
 
 
-#: A run of the tests' attention model alone, in quantize.mode auto (the default).
-ATTENTION_RUN = {
-    "defaults": {
-        "input_shape": [1, 3, 16, 16],
-        "train": {"epochs": 1, "batch_size": 32, "lr": 0.05, "seed": 0, "threads": 1},
-        "quantize": {"calibration_batches": 2, "batch_size": 16},
-    },
-    "models": {"vit": {"arch": "tests.attention_nets:build", "kwargs": {"dim": 16, "heads": 2}}},
-    "dataset": {"name": "shapes", "train_size": 256, "calib_size": 64, "eval_size": 64},
-    "variants": ["fp32", "int8"],
-    "formats": ["ptl", "pte"],
-    "devices": {"host": {"kind": "host", "threads": 1}},
-    "benchmark": {"warmup": 1, "iterations": 5, "repeats": 2},
-    "compare": {"rounds": 5, "runs_per_turn": 3, "max_batches": 1},
-}
-
-
-@pytest.mark.slow
-def test_auto_builds_int8_dynamic_of_an_attention_model_in_both_formats(tmp_path):
-    import json
-
-    import pandas as pd
-    import yaml
-
-    from tests.conftest import snakemake
-    from tests.workflow_helpers import planned_outputs
-
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(ATTENTION_RUN))
-    # Before the model is fused the plan holds its static artifacts and the checkpoint only.
-    planned = planned_outputs(tmp_path, config)
-    assert "results/vit/pte/int8.xnnpack.pte" in planned
-    assert not [path for path in planned if DYNAMIC in path]
-    snakemake(tmp_path, config)
-    results = tmp_path / "results/vit"
-    assert (
-        plan.linear_share(json.loads((results / "fused.pt.json").read_text())["macs_by_kind"]) > 0.5
-    )
-    frame = pd.read_csv(tmp_path / "results/summary.csv")
-    dynamic = frame[frame["variant"] == DYNAMIC]
-    assert set(dynamic["format"]) == {"ptl", "pte"} and dynamic["latency_ms_p50"].notna().all()
-    assert dynamic["accuracy"].notna().all()
-    for sidecar in ("ptl/int8_dynamic.x86.cpu.ptl.json", "pte/int8_dynamic.xnnpack.pte.json"):
-        record = json.loads((results / sidecar).read_text())
-        assert record["quantize_mode"] == "dynamic" and "head" in record["dynamic_layers"]
-        assert record["int8_budget"]["reason"]  # the budget measured it as it does static int8
-    static = json.loads((results / "pte/int8.xnnpack.pte.json").read_text())
-    assert static["quantize_mode"] == "static" and static["dynamic_layers"] == []
-    compared = json.loads((results / "compare/host.json").read_text())["artifacts"]
-    assert {(a["variant"], a["format"]) for a in compared if a["variant"] == DYNAMIC} == {
-        (DYNAMIC, "ptl"),
-        (DYNAMIC, "pte"),
-    }
-    # Nothing left to do: the checkpoint's decision is read back, not redone.
-    assert planned_outputs(tmp_path, config) == set()
-
-
 def test_dynamic_mode_refuses_a_backend_without_a_dynamic_recipe(tiny_raw):
     raw = copy.deepcopy(tiny_raw)
     raw["defaults"]["quantize"]["mode"] = "dynamic"
