@@ -94,9 +94,10 @@ def _executor_runner(etdump: bool) -> str:
     if etdump:
         flags["etdump_path"] = "Write ETDump data to this path."
     head = _GFLAGS_HELP.format(python=sys.executable, flags=flags)
-    return head + f"""\
+    built = " with ETDump on (event tracer build)" if etdump else ""
+    body = f"""\
 # Stand-in for ExecuTorch's executor_runner (posix logging build): same flags and log lines,
-# real execution through the ExecuTorch runtime{" with ETDump on (event tracer build)" if etdump else ""}.
+# real execution through the ExecuTorch runtime{built}.
 {_LOG}
 def et_log(msg):
     sys.stderr.write("I 00:00:00.000000 executorch:executor_runner.cpp:1] %s\\n" % msg)
@@ -127,6 +128,7 @@ if ETDUMP:  # the real one writes it after the runs, to --etdump_path (default m
     et_log("ETDump written to file '%s'." % path)
 log("end")
 """
+    return head + body
 
 
 EXECUTOR_RUNNER = _executor_runner(etdump=False)

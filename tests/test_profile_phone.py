@@ -55,7 +55,7 @@ def test_etdump_support_reads_gflags_help() -> None:
     with_flag = (
         "  Flags from executor_runner.cpp:\n    -cpu_threads (Number of CPU threads) type: int32\n"
         '    -etdump_path (Write ETDump data to this path.) type: string default: "model.etdump"\n'
-        '    -model_path (Model serialized in flatbuffer format.) type: string\n'
+        "    -model_path (Model serialized in flatbuffer format.) type: string\n"
     )
     assert etdump_support(with_flag, 1) is None
     without = with_flag.replace("-etdump_path", "-output_file")
@@ -106,9 +106,7 @@ def test_phone_profile_of_a_pte_through_its_etdump(
     assert [p.name for p in (phone.root / "data/local/tmp/mobileforge").iterdir()] == ["cache"]
 
 
-def test_phone_whose_runner_has_no_etdump_path_says_why(
-    adb_server, phones, tmp_path: Path
-) -> None:
+def test_phone_whose_runner_has_no_etdump_path_says_why(adb_server, phones, tmp_path: Path) -> None:
     phone = phones()
     runner = write_runner(tmp_path, "executor_runner", EXECUTOR_RUNNER)
     pte = tmp_path / "m.pte"

@@ -43,8 +43,9 @@ def profile(job: Job) -> None:
             profiled = record.unavailable(sidecar, artifact, name, device["kind"],
                                           raw["unavailable"])  # fmt: skip
         else:
+            p50 = benchmark["latency_ms"]["p50"]
             profiled = record.from_raw(raw, sidecar, artifact, name, device["kind"],
-                                       settings["warmup"], benchmark["latency_ms"]["p50"])  # fmt: skip
+                                       settings["warmup"], p50)  # fmt: skip
             for row in profiled["layers"][:5]:
                 job.log(f"{row['name']}: {row['median_ms']:.3f} ms ({row['share']:.0%}, "
                         f"{row['kind']})")  # fmt: skip
