@@ -193,6 +193,13 @@ def get_adb_runner(wildcards):
     return plan.runner_of(MF["devices"][wildcards.device], wildcards.fmt)
 
 
+def get_profile_runner(wildcards):
+    # Only a .pte is profiled on a phone (its executor_runner); a .ptl's record needs no runner.
+    if wildcards.fmt != "pte":
+        return []
+    return get_adb_runner(wildcards)
+
+
 def _claims_phone(resource):
     def claim(wildcards):
         return int(wildcards.device in PHONES[resource])

@@ -26,26 +26,31 @@ rule profile_host:
         "../scripts/stage.py"
 
 
-# A phone's profile record says why there is none (profiling on phones is not built yet).
+# On a phone a .pte runs in its executor_runner with ETDump on and the ETDump is pulled, when the
+# runner has --etdump_path (asked of the runner on the phone); otherwise, and for a .ptl, the
+# record says why there is none. It holds the phone as a benchmark does.
 rule profile_adb:
     wildcard_constraints:
         device=ADB_DEVICES,
     input:
         artifact=layout.ARTIFACT,
         benchmark=layout.BENCHMARK,
+        runner=get_profile_runner,
     output:
         profile=layout.PROFILE,
     params:
         toolchain=toolchain("profile"),
         device=get_device_params,
         settings=get_profile_settings,
+        operations=get_bench_operations,
     log:
         layout.log("profile", "{model}.{fmt}.{stem}.{device}"),
     benchmark:
         layout.runtime("profile", "{model}.{fmt}.{stem}.{device}")
     threads: 0
     resources:
-        mem_mb=200,
+        mem_mb=1500,
+        **get_phone_resources(),
     conda:
         "../envs/mobileforge.yaml"
     script:

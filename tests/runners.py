@@ -3,6 +3,10 @@
 * :data:`SPEED_BENCHMARK_TORCH` and :data:`EXECUTOR_RUNNER` behave like PyTorch's
   ``speed_benchmark_torch`` and ExecuTorch's ``executor_runner`` (same flags, same output lines)
   and really load and run the artifact with torch / the ExecuTorch runtime.
+  :data:`EXECUTOR_RUNNER_ETDUMP` is an ``executor_runner`` built with the event tracer: it also
+  has ``--etdump_path`` and writes a real ETDump there after its executions (the pip runtime's
+  ``enable_etdump``). Both answer ``--help`` the gflags way (flags listed on stdout, exit 1) and
+  refuse a flag they do not define (``ERROR: unknown command line flag``, exit 1).
 * :data:`LIGHT_RUNNER` speaks both contracts without importing anything heavy: it sleeps the
   latency it is told (``<phone root>/latency_ms.<artifact file name>``, else
   ``<phone root>/latency_ms``, default 2) per iteration, after an optional
@@ -60,22 +64,54 @@ print("Main run finished. Microseconds per iter: %g." % (sum(times) / len(times)
 log("end")
 """
 
-EXECUTOR_RUNNER = f"""\
-#!{sys.executable}
+_GFLAGS_HELP = """\
+#!{python}
+# gflags' --help: every flag the binary defines, on stdout, exit 1; an unknown flag refused.
+import sys
+FLAGS = {flags!r}
+if "--help" in sys.argv[1:]:
+    print("executor_runner: Warning: SetUsageMessage() never called\\n")
+    print("  Flags from examples/portable/executor_runner/executor_runner.cpp:")
+    for name, text in sorted(FLAGS.items()):
+        print("    -%s (%s) type: string" % (name, text))
+    sys.exit(1)
+for arg in sys.argv[1:]:
+    name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+    if name is not None and name not in FLAGS:
+        sys.stderr.write("ERROR: unknown command line flag '%s'\\n" % name)
+        sys.exit(1)
+"""
+_EXECUTOR_FLAGS = {
+    "model_path": "Model serialized in flatbuffer format.",
+    "num_executions": "Number of times to run the model.",
+    "cpu_threads": "Number of CPU threads for inference.",
+    "print_output": "Output printing mode.",
+}
+
+
+def _executor_runner(etdump: bool) -> str:
+    flags = dict(_EXECUTOR_FLAGS)
+    if etdump:
+        flags["etdump_path"] = "Write ETDump data to this path."
+    head = _GFLAGS_HELP.format(python=sys.executable, flags=flags)
+    built = " with ETDump on (event tracer build)" if etdump else ""
+    body = f"""\
 # Stand-in for ExecuTorch's executor_runner (posix logging build): same flags and log lines,
-# real execution through the ExecuTorch runtime.
+# real execution through the ExecuTorch runtime{built}.
 {_LOG}
 def et_log(msg):
     sys.stderr.write("I 00:00:00.000000 executorch:executor_runner.cpp:1] %s\\n" % msg)
 import torch
 from executorch.runtime import Runtime
 from executorch.extension.pybindings import portable_lib
+ETDUMP = {etdump!r}
 n = int(flags.get("cpu_threads", "-1"))
 if n > 0:
     et_log("Resetting threadpool with num threads = %d" % n)
     portable_lib._unsafe_reset_threadpool(n)
 t = time.perf_counter()
-method = Runtime.get().load_program(flags["model_path"]).load_method("forward")
+program = Runtime.get().load_program(flags["model_path"], enable_etdump=ETDUMP, debug_buffer_size=0)
+method = program.load_method("forward")
 et_log("Model loaded in %f ms." % ((time.perf_counter() - t) * 1e3))
 meta = method.metadata
 inputs = [torch.ones(list(meta.input_tensor_meta(i).sizes())) for i in range(meta.num_inputs())]
@@ -84,12 +120,28 @@ for i in range(runs):
     t = time.perf_counter()
     method.execute(inputs)
     et_log("Iteration %d of %d: %f ms" % (i + 1, runs, (time.perf_counter() - t) * 1e3))
+if ETDUMP:  # the real one writes it after the runs, to --etdump_path (default model.etdump)
+    path = flags.get("etdump_path", "model.etdump")
+    program.write_etdump_result_to_file(path, path + ".debug")
+    if os.path.exists(path + ".debug"):
+        os.remove(path + ".debug")  # debug_buffer_size=0: nothing in it
+    et_log("ETDump written to file '%s'." % path)
 log("end")
 """
+    return head + body
+
+
+EXECUTOR_RUNNER = _executor_runner(etdump=False)
+EXECUTOR_RUNNER_ETDUMP = _executor_runner(etdump=True)
 
 LIGHT_RUNNER = f"""\
 #!{sys.executable}
 # Both runner contracts, no real inference: sleeps the configured latency per iteration.
+# Its --help lists executor_runner's flags without --etdump_path (not an event-tracer build).
+import sys
+if sys.argv[1:] == ["--help"]:
+    print("    -model_path (Model serialized in flatbuffer format.) type: string")
+    sys.exit(1)
 {_LOG}
 def setting(name, default):
     try:

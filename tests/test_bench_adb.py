@@ -578,7 +578,8 @@ def test_pkill_pattern_spares_the_shell_that_runs_it() -> None:
 def test_bench_modules_import_without_torch() -> None:
     """Scripts and the workflow import these cheaply; torch is only for the runner process."""
     code = (
-        "import sys, mobileforge.bench.android.adb, mobileforge.bench.host.repeats, "
+        "import sys, mobileforge.bench.android.adb, mobileforge.bench.android.etdump, "
+        "mobileforge.profile.phone, mobileforge.bench.host.repeats, "
         "mobileforge.bench.farm, "
         "mobileforge.bench.devicelock, mobileforge.bench.stats, mobileforge.salvage; "
         "print('torch' in sys.modules)"

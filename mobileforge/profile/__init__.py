@@ -5,5 +5,6 @@
 run, the events in order with their times), which ``layers`` turns into
 :class:`mobileforge.records.ProfiledLayer` rows (``classify`` names each one's kind) and
 ``agreement`` checks against the artifact's benchmark. ``runner`` is the pinned process a host
-profile runs in, ``host`` starts it.
+profile runs in, ``host`` starts it; ``phone`` profiles a ``.pte`` with a phone's own
+executor_runner and reads the ETDump it pulls.
 """

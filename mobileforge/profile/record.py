@@ -14,11 +14,11 @@ from mobileforge.profile.layers import layers
 #: disturbed (on a quiet machine the two agree within a few per cent).
 DISTURBED = 1.1
 
-#: Why a phone has no profile of an artifact of each format.
+#: Why a phone has no profile of an artifact of each format whatever its runner (a ``.pte``'s
+#: depends on its executor_runner: :func:`mobileforge.bench.android.etdump.etdump_support`).
 PHONE_UNAVAILABLE = {
-    "pte": "profiling on phones is not built yet: the ETDump of an executor_runner that has "
-    "--etdump_path is not run and pulled, so only host devices are profiled",
-    "ptl": "speed_benchmark_torch, the .ptl runner on phones, reports no per-operator times",
+    "ptl": "speed_benchmark_torch, the .ptl runner on phones, reports no per-operator times "
+    "(it has no profiler flag)",
 }
 
 #: How each format is profiled, when no profile was taken.

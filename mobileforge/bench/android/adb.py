@@ -47,7 +47,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -371,11 +371,40 @@ def run_adb_benchmark(
     cache, gone marker); ``job`` names the caller in messages.
     """
     started = time.perf_counter()
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    work, plan, outcome = _setup(
+        artifact, fmt, serial, runner, input_shape, threads, warmup, iterations, adb_host,
+        adb_port, remote_dir, cooldown, timeouts, state, job, retries,
+    )  # fmt: skip
+    _run_repeats(work, plan, outcome, repeats, retries)
+    return _result(plan, outcome, work, time.perf_counter() - started)
+
+
+def _setup(
+    artifact: str | Path,
+    fmt: str,
+    serial: str,
+    runner: str | Path,
+    input_shape: list[int],
+    threads: int,
+    warmup: int,
+    iterations: int,
+    adb_host: str,
+    adb_port: int,
+    remote_dir: str,
+    cooldown: Mapping[str, Any] | None,
+    timeouts: Mapping[str, float] | None,
+    state: RunState | None,
+    job: str,
+    retries: int = 0,
+    extra_args: tuple[str, ...] = (),
+) -> tuple[_Job, _Plan, _Outcome]:
+    """Check the request, reach the phone, probe it (once per run) and plan the runner's
+    command (``extra_args`` after the usual flags); nothing is pushed or run yet."""
     artifact, runner = Path(artifact), Path(runner)
     input_shape = [int(d) for d in input_shape]
     check_request(artifact, fmt, input_shape, threads, warmup, iterations)
-    if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
     if not runner.is_file():
         raise FileNotFoundError(
             f"{RUNNERS[fmt]} runner not found at {runner}; {fmt} artifacts need "
@@ -397,6 +426,7 @@ def run_adb_benchmark(
     ]
     remote = [pushcache.cached_path(base, sha, name) for _, name, _, sha in files]
     args = _runner_args(fmt, remote[1], input_shape, threads, warmup, iterations)
+    args += list(extra_args)
     plan = _Plan(
         fmt=fmt, artifact=artifact, runner=runner, input_shape=input_shape, threads=threads,
         warmup=warmup, iterations=iterations, cooldown=dict(cooldown or {}),
@@ -404,8 +434,7 @@ def run_adb_benchmark(
         device_info={"serial": serial, **probe["info"], "cpu_max_freq_khz": probe["max_freq_khz"]},
         cpus=cpus, files=files, remote=remote, invocation=_q(*prefix, remote[0], *args),
     )  # fmt: skip
-    _run_repeats(work, plan, outcome, repeats, retries)
-    return _result(plan, outcome, work, time.perf_counter() - started)
+    return work, plan, outcome
 
 
 def _probe(work: _Job, retries: int, outcome: _Outcome) -> dict[str, Any]:
@@ -466,9 +495,20 @@ def _prepare(work: _Job, plan: _Plan, pushed: list[str]) -> None:
         pushed.append(plan.remote[i])
 
 
-def _run_repeats(work: _Job, plan: _Plan, outcome: _Outcome, repeats: int, retries: int) -> None:
+def _run_repeats(
+    work: _Job,
+    plan: _Plan,
+    outcome: _Outcome,
+    repeats: int,
+    retries: int,
+    prepared: Callable[[], None] | None = None,
+    ran: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
     """Run until ``repeats`` runs succeeded, each after the cool-down. A cut connection is
-    retried (up to ``retries`` times per job) after the phone is back; a hang is not."""
+    retried (up to ``retries`` times per job) after the phone is back; a hang is not.
+
+    ``prepared`` is called after each sweep and push (runner and artifact are on the phone),
+    ``ran`` with each run once it succeeded: a cut in either retries like a cut run."""
 
     def snapshot() -> dict[str, Any]:
         return thermal.parse_snapshot(work.shell(thermal.SNAPSHOT_COMMAND).stdout)
@@ -478,11 +518,16 @@ def _run_repeats(work: _Job, plan: _Plan, outcome: _Outcome, repeats: int, retri
         try:
             if needs_prepare:
                 _prepare(work, plan, outcome.pushed)
+                if prepared is not None:
+                    prepared()
                 needs_prepare = False
             cooled = thermal.cool_down(plan.cooldown, snapshot)
             if cooled["warning"]:
                 outcome.warnings.append(f"run {len(outcome.runs) + 1}: {cooled['warning']}")
-            outcome.runs.append(_one_run(work, plan, cooled))
+            run = _one_run(work, plan, cooled)
+            if ran is not None:
+                ran(run)
+            outcome.runs.append(run)
             outcome.runs[-1]["attempt"] = outcome.retries_used + 1
         except DeviceDisconnected as cut:
             if outcome.retries_used >= retries:

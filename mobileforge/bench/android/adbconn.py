@@ -57,6 +57,10 @@ class DeviceHung(AdbBenchmarkError):
     confirmed = False
 
 
+class RemoteFileMissing(AdbBenchmarkError):
+    """A file the phone was to hold (a runner's output) is not there."""
+
+
 class DeviceGone(AdbBenchmarkError):
     """The phone did not come back within the wait-for-device bound."""
 
@@ -308,6 +312,31 @@ class Phone:
                 f"push of {src} to {self.where}:{dst} incomplete: {size} of "
                 f"{src.stat().st_size} bytes arrived"
             )
+
+    def pull(self, src: str, dst: Path, timeout_s: float) -> int:
+        """Pull one regular file over sync into ``dst``; returns its size. Its size on the
+        phone is checked first and after: a file that is missing, or that arrived short, is an
+        error naming both ends (a short one as a cut connection, worth a retry)."""
+        what = f"pull {src} -> {dst}"
+        try:
+            size = self.stat_size(src, timeout_s)
+            if size is None:
+                raise RemoteFileMissing(f"{src} is not a file on {self.where}")
+            with open(dst, "wb") as out:
+                for chunk in self._device.sync.iter_content(src):
+                    out.write(chunk)
+        except AdbBenchmarkError:
+            raise
+        except (AdbTimeout, TimeoutError) as exc:
+            raise DeviceHung(f"no answer from {self.where} within {timeout_s:g} s: {what}") from exc
+        except (OSError, EOFError, AdbError) as exc:
+            if isinstance(exc, AdbError) and self.state() == "device":
+                raise AdbBenchmarkError(f"{what} on {self.serial} failed: {exc}") from exc
+            raise self._cut(what, exc) from exc
+        got = dst.stat().st_size
+        if got != size:
+            raise DeviceDisconnected(f"{what} from {self.where} incomplete: {got} of {size} bytes")
+        return got
 
     def stat_size(self, path: str, timeout_s: float) -> int | None:
         """Size of a regular file on the phone (sync STAT), None when there is none."""
