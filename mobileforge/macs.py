@@ -27,3 +27,26 @@ def count_macs(model: torch.nn.Module, input_shape: Sequence[int]) -> int:
     finally:
         model.train(was_training)
     return int(counter.get_total_flops()) // 2
+
+
+def module_macs(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """MACs of one forward pass inside each module of ``model``, by its ``named_modules`` name
+    (a module's count holds its submodules'; the whole model is ``""``), counted as
+    :func:`count_macs` counts: modules that run no counted op are left out."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(list(input_shape)))
+    finally:
+        model.train(was_training)
+    result: dict[str, int] = {}
+    for key, by_op in counter.get_flop_counts().items():
+        if key == "Global":
+            continue
+        # the tracker names a module "<root class>.<name in named_modules>"
+        _, _, name = key.partition(".")
+        result[name] = int(sum(by_op.values())) // 2
+    return result

@@ -364,6 +364,15 @@ def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def float_model_path(config: dict[str, Any], model: str, fmt: str, stem: str) -> str:
+    """The fp32 stage the artifact ``<stem>.<fmt>`` of ``model`` was built from (fused, or the
+    pruned model of a channel point): its profile counts each module's MACs on it."""
+    for artifact in artifacts(config, model):
+        if artifact.fmt == fmt and artifact.stem == stem:
+            return fused_path(model, calibration_of(config, model, artifact.variant) or "int8")
+    raise KeyError(f"{model} has no {fmt} artifact {stem!r} in the config")
+
+
 def profile_paths(config: dict[str, Any], model: str) -> list[str]:
     """The per-layer profiles of ``model``: one per artifact and device that runs it (as
     :func:`benchmarks`); a device that cannot profile still writes one, saying why. None when

@@ -47,10 +47,21 @@ def profile(job: Job) -> None:
                 sidecar.get("engine"),
             )
         profiled = record.from_raw(raw, sidecar, artifact, name, "host", settings["warmup"],
-                                   benchmark["latency_ms"]["p50"])  # fmt: skip
+                                   benchmark["latency_ms"]["p50"],
+                                   _module_macs(job.input["float_model"],
+                                                sidecar["input_shape"]))  # fmt: skip
         for row in profiled["layers"][:5]:
             job.log(f"{row['name']}: {row['median_ms']:.3f} ms ({row['share']:.0%}, {row['kind']})")
     job.log(profiled["agreement"])
     profiled["toolchain"] = job.params.get("toolchain")
     records.check(records.Profile, profiled, job.output["profile"])
     files.write_json_atomic(job.output["profile"], profiled)
+
+
+def _module_macs(path: str, input_shape: list[int]) -> dict[str, int]:
+    """MACs per module of the float model at ``path`` (after the profile: it runs it once)."""
+    from mobileforge import chain
+    from mobileforge.macs import module_macs
+
+    model, _ = chain.load_fused_model(path)
+    return module_macs(model, input_shape)
