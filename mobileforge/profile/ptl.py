@@ -85,6 +85,9 @@ def module_names(path: str, x: Any, run: list[tuple[str, float]]) -> dict[str, s
     from mobileforge.profile import ptl_modules
 
     names = [name for name, _ in run]
+    if len(list(torch.jit.load(path).named_modules())) == 1:
+        raise ValueError("the .ptl holds a frozen module (torch.jit.freeze inlined every "
+                         "submodule): no module is left to name")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mobileforge-ptl-debug-") as tmp:
         copy = ptl_modules.debug_copy(path, tmp)
         module = torch.jit.mobile._load_for_lite_interpreter(copy)

@@ -3,7 +3,8 @@
 The workflow's ``.ptl`` files carry no mobile debug info. A ``.ptl`` also holds the TorchScript
 archive it was saved from, so a debug copy of the same program is made: ``torch.jit.load`` it,
 re-save with ``_save_mobile_debug_info=True``. The copy is only used if its ``forward`` has the
-same instructions and operator table as the artifact's (read from both ``bytecode.pkl``).
+same operator instructions in the same order as the artifact's (read from both
+``bytecode.pkl``) and a run of it calls the same operators in the same order.
 
 torch.profiler does not hand a lite-interpreter event's debug handle to Python, so events are
 matched to instructions by name and occurrence: the k-th call of an operator in a run is the
@@ -46,18 +47,14 @@ def _method(bytecode: Any, suffix: str) -> tuple[str, dict[str, Any]]:
     raise ValueError(f"no method *{suffix} in the bytecode")
 
 
-def forward_program(data: bytes) -> tuple[list[tuple[Any, ...]], list[str]]:
-    """The ``forward`` instructions (a constant load with its constant, as the constant table's
-    order differs between saves) and operator names of a ``.ptl`` (bytes)."""
+def forward_operators(data: bytes) -> list[str]:
+    """The operator (with overload) of each ``OP`` instruction of ``forward`` of a ``.ptl``
+    (bytes), in order. Constants may be stored otherwise by a re-save (a frozen module's
+    folded lists come back built by instructions), the operators are the program's work."""
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         _, table = _method(_unpickle(archive, "bytecode.pkl"), ".forward")
-    constants = table["constants"]
-    instructions = [
-        (op, repr(constants[x]), n) if op == "LOADC" else (op, x, n)
-        for op, x, n in table["instructions"]
-    ]
     operators = [op[0] + (f".{op[1]}" if op[1] else "") for op in table["operators"]]
-    return instructions, operators
+    return [operators[x] for op, x, _ in table["instructions"] if op == "OP"]
 
 
 def _frames(callstack: Any) -> list[Frame]:
@@ -100,13 +97,13 @@ def _type_name(module: Any) -> str:
     return module._c._type().qualified_name()
 
 
-def module_calls(scripted: Any) -> list[tuple[list[tuple[str, str]], str]]:
+def module_calls(scripted: Any) -> list[tuple[str, str, str, str]]:
     """The module calls of a scripted module's ``forward``, in graph order, nested calls after
-    their caller: each as its chain of ``(type, attribute name)`` from the top and its dotted
-    path in ``named_modules``."""
-    calls: list[tuple[list[tuple[str, str]], str]] = []
+    their caller: each as its caller's path, the callee's type and attribute name, and its
+    dotted path in ``named_modules``."""
+    calls: list[tuple[str, str, str, str]] = []
 
-    def walk(module: Any, method: str, path: str, chain: list[tuple[str, str]]) -> None:
+    def walk(module: Any, method: str, path: str) -> None:
         graph = getattr(module, method).graph
         self_value = next(iter(graph.inputs()))
 
@@ -123,61 +120,59 @@ def module_calls(scripted: Any) -> list[tuple[list[tuple[str, str]], str]]:
                     target = target.node().inputsAt(0)
                 if target is not self_value:
                     continue  # a module passed in, not one of ours
+                if not names:  # another method of the same module
+                    walk(module, node.s("name"), path)
+                    continue
                 child = module
                 for name in names:
                     child = getattr(child, name)
-                if not names:  # another method of the same module
-                    walk(module, node.s("name"), path, chain)
-                    continue
                 child_path = ".".join(p for p in (path, *names) if p)
-                child_chain = [*chain, (_type_name(child), names[-1])]
-                calls.append((child_chain, child_path))
-                walk(child, node.s("name"), child_path, child_chain)
+                calls.append((path, _type_name(child), names[-1], child_path))
+                walk(child, node.s("name"), child_path)
 
         blocks(graph)
 
-    walk(scripted, "forward", "", [])
+    walk(scripted, "forward", "")
     return calls
 
 
 def op_paths(ops: list[tuple[str, list[Frame]]], scripted: Any) -> list[str | None]:
     """The dotted module path of each op of :func:`forward_ops` (None where it was called
-    outside any module), resolved through :func:`module_calls`; raises ValueError where a call
-    site has no matching module call in order."""
+    outside any module), resolved through :func:`module_calls`: each call site, in the order
+    its first operator comes, is the next call of its caller with its type and attribute name.
+    Raises ValueError where a call site has none."""
     calls = module_calls(scripted)
     resolved: dict[tuple[Frame, ...], str] = {}
-    position = 0
-    paths: list[str | None] = []
-    for _, frames in ops:
-        if not frames:
-            paths.append(None)
-            continue
-        key = tuple(frames)
-        if key not in resolved:
-            wanted = [(t, n) for t, n, _ in frames]
-            while position < len(calls) and calls[position][0] != wanted:
-                position += 1
-            if position == len(calls):
-                raise ValueError(f"no module call in forward matches call stack {wanted}")
-            resolved[key] = calls[position][1]
-            position += 1
-        paths.append(resolved[key])
-    return paths
+    next_call: dict[str, int] = {}  # per caller path: where its next call is looked for
+
+    def resolve(frames: tuple[Frame, ...]) -> str:
+        if frames in resolved:
+            return resolved[frames]
+        caller = resolve(frames[:-1]) if len(frames) > 1 else ""
+        kind, name, _ = frames[-1]
+        for index in range(next_call.get(caller, 0), len(calls)):
+            if calls[index][:3] == (caller, kind, name):
+                next_call[caller] = index + 1
+                resolved[frames] = calls[index][3]
+                return resolved[frames]
+        raise ValueError(f"no call of {kind} {name!r} by {caller or 'the model'} in forward")
+
+    return [resolve(tuple(frames)) if frames else None for _, frames in ops]
 
 
 def debug_copy(path: str, directory: str) -> str:
     """A debug copy of the ``.ptl`` at ``path`` in ``directory`` (same program, debug info
-    added); raises ValueError where its ``forward`` differs from the artifact's."""
+    added); raises ValueError where its ``forward`` calls other operators than the artifact's."""
     import torch
 
     scripted = torch.jit.load(path)
     copy = f"{directory}/debug.ptl"
     scripted._save_for_lite_interpreter(copy, _save_mobile_debug_info=True)
     with open(path, "rb") as f:
-        original = forward_program(f.read())
+        original = forward_operators(f.read())
     with open(copy, "rb") as f:
-        if forward_program(f.read()) != original:
-            raise ValueError("the debug copy's forward differs from the artifact's")
+        if forward_operators(f.read()) != original:
+            raise ValueError("the debug copy's forward calls other operators than the artifact's")
     return copy
 
 

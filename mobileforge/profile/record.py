@@ -108,7 +108,7 @@ def _module_warnings(
         outside = sum(1 for row in rows if row["name"] in modules and not row["module"])
         notes.append(
             "module: profiled a debug copy re-saved from the artifact's own TorchScript "
-            "(same forward instructions, same operators in the same order); "
+            "(same operator instructions in forward, same operators run in the same order); "
             f"{len(rows) - unknown} of {len(rows)} layers mapped by occurrence "
             f"({outside} of them called outside any module)"
             + (f", {unknown} not (an operator called in a loop or a branch)" if unknown else "")
