@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mobileforge import layout
 from mobileforge.models import ZOO, is_import_path
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
@@ -109,6 +110,7 @@ def resolve_config(
             )
         if dataset["name"] == "shapes":
             settings.setdefault("num_classes", dataset["num_classes"])
+        _check_dynamic(name, settings, config)
         models[name] = settings
     config["models"] = models
 
@@ -145,6 +147,23 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise ConfigError("", f"{path}: top level must be a mapping")
     return resolve_config(raw)
+
+
+def _check_dynamic(model: str, settings: dict[str, Any], config: dict[str, Any]) -> None:
+    """``quantize.mode: dynamic`` replaces ``int8`` by ``int8_dynamic``, which exists for CPU
+    backends only: another configured int8 backend would silently get no unpruned int8."""
+    if settings["quantize"]["mode"] != "dynamic" or "int8" not in config["variants"]:
+        return
+    dynamic = layout.DYNAMIC_BACKENDS
+    for fmt in config["formats"]:
+        for backend in config["backends"][fmt]:
+            if backend in layout.INT8_BACKENDS[fmt] and backend not in dynamic[fmt]:
+                have = ", ".join(f"{f} {b}" for f, names in dynamic.items() for b in names)
+                raise ConfigError(
+                    f"models.{model}.quantize.mode",
+                    f"dynamic: backends.{fmt} {backend!r} has no dynamic int8 recipe (only "
+                    f"{have}); use mode auto or static for this model, or drop the backend",
+                )
 
 
 def _check_arch(model: str, arch: str) -> None:

@@ -69,6 +69,9 @@ VARIANTS = ("fp32", "int8", "int8_pruned")
 #: real share of the MACs) and the variant each builds unpruned.
 QUANT_MODES = ("static", "dynamic", "auto")
 DYNAMIC = "int8_dynamic"
+#: Backends with an ``int8_dynamic`` recipe: CPU kernels only (the lite interpreter's dynamic
+#: linear, XNNPACK's dynamically quantized linear).
+DYNAMIC_BACKENDS = {"ptl": ("cpu",), "pte": ("xnnpack",)}
 PRUNE_METHODS = ("l1_unstructured", "channel")
 #: Precisions the peak throughput is measured in (an artifact's follows from its variant).
 PRECISIONS = ("fp32", "int8")

@@ -25,6 +25,10 @@ from mobileforge.config import canonical
 BUDGET_KEYS = ("accuracy_budget", "max_fp32_layers")
 #: Quantize keys a .pte quantizer does not read: PT2E has no 7-bit activation mode.
 FX_ONLY_KEYS = ("reduce_range",)
+#: Quantize keys that decide which int8 variants exist (``plan.int8_variants``), not how one is
+#: calibrated: an int8 job's recipe comes from its variant (editing the mode must not rerun the
+#: variants it keeps).
+MODE_KEYS = ("mode", "dynamic_min_share")
 #: What a comparison depends on of its device: where it runs and with how many threads; not
 #: the benchmark settings (warmup, iterations, repeats, cooldown) nor the runners' paths
 #: (those are inputs).
@@ -56,7 +60,8 @@ def quantize(config: dict[str, Any], model: str, fmt: str, ranking: bool = False
     """The quantize settings an int8 job of ``fmt`` reads; ``ranking``: those a sensitivity
     job reads (no budget keys)."""
     settings = dict(config["models"][model]["quantize"])
-    for key in (*(BUDGET_KEYS if ranking else ()), *(FX_ONLY_KEYS if fmt == "pte" else ())):
+    dropped = (*MODE_KEYS, *(BUDGET_KEYS if ranking else ()))
+    for key in (*dropped, *(FX_ONLY_KEYS if fmt == "pte" else ())):
         settings.pop(key, None)
     return canonical(settings)
 

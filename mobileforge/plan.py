@@ -6,12 +6,15 @@ Torch-free: the Snakefile calls this while building the DAG.
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mobileforge import layout
 from mobileforge.config import RUNNABLE_BACKENDS
-from mobileforge.layout import INT8_BACKENDS, PRECISIONS, PRUNE_METHODS
+from mobileforge.layout import DYNAMIC, DYNAMIC_BACKENDS, INT8_BACKENDS, PRECISIONS, PRUNE_METHODS
 
 #: Methods that prune the fp32 model before calibration (their own int8, sensitivity and
 #: recipe); the others prune the int8 weights of the ``int8`` variant.
@@ -61,30 +64,101 @@ def prune_point(config: dict[str, Any], model: str, variant: str) -> PrunePoint:
     raise KeyError(f"{model} has no prune point named {variant!r}")
 
 
-def int8_variants(config: dict[str, Any], model: str) -> list[str]:
-    """The int8 variants of ``model``: ``int8`` and one per prune point, as configured."""
-    variants = ["int8"] if "int8" in config["variants"] else []
+#: Whether a model in ``quantize.mode: auto`` builds ``int8_dynamic``: its MAC split decides
+#: (:func:`dynamic_pays`), read from its fused stage. The workflow reads it through the fuse
+#: checkpoint (rules/common.smk), so that the DAG waits for the model to be fused; before that,
+#: every function here plans the static variants only (:func:`undecided`).
+AutoDecision = Callable[[str], bool]
+
+
+def undecided(model: str) -> bool:
+    """The decision before the fused stage exists: no ``int8_dynamic`` (yet)."""
+    return False
+
+
+def quant_mode(config: dict[str, Any], model: str) -> str:
+    """``quantize.mode`` of ``model``: static, dynamic or auto (:data:`layout.QUANT_MODES`)."""
+    return config["models"][model]["quantize"]["mode"]
+
+
+def linear_share(macs_by_kind: Mapping[str, int]) -> float:
+    """The share of a model's MACs in linear layers and matrix products (0 with no MACs)."""
+    total = sum(macs_by_kind.values())
+    return macs_by_kind.get("linear", 0) / total if total else 0.0
+
+
+def dynamic_pays(config: dict[str, Any], model: str, macs_by_kind: Mapping[str, int]) -> bool:
+    """Whether ``auto`` builds ``int8_dynamic`` for a model of this MAC split: linear layers and
+    matrix products hold at least ``quantize.dynamic_min_share`` of its MACs (a CNN whose only
+    linear layer is its classifier holds well under 1 %)."""
+    threshold = config["models"][model]["quantize"]["dynamic_min_share"]
+    return linear_share(macs_by_kind) >= threshold
+
+
+def auto_decides(config: dict[str, Any], model: str) -> bool:
+    """Whether ``model``'s variants wait for its MAC split: ``auto`` with ``int8`` configured."""
+    return "int8" in config["variants"] and quant_mode(config, model) == "auto"
+
+
+def read_macs_by_kind(sidecar: str | os.PathLike[str]) -> dict[str, int]:
+    """The MAC split a fused stage's sidecar records (``macs_by_kind``)."""
+    with open(sidecar, encoding="utf-8") as handle:
+        return json.load(handle)["macs_by_kind"]
+
+
+def decided_on_disk(config: dict[str, Any]) -> AutoDecision:
+    """The auto decision from the fused stages already on disk (none yet: no int8_dynamic);
+    for code that runs after the jobs (the partial summary of a failed run)."""
+
+    def decide(model: str) -> bool:
+        sidecar = layout.sidecar(layout.fill(layout.FUSED, model=model))
+        if not os.path.isfile(sidecar):
+            return False
+        return dynamic_pays(config, model, read_macs_by_kind(sidecar))
+
+    return decide
+
+
+def int8_variants(config: dict[str, Any], model: str, auto: AutoDecision = undecided) -> list[str]:
+    """The int8 variants of ``model``: its unpruned ones by ``quantize.mode`` (static:
+    ``int8``; dynamic: ``int8_dynamic``; auto: ``int8``, and ``int8_dynamic`` where ``auto``
+    says so), then one per prune point, as configured."""
+    variants = []
+    if "int8" in config["variants"]:
+        mode = quant_mode(config, model)
+        variants += ["int8"] if mode != "dynamic" else []
+        if mode == "dynamic" or (mode == "auto" and auto(model)):
+            variants.append(DYNAMIC)
     if "int8_pruned" in config["variants"]:
         variants += [point.variant for point in prune_points(config["models"][model]["prune"])]
     return variants
 
 
 def calibrated_variants(config: dict[str, Any], model: str) -> list[str]:
-    """int8 variants with a calibration of their own: ``int8`` and prune-before-int8 points.
+    """Statically calibrated int8 variants with a calibration of their own: ``int8`` and
+    prune-before-int8 points.
 
     Points that prune int8 weights reuse the ``int8`` calibration, which is then needed even
-    when ``int8`` itself is not a configured variant.
+    when ``int8`` itself is not built (not configured, or ``quantize.mode: dynamic``).
     """
     points = prune_points(config["models"][model]["prune"])
     pruned = "int8_pruned" in config["variants"]
     own = [p.variant for p in points if pruned and p.before_int8]
-    needs_int8 = "int8" in config["variants"] or (pruned and not all(p.before_int8 for p in points))
+    static = "int8" in config["variants"] and quant_mode(config, model) != "dynamic"
+    needs_int8 = static or (pruned and not all(p.before_int8 for p in points))
     return (["int8"] if needs_int8 else []) + own
+
+
+def ranking_of(qvariant: str) -> str:
+    """The calibrated variant whose sensitivity ranking a calibration's budget falls back by:
+    its own, and ``int8``'s for ``int8_dynamic`` (the same fused model; the layers static int8
+    damages most are those kept in fp32 first)."""
+    return "int8" if qvariant == DYNAMIC else qvariant
 
 
 def fused_path(model: str, qvariant: str) -> str:
     """The fp32 stage a calibrated variant quantizes: ``fused.pt`` or its pruned model."""
-    if qvariant == "int8":
+    if qvariant in ("int8", DYNAMIC):
         return layout.fill(layout.FUSED, model=model)
     label = qvariant.removeprefix("int8_pruned-")
     return layout.fill(layout.PRUNED, model=model, point=label)
@@ -92,11 +166,11 @@ def fused_path(model: str, qvariant: str) -> str:
 
 def calibration_of(config: dict[str, Any], model: str, variant: str) -> str | None:
     """The calibrated variant whose int8 calibration ``variant`` is built from: its own for
-    ``int8`` and points pruned before int8 (channel), ``int8``'s for points that prune the int8
-    weights (l1_unstructured); None for fp32."""
+    ``int8``, ``int8_dynamic`` and points pruned before int8 (channel), ``int8``'s for points
+    that prune the int8 weights (l1_unstructured); None for fp32."""
     if variant == "fp32":
         return None
-    if variant == "int8" or prune_point(config, model, variant).before_int8:
+    if variant in ("int8", DYNAMIC) or prune_point(config, model, variant).before_int8:
         return variant
     return "int8"
 
@@ -105,11 +179,12 @@ def int8_inputs(
     config: dict[str, Any], model: str, qvariant: str, fmt: str, key: str
 ) -> dict[str, str]:
     """What an int8 calibration of ``qvariant`` for ``key`` (FX engine or .pte backend) reads:
-    its fp32 stage, the dataset and, with an accuracy budget, the layers' sensitivity ranking.
-    Without a budget nothing is kept in fp32, so int8 does not wait for the ranking."""
+    its fp32 stage, the dataset and, with an accuracy budget, the layers' sensitivity ranking
+    (:func:`ranking_of`). Without a budget nothing is kept in fp32, so int8 does not wait for
+    the ranking."""
     inputs = {"fused": fused_path(model, qvariant), "data": dataset_path(config, model)}
     if config["models"][model]["quantize"]["accuracy_budget"] is not None:
-        inputs["sensitivity"] = sensitivity_path(model, qvariant, fmt, key)
+        inputs["sensitivity"] = sensitivity_path(model, ranking_of(qvariant), fmt, key)
     return inputs
 
 
@@ -266,8 +341,26 @@ def _calibrations(config: dict[str, Any], model: str) -> list[tuple[str, str, st
 
 
 def sensitivities(config: dict[str, Any], model: str) -> list[str]:
-    """The sensitivity files of ``model``: one per calibration of its int8 artifacts."""
-    return [sensitivity_path(model, *calibration) for calibration in _calibrations(config, model)]
+    """The sensitivity files of ``model``: one per calibration of its int8 artifacts, and
+    ``int8``'s where ``quantize.mode: dynamic`` ranks by it without building ``int8``."""
+    found = {sensitivity_path(model, *calibration) for calibration in _calibrations(config, model)}
+    settings = config["models"][model]["quantize"]
+    if DYNAMIC in int8_variants(config, model) and settings["accuracy_budget"] is not None:
+        found |= {
+            sensitivity_path(model, "int8", fmt, key) for fmt, key in _dynamic_quantizers(config)
+        }
+    return sorted(found)
+
+
+def _dynamic_quantizers(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(format, FX engine or .pte backend) of every ``int8_dynamic`` calibration."""
+    found = []
+    for fmt in config["formats"]:
+        for backend in config["backends"][fmt]:
+            if backend in DYNAMIC_BACKENDS[fmt]:
+                keys = engines_needed(config) if fmt == "ptl" else [backend]
+                found += [(fmt, key) for key in keys]
+    return sorted(set(found))
 
 
 def int8_decisions(config: dict[str, Any], model: str) -> list[str]:
@@ -293,14 +386,17 @@ def engines_needed(config: dict[str, Any]) -> list[str]:
     return sorted({device["engine"] for device in config["devices"].values()})
 
 
-def artifacts(config: dict[str, Any], model: str) -> list[Artifact]:
+def artifacts(config: dict[str, Any], model: str, auto: AutoDecision = undecided) -> list[Artifact]:
     """Every artifact built for ``model``; only combinations that can exist."""
     found: list[Artifact] = []
-    variants = (["fp32"] if "fp32" in config["variants"] else []) + int8_variants(config, model)
+    variants = ["fp32"] if "fp32" in config["variants"] else []
+    variants += int8_variants(config, model, auto)
     for fmt in config["formats"]:
         for backend in config["backends"][fmt]:
             for variant in variants:
                 if variant != "fp32" and backend not in INT8_BACKENDS[fmt]:
+                    continue
+                if variant == DYNAMIC and backend not in DYNAMIC_BACKENDS[fmt]:
                     continue
                 if fmt == "ptl" and variant != "fp32":
                     for engine in engines_needed(config):
@@ -325,14 +421,26 @@ def evaluable_here(artifact: Artifact) -> bool:
     return artifact.backend in RUNNABLE_BACKENDS["host"][artifact.fmt]
 
 
-def all_artifacts(config: dict[str, Any]) -> list[Artifact]:
-    return [artifact for model in config["models"] for artifact in artifacts(config, model)]
+def all_artifacts(config: dict[str, Any], auto: AutoDecision = undecided) -> list[Artifact]:
+    return [artifact for model in config["models"] for artifact in artifacts(config, model, auto)]
 
 
-def benchmarks(config: dict[str, Any]) -> list[tuple[Artifact, str]]:
+def auto_artifacts(config: dict[str, Any], model: str, auto: AutoDecision) -> list[Artifact]:
+    """The artifacts of ``model`` that exist only by ``auto``'s decision (none where the mode is
+    not auto): what a job listing artifacts lists apart, so that the static ones are planned
+    before the model is fused."""
+    if not auto_decides(config, model):
+        return []
+    static = set(artifacts(config, model))
+    return [a for a in artifacts(config, model, auto) if a not in static]
+
+
+def benchmarks(
+    config: dict[str, Any], auto: AutoDecision = undecided
+) -> list[tuple[Artifact, str]]:
     return [
         (artifact, device)
-        for artifact in all_artifacts(config)
+        for artifact in all_artifacts(config, auto)
         for device in config["devices"]
         if device_runs(config, device, artifact)
     ]
@@ -349,13 +457,17 @@ def compare_path(model: str, device: str) -> str:
     return layout.fill(layout.COMPARISON, model=model, device=device)
 
 
-def compared_artifacts(config: dict[str, Any], model: str, device: str) -> list[Artifact]:
+def compared_artifacts(
+    config: dict[str, Any], model: str, device: str, auto: AutoDecision = undecided
+) -> list[Artifact]:
     """The artifacts of ``model`` a comparison on ``device`` chooses its candidates from."""
-    return [a for a in artifacts(config, model) if device_runs(config, device, a)]
+    return [a for a in artifacts(config, model, auto) if device_runs(config, device, a)]
 
 
 def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
-    """(model, device) of every paired comparison: each device that runs an artifact of it."""
+    """(model, device) of every paired comparison: each device that runs an artifact of it.
+    Decided before any model is fused: the ``int8_dynamic`` that ``auto`` adds runs only where
+    that model's ``int8`` does."""
     return [
         (model, device)
         for model in config["models"]
@@ -374,19 +486,11 @@ def float_model_path(config: dict[str, Any], model: str, fmt: str, stem: str) ->
 
 
 def profile_paths(config: dict[str, Any], model: str) -> list[str]:
-    """The per-layer profiles of ``model``: one per artifact and device that runs it (as
-    :func:`benchmarks`); a device that cannot profile still writes one, saying why. None when
-    ``profile.enabled`` is false: no profiles, no page."""
-    if not config.get("profile", {}).get("enabled", True):
+    """The per-layer profiles of ``model`` (those of :func:`profiles`): one per artifact and
+    device that runs it; a device that cannot profile still writes one, saying why."""
+    if not config["profile"]["enabled"]:
         return []
-    return [
-        layout.fill(
-            layout.PROFILE, model=model, fmt=artifact.fmt, stem=artifact.stem, device=device
-        )
-        for artifact in artifacts(config, model)
-        for device in config["devices"]
-        if device_runs(config, device, artifact)
-    ]
+    return [a.profile_path(device) for a, device in benchmarks(config) if a.model == model]
 
 
 def profile_page_paths(model: str) -> dict[str, str]:

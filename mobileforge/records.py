@@ -65,7 +65,7 @@ class ArtifactSidecar(TypedDict):
     compressed_bytes: int  # zlib level 9: what a download costs
     model: str
     format: Literal["ptl", "pte"]
-    variant: str  # fp32, int8, int8_pruned-<method>-<amount>
+    variant: str  # fp32, int8, int8_dynamic, int8_pruned-<method>-<amount>
     backend: str
     engine: str | None  # the int8 kernel library of a .ptl (x86, qnnpack); None for .pte
     arch: str
@@ -75,6 +75,10 @@ class ArtifactSidecar(TypedDict):
     sparsity: float | None
     fp32_layers: list[str] | None  # layers the int8 budget kept in fp32; None: not int8
     int8_budget: Int8BudgetSummary | None
+    # int8 only: the recipe (static: calibrated activation ranges; dynamic: int8_dynamic) and the
+    # linear layers that quantize their activations at run time (empty for static)
+    quantize_mode: NotRequired[Literal["static", "dynamic"]]
+    dynamic_layers: NotRequired[list[str]]
     prune: dict[str, Any] | None  # the pruning applied: method, amount, ...
     prune_budget: PruneBudgetSummary | None
     optimization: str  # how the artifact was optimized (freeze, lowering)
@@ -121,6 +125,7 @@ class StageMeta(TypedDict):
     variant: NotRequired[str]  # int8 stages
     engine: NotRequired[str]
     recipe: NotRequired[dict[str, Any]]
+    dynamic_layers: NotRequired[list[str]]  # int8_dynamic: linear layers quantized at run time
     int8_budget: NotRequired[Int8BudgetSummary]
     prune: NotRequired[dict[str, Any]]  # l1 int8 pruning: method, amount, requested_amount
     prune_budget: NotRequired[PruneBudgetSummary]

@@ -66,7 +66,8 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
     from mobileforge import params, plan, summary_tables
     from mobileforge.summary import build_rows, summarize  # pandas: only now
 
-    built = [a for a in plan.all_artifacts(config) if Path(a.path).is_file()]
+    decided = plan.decided_on_disk(config)
+    built = [a for a in plan.all_artifacts(config, decided) if Path(a.path).is_file()]
     sidecars = [_read(files.sidecar_path(a.path), records.ArtifactSidecar) for a in built]
     artifacts = [s for s in sidecars if s is not None]
     if not artifacts:
@@ -79,7 +80,7 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
     benchmarks: dict[tuple[str, str], Any] = {}
     failures: dict[tuple[str, str], str] = {}
     planned: set[tuple[str, str]] = set()
-    for artifact, device in plan.benchmarks(config):
+    for artifact, device in plan.benchmarks(config, decided):
         planned.add((artifact.path, device))
         record = _read(artifact.bench_path(device), records.BenchmarkResult)
         if record is not None:

@@ -225,6 +225,56 @@ def get_peak_params(wildcards):
     return params.peak(MF, wildcards.device)
 
 
+# quantize.mode auto: whether a model gets int8_dynamic is known once it is fused (its MACs by
+# layer kind, in the fuse checkpoint's sidecar). Jobs listing artifacts list those apart
+# (auto_*), through get_auto_* below: the checkpoint defers only them, so a dry run still plans
+# every static artifact. A decision is cached once read: a checkpoint that has to run again
+# raises IncompleteCheckpointException first, which is never cached.
+_AUTO_DECISIONS = {}
+
+
+def auto_dynamic(model):
+    if model not in _AUTO_DECISIONS:
+        sidecar = checkpoints.fuse.get(model=model).output["sidecar"]
+        macs = plan.read_macs_by_kind(sidecar)
+        _AUTO_DECISIONS[model] = plan.dynamic_pays(MF, model, macs)
+    return _AUTO_DECISIONS[model]
+
+
+def _auto_artifacts(models):
+    return [a for model in models for a in plan.auto_artifacts(MF, model, auto_dynamic)]
+
+
+def get_auto_compare_inputs(wildcards):
+    found = [
+        a
+        for a in _auto_artifacts([wildcards.model])
+        if plan.device_runs(MF, wildcards.device, a)
+    ]
+    return {
+        "auto_artifacts": [a.path for a in found],
+        "auto_evaluations": [a.eval_path for a in found if plan.evaluable_here(a)],
+    }
+
+
+def get_auto_benchmark_paths(wildcards):
+    return [
+        a.bench_path(device)
+        for a in _auto_artifacts(MF["models"])
+        for device in MF["devices"]
+        if plan.device_runs(MF, device, a)
+    ]
+
+
+def get_auto_summary_inputs(wildcards):
+    found = _auto_artifacts(MF["models"])
+    return {
+        "auto_artifacts": [a.path for a in found],
+        "auto_evaluations": [a.eval_path for a in found if plan.evaluable_here(a)],
+        "auto_benchmarks": get_auto_benchmark_paths(wildcards),
+    }
+
+
 def get_compare_inputs(wildcards):
     found = plan.compared_artifacts(MF, wildcards.model, wildcards.device)
     device = MF["devices"][wildcards.device]

@@ -6,6 +6,7 @@
 rule compare:
     input:
         unpack(get_compare_inputs),
+        unpack(get_auto_compare_inputs),
     output:
         comparison=layout.COMPARISON,
     params:
@@ -32,6 +33,7 @@ rule compare:
 rule compare_adb:
     input:
         unpack(get_compare_inputs),
+        unpack(get_auto_compare_inputs),
     output:
         comparison=layout.COMPARISON,
     params:

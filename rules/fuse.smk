@@ -1,4 +1,6 @@
-rule fuse:
+# A checkpoint: its sidecar's MACs by layer kind decide which int8 variants a model in
+# quantize.mode auto gets (mobileforge.plan.int8_variants; read in rules/common.smk).
+checkpoint fuse:
     input:
         checkpoint=layout.CHECKPOINT,
         data=get_dataset,

@@ -14,6 +14,7 @@ onsuccess:
 rule summary:
     input:
         unpack(summary_inputs),
+        unpack(get_auto_summary_inputs),
     output:
         summary=report(
             layout.SUMMARY,
@@ -57,6 +58,7 @@ rule plots:
     input:
         summary=layout.SUMMARY,
         benchmarks=get_benchmark_paths,
+        auto_benchmarks=get_auto_benchmark_paths,
     output:
         figure_outputs(),
     params:

@@ -56,8 +56,10 @@ def test_dry_run_claims_a_cpu_per_job(tmp_path: Path) -> None:
     text = done.stdout + done.stderr
     share = cpus.cores_per_cpu(8, cpus.available_cpus())
     claims = {}  # rule -> threads shown by the dry run (Snakemake omits "threads: 1")
-    for block in re.split(r"\n(?=\[\w{3} \w{3} |rule |localrule )", text):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+    for block in re.split(
+        r"\n(?=\[\w{3} \w{3} |rule |localrule |checkpoint |localcheckpoint )", text
+    ):
+        rule = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
         if rule and rule.group(1) != "all":
             threads = re.search(r"^\s+threads: (\d+)", block, re.M)
             claims.setdefault(rule.group(1), set()).add(int(threads.group(1)) if threads else 1)

@@ -36,6 +36,7 @@ def test_the_vocabulary_is_the_config_schema_s():
         assert set(layout.INT8_BACKENDS[fmt]) <= set(layout.BACKENDS[fmt])
     assert layout.ENGINES == _enum(defs["device"]["properties"]["engine"])
     assert layout.PRUNE_METHODS == _enum(defs["prune"]["properties"]["method"])
+    assert layout.QUANT_MODES == _enum(defs["quantize"]["properties"]["mode"])
 
 
 def _python_path_literals(path) -> list[str]:

@@ -64,6 +64,7 @@ def _profile(sidecar, layers, p50_ms, device="host", kind="host") -> dict:
         "method": "etdump" if sidecar["format"] == "pte" else "lite_profiler",
         "unavailable": None, "runs": 20, "warmup": 5, "threads": 1, "layers": layers,
         "layers_ms": total, "end_to_end_ms": total * 1.05, "outside_ms": total * 0.05,
+        "profiler_overhead_ms": None,
         "benchmark_p50_ms": p50_ms, "coverage": coverage, "agrees": abs(coverage - 1) <= 0.2,
         "agreement": f"per-layer sum {total:.3f} ms is {coverage:.0%} of the benchmark's p50 "
                      f"{p50_ms:.3f} ms: within 20%",
@@ -78,6 +79,7 @@ def _unavailable(sidecar, device, why) -> dict:
         **_profile(sidecar, [_layer("x", "compute", 1.0)], 1.0, device, "adb"),
         "unavailable": why, "runs": 0, "warmup": 0, "threads": None, "layers": [],
         "layers_ms": None, "end_to_end_ms": None, "outside_ms": None, "benchmark_p50_ms": None,
+        "profiler_overhead_ms": None,
         "coverage": None, "agrees": None, "agreement": f"no profile: {why}",
     }  # fmt: skip
     return dict(records.check(records.Profile, record, "unavailable"))

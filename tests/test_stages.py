@@ -11,7 +11,7 @@ import pytest
 from mobileforge import fingerprint, stages
 from tests.conftest import REPO
 
-RULE = re.compile(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", re.M | re.S)
+RULE = re.compile(r"^(?:rule|checkpoint) (\w+):\n(.*?)(?=^rule |^checkpoint |\Z)", re.M | re.S)
 
 
 def workflow_rules() -> dict[str, str]:

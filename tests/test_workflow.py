@@ -632,7 +632,7 @@ def _running_jobs(log: Path) -> list[tuple[str, str]]:
     text = log.read_text() if log.exists() else ""
     started = {}
     for block in re.split(r"\n(?=\[\w{3} \w{3} )", text):  # one block per timestamp
-        rule = re.search(r"^(?:local)?rule (\w+):$", block, re.M)
+        rule = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):$", block, re.M)
         jobid = re.search(r"^\s+jobid: (\d+)$", block, re.M)
         job_log = re.search(r"^\s+log: ([^,\n]+)$", block, re.M)
         if rule and jobid and job_log:

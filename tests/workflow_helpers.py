@@ -12,8 +12,10 @@ def planned_outputs(workdir: Path, config: Path, **options) -> set[str]:
     """The first output file of every job a dry run would run (the `all` target excluded)."""
     text = snakemake(workdir, config, "--dry-run", **options)
     planned = set()
-    for block in re.split(r"\n(?=\[\w{3} \w{3} |rule |localrule )", text):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+    for block in re.split(
+        r"\n(?=\[\w{3} \w{3} |rule |localrule |checkpoint |localcheckpoint )", text
+    ):
+        rule = re.search(r"^(?:local)?(?:rule|checkpoint) (\w+):", block, re.M)
         output = re.search(r"^\s+output: ([^,\n]+)", block, re.M)
         if rule and output and rule.group(1) != "all":
             planned.add(output.group(1))

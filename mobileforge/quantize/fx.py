@@ -1,4 +1,6 @@
-"""Post-training static int8 quantization (FX graph mode), per kernel library ("engine").
+"""Post-training int8 quantization (FX graph mode), per kernel library ("engine"): static, or
+the dynamic recipe (``int8_dynamic``: convolutions static int8, linear layers with int8 weights
+quantizing their activations at run time, ``torch.ao.quantization.quantize_dynamic``).
 
 The engine decides how packed weights are laid out (and, with ``reduce_range``, x86 keeps
 activations to 7 bits so fbgemm's vpmaddubsw kernels cannot overflow on CPUs without VNNI), so
@@ -67,7 +69,35 @@ def qconfig_mapping(engine: str, recipe: Recipe):  # -> QConfigMapping
     mapping.set_global(QConfig(activation=activation, weight=weight))
     for name in recipe.fp32_layers:
         mapping.set_module_name(name, None)
+    if recipe.dynamic:  # linear layers are left float here and made dynamic after convert
+        import torch.ao.nn.intrinsic as nni
+
+        for linear in (torch.nn.Linear, nni.LinearReLU, torch.nn.functional.linear):
+            mapping.set_object_type(linear, None)
     return mapping
+
+
+def make_dynamic(converted: torch.fx.GraphModule, recipe: Recipe) -> list[str]:
+    """Swap the linear layers of a converted model (left float by :func:`qconfig_mapping`), less
+    the recipe's fp32 layers, for dynamically quantized ones, in place: int8 weights (per channel
+    where the recipe says), activations quantized per batch at run time. Returns their names.
+
+    Per-channel dynamic linear runs on both engines' kernels (fbgemm and QNNPACK).
+    """
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        per_channel_dynamic_qconfig,
+        quantize_dynamic,
+    )
+
+    from mobileforge.quantize.layers import linear_layers
+
+    names = linear_layers(converted, recipe.fp32_layers)
+    qconfig = per_channel_dynamic_qconfig if recipe.per_channel else default_dynamic_qconfig
+    if names:
+        with quiet_quantization_warnings():
+            quantize_dynamic(converted, dict.fromkeys(names, qconfig), inplace=True)
+    return names
 
 
 def prepare(
@@ -88,11 +118,15 @@ def prepare(
     return prepared
 
 
-def convert(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
+def convert(prepared: torch.fx.GraphModule, recipe: Recipe | None = None) -> torch.fx.GraphModule:
+    """The int8 model of a calibrated one; its linear layers dynamic where ``recipe`` says."""
     from torch.ao.quantization.quantize_fx import convert_fx
 
     with quiet_quantization_warnings():
-        return convert_fx(prepared)
+        converted = convert_fx(prepared)
+    if recipe is not None and recipe.dynamic:
+        make_dynamic(converted, recipe)
+    return converted
 
 
 @torch.no_grad()
@@ -121,7 +155,7 @@ def quantize_static(
     with quantized_engine(engine):
         prepared = prepare(fused, engine, recipe, calibration[:1])
         seen = calibrate(prepared, calibration, recipe, log)
-        return convert(prepared), seen
+        return convert(prepared, recipe), seen
 
 
 def rebuild_quantized(
@@ -138,7 +172,7 @@ def rebuild_quantized(
     weight, scale and zero point.
     """
     with quantized_engine(engine):
-        model = convert(prepare(fused, engine, recipe, example))
+        model = convert(prepare(fused, engine, recipe, example), recipe)
         model.load_state_dict(state_dict)
     return model
 
@@ -154,7 +188,8 @@ def quantize_within_budget(
     auto_reduce_range: bool = False,
     log: Callable[[str], Any] = print,
 ) -> Int8Choice:
-    """FX static int8 for ``engine`` within the accuracy budget
+    """FX int8 for ``engine`` (static, or dynamic linear layers: ``recipe.dynamic``) within the
+    accuracy budget
     (:func:`mobileforge.quantize.budget.keep_within_budget`), layers of ``ranking`` kept fp32 as
     needed. ``auto_reduce_range`` (``quantize.reduce_range: auto``) first picks 7- or 8-bit
     activations on the x86 engine (QNNPACK has no 7-bit mode)."""

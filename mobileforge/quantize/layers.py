@@ -42,3 +42,14 @@ def layer_weight(model: nn.Module, name: str) -> torch.nn.Parameter:
     if _is_fused(module):
         module = module[0]
     return module.weight
+
+
+def linear_layers(model: nn.Module, fp32_layers: tuple[str, ...] = ()) -> list[str]:
+    """The linear layers (``nn.Linear``, fused ``LinearReLU``) of ``quantizable_layers``, less
+    ``fp32_layers``: those the dynamic int8 recipe quantizes at run time."""
+    linear = {"Linear", "LinearReLU"}
+    return [
+        name
+        for name, kind in quantizable_layers(model).items()
+        if kind in linear and name not in fp32_layers
+    ]

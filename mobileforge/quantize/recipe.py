@@ -25,6 +25,9 @@ class Recipe:
     calibration_batches: int = 8
     batch_size: int = 32
     fp32_layers: tuple[str, ...] = field(default=())
+    # int8_dynamic (quantize.mode): linear layers quantize their activations at run time; set
+    # by the variant, never by a config key.
+    dynamic: bool = False
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any], fp32_layers: tuple[str, ...] = ()) -> Recipe:
@@ -45,6 +48,9 @@ class Recipe:
     def with_fp32_layers(self, layers: tuple[str, ...] | list[str]) -> Recipe:
         return Recipe(**{**asdict(self), "fp32_layers": tuple(layers)})
 
+    def made_dynamic(self) -> Recipe:
+        return Recipe(**{**asdict(self), "dynamic": True})
+
     @property
     def calibration_samples(self) -> int:
         return self.calibration_batches * self.batch_size
@@ -52,4 +58,6 @@ class Recipe:
     def as_record(self) -> dict[str, Any]:
         record = asdict(self)
         record["fp32_layers"] = list(self.fp32_layers)
+        if not self.dynamic:  # static recipes record what they recorded before the flag existed
+            del record["dynamic"]
         return record

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mobileforge import files, records
 from mobileforge.job import Job, preloads, without_torch
-from mobileforge.stages.common import versions
+from mobileforge.stages.common import listed, versions
 from mobileforge.warm.client import EXECUTORCH_MODULES
 
 
@@ -76,12 +76,12 @@ def compare(job: Job) -> None:
     settings = dict(job.params["settings"])
     device = settings.pop("device")
     accuracy = {}
-    for path in job.input["evaluations"]:
+    for path in listed(job, "evaluations"):
         record = records.read(records.Evaluation, path)
         accuracy[record["artifact"]] = record["accuracy"]
     sidecars = {
         path: records.read(records.ArtifactSidecar, files.sidecar_path(path))
-        for path in job.input["artifacts"]
+        for path in listed(job, "artifacts")
     }
     entries, left_out = paired.candidates(sidecars, accuracy, budget)
     for path, why in left_out.items():

@@ -26,6 +26,12 @@ def versions(job: Job) -> dict[str, Any]:
     }
 
 
+def listed(job: Job, key: str) -> list[str]:
+    """The paths of a listing input, with those only ``quantize.mode: auto`` decided on
+    (``auto_<key>``, listed apart in the rules: rules/common.smk)."""
+    return [*job.input[key], *job.input.get(f"auto_{key}", [])]
+
+
 def ranking(job: Job) -> list[str]:
     """Layers most damaging first, from the sensitivity input (absent without a budget)."""
     path = job.input.get("sensitivity")
@@ -63,6 +69,17 @@ def prune_summary(record: dict[str, Any]) -> dict[str, Any]:
     return {"met": record["within_budget"], "reason": record["reason"]}
 
 
+def _int8_recipe(recipe: dict[str, Any] | None, decision: Any) -> dict[str, Any]:
+    """An int8 artifact's recipe: static or dynamic, and which layers are dynamic."""
+    if recipe is None:
+        return {}
+    dynamic = bool(recipe.get("dynamic"))
+    return {
+        "quantize_mode": "dynamic" if dynamic else "static",
+        "dynamic_layers": decision.get("dynamic_layers", []) if dynamic else [],
+    }
+
+
 def artifact_info(
     job: Job,
     meta: dict[str, Any],
@@ -91,6 +108,7 @@ def artifact_info(
         "sparsity": meta.get("sparsity"),
         "fp32_layers": None if recipe is None else recipe["fp32_layers"],
         "int8_budget": budget,
+        **_int8_recipe(recipe, decision),
         # l1 points: from the int8_pruned stage; channel points: from the pruned fp32 stage.
         "prune": meta.get("prune") or meta.get("pruned"),
         "prune_budget": meta.get("prune_budget"),

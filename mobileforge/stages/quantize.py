@@ -1,10 +1,13 @@
-"""int8: per-layer sensitivity, FX static int8 per engine (.ptl) and PT2E int8 per backend
-(.pte), each within the accuracy budget."""
+"""int8: per-layer sensitivity, FX int8 per engine (.ptl) and PT2E int8 per backend (.pte), each
+within the accuracy budget; static, or ``int8_dynamic``'s dynamic linear layers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from mobileforge import files
 from mobileforge.job import Job, preloads
+from mobileforge.layout import DYNAMIC
 from mobileforge.stages.common import budget_summary, control, ranking, versions
 from mobileforge.warm.client import EXECUTORCH_MODULES
 
@@ -55,11 +58,28 @@ def sensitivity(job: Job) -> None:
     job.log(f"{len(layers)} layers; most sensitive: {[layer['layer'] for layer in layers[:3]]}")
 
 
+def _recipe(job: Job) -> Any:
+    """The job's recipe: the quantize settings, dynamic for ``int8_dynamic``."""
+    from mobileforge.quantize.recipe import Recipe
+
+    recipe = Recipe.from_settings(job.params["quantize"])
+    return recipe.made_dynamic() if job.wildcards["qvariant"] == DYNAMIC else recipe
+
+
+def _dynamic_layers(fused: Any, recipe: Any) -> dict[str, Any]:
+    """What a dynamic recipe records: the linear layers quantized at run time (the others of a
+    dynamic model are static int8 or, kept by the budget, fp32); nothing for a static one."""
+    from mobileforge.quantize.layers import linear_layers
+
+    return {"dynamic_layers": linear_layers(fused, recipe.fp32_layers)} if recipe.dynamic else {}
+
+
 def quantize(job: Job) -> None:
-    """FX static int8 for one engine, within the accuracy budget (layers kept fp32 if needed)."""
+    """FX int8 for one engine (static; ``int8_dynamic``: linear layers dynamic), within the
+    accuracy budget (layers kept fp32 if needed)."""
     from mobileforge import chain
     from mobileforge.quantize.fx import quantize_within_budget, quantized_engine
-    from mobileforge.quantize.recipe import AUTO, Recipe
+    from mobileforge.quantize.recipe import AUTO
     from mobileforge.stagefile import save_stage
 
     fused, meta = chain.load_fused_model(job.input["fused"])
@@ -68,7 +88,7 @@ def quantize(job: Job) -> None:
     chosen = quantize_within_budget(
         fused,
         engine,
-        Recipe.from_settings(settings),
+        _recipe(job),
         control(job, fused),
         ranking(job),
         settings["accuracy_budget"],
@@ -88,6 +108,7 @@ def quantize(job: Job) -> None:
             "variant": job.wildcards["qvariant"],
             "engine": engine,
             "recipe": recipe.as_record(),
+            **_dynamic_layers(fused, recipe),
             "int8_budget": budget_summary(budget),
         },
         job.output["sidecar"],
@@ -103,24 +124,29 @@ def quantize(job: Job) -> None:
 
 @preloads(EXECUTORCH_MODULES)
 def quantize_pte(job: Job) -> None:
-    """PT2E int8 for one .pte backend within the accuracy budget: the recipe, and the converted
-    program it chose, saved for export_pte to lower (so that nothing is calibrated twice)."""
+    """PT2E int8 for one .pte backend (static; ``int8_dynamic``: XNNPACK's dynamic linear) within
+    the accuracy budget: the recipe, and the converted program it chose, saved for export_pte to
+    lower (so that nothing is calibrated twice)."""
     from mobileforge import chain
     from mobileforge.quantize.pt2e import quantize_within_budget, save_converted
-    from mobileforge.quantize.recipe import Recipe
 
     fused, meta = chain.load_fused_model(job.input["fused"])
     checked = control(job, fused)
     settings = job.params["quantize"]
     backend = job.wildcards["backend"]
     example = chain.example_input(meta)
+    recipe = _recipe(job)
+    ranked = ranking(job)
+    if recipe.dynamic:  # only its linear layers are int8: the budget keeps none of the others
+        quantized = set(_dynamic_layers(fused, recipe)["dynamic_layers"])
+        ranked = [layer for layer in ranked if layer in quantized]
     chosen = quantize_within_budget(
         fused,
         example,
         backend,
-        Recipe.from_settings(settings),
+        recipe,
         checked,
-        ranking(job),
+        ranked,
         settings["accuracy_budget"],
         settings["max_fp32_layers"],
         job.log,
@@ -136,6 +162,7 @@ def quantize_pte(job: Job) -> None:
             "variant": job.wildcards["qvariant"],
             "backend": backend,
             "recipe": recipe.as_record(),
+            **_dynamic_layers(fused, recipe),
             **chosen.calibration,
             "input_shape": meta["input_shape"],
             **saved,
@@ -151,6 +178,7 @@ def quantize_pte(job: Job) -> None:
             "variant": job.wildcards["qvariant"],
             "backend": backend,
             "recipe": recipe.as_record(),
+            **_dynamic_layers(fused, recipe),
             "quantize": settings,
             "budget": budget,
             **versions(job),

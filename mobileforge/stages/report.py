@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mobileforge import files, records
 from mobileforge.job import Job, without_torch
+from mobileforge.stages.common import listed
 
 
 @without_torch
@@ -16,14 +17,14 @@ def summary(job: Job) -> None:
 
     artifacts = [
         records.read(records.ArtifactSidecar, files.sidecar_path(path))
-        for path in job.input["artifacts"]
+        for path in listed(job, "artifacts")
     ]
     evaluations = {}
-    for path in job.input["evaluations"]:
+    for path in listed(job, "evaluations"):
         record = records.read(records.Evaluation, path)
         evaluations[record["artifact"]] = record
     benchmarks = {}
-    for path in job.input["benchmarks"]:
+    for path in listed(job, "benchmarks"):
         record = records.read(records.BenchmarkResult, path)
         benchmarks[(record["artifact"], record["device"])] = record
     peaks = {}
@@ -61,7 +62,7 @@ def plots(job: Job) -> None:
     from mobileforge.report import draw_figures
 
     summary = pd.read_csv(job.input["summary"], keep_default_na=True)
-    benchmarks = [records.read(records.BenchmarkResult, path) for path in job.input["benchmarks"]]
+    benchmarks = [records.read(records.BenchmarkResult, path) for path in listed(job, "benchmarks")]
     draw_figures(job.params["figures"], summary, benchmarks, job.params["accuracy_budget"], job.log)
 
 

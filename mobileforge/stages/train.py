@@ -102,7 +102,7 @@ def fuse(job: Job) -> None:
     from mobileforge import chain
     from mobileforge.data import load_dataset
     from mobileforge.fuse import fuse as fuse_model
-    from mobileforge.macs import count_macs
+    from mobileforge.macs import macs_by_kind
     from mobileforge.runtime.evaluate import collect_logits
     from mobileforge.stagefile import save_stage, torch_bytes
 
@@ -119,12 +119,18 @@ def fuse(job: Job) -> None:
         raise ValueError(f"fusion changed outputs by {diff:.3g} > fuse.atol {atol}")
     files.write_bytes_atomic(job.output["reference"], torch_bytes(reference))
     # MACs of one inference travel with the model to every artifact made from it (int8 ones too:
-    # quantized modules cannot be counted).
-    macs = count_macs(fused, meta["input_shape"])
+    # quantized modules cannot be counted). Their split by layer kind goes in the sidecar, which
+    # the workflow reads (fuse is a checkpoint) to decide quantize.mode auto.
+    by_kind = macs_by_kind(fused, meta["input_shape"])
     save_stage(
         job.output["fused"],
         fused.state_dict(),
-        {**meta, "stage": "fused", "macs": macs},
+        {**meta, "stage": "fused", "macs": sum(by_kind.values())},
         job.output["sidecar"],
-        {"fusion_max_abs_diff": diff, "fusion_atol": atol, **versions(job)},
+        {
+            "fusion_max_abs_diff": diff,
+            "fusion_atol": atol,
+            "macs_by_kind": by_kind,
+            **versions(job),
+        },
     )
