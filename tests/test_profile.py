@@ -153,11 +153,12 @@ def test_profile_agrees_with_benchmark(small_artifacts, fmt: str) -> None:
     assert math.isclose(sum(row["share"] for row in profile["layers"]), 1.0, rel_tol=0.05)
     assert any(row["kind"] == "compute" for row in profile["layers"])
     assert any(row["kind"] == "quantize" for row in profile["layers"])
-    # The check itself: the layers, or the layers with the named time outside operators, are
-    # within 20 % of the benchmark's p50.
+    # The check itself: the layers, or the layers with the named time outside operators, or
+    # the unprofiled runs with the profiler's named cost (.ptl), are within 20 % of the p50.
     assert profile["agrees"] is True, profile["agreement"]
     coverage_ok = abs(profile["coverage"] - 1) <= 0.2
-    assert coverage_ok or "outside operators" in profile["agreement"]
+    named = ("outside operators", "the profiler added")
+    assert coverage_ok or any(reason in profile["agreement"] for reason in named)
 
 
 def test_attribute_gives_a_modules_macs_to_its_one_conv_or_matmul() -> None:
