@@ -241,3 +241,24 @@ def test_profile_counts_macs_on_the_float_model_each_artifact_was_built_from(def
         assert stages[fmt, "int8_pruned-channel-0.3"] == "results/tinycnn/pruned-channel-0.3.pt"
     with pytest.raises(KeyError):
         plan.float_model_path(config, "tinycnn", "ptl", "int8.nosuch.cpu")
+
+
+def test_a_frozen_ptl_has_no_module_to_name_and_its_record_says_so(small_ptl, tmp_path) -> None:
+    import torch
+
+    from mobileforge.export.ptl import lite_bytes
+    from mobileforge.profile.ptl import module_names, profile_ptl
+    from mobileforge.profile.record import from_raw
+
+    path = tmp_path / "frozen.ptl"
+    path.write_bytes(lite_bytes(torch.jit.freeze(torch.jit.script(small_ptl["fused"].eval()))))
+    x = torch.rand(SHAPE)
+    runs, end_to_end, _ = profile_ptl(str(path), x, runs=2, warmup=1)
+    with pytest.raises(ValueError, match="frozen"):
+        module_names(str(path), x, runs[0])
+    raw = {"method": "lite_profiler", "runs": runs, "end_to_end_ms": end_to_end,
+           "module_error": "the .ptl holds a frozen module"}  # fmt: skip
+    record = from_raw(raw, {"model": "m", "format": "ptl", "variant": "fp32"}, str(path),
+                      "host", "host", 1, None, {"": 1})  # fmt: skip
+    assert all(row["module"] is None and row["macs"] is None for row in record["layers"])
+    assert "module is None: the .ptl holds a frozen module" in record["warnings"]
