@@ -31,9 +31,8 @@ def _kind(op: str) -> str:
     return "linear" if name in _LINEAR_OPS else "other"
 
 
-def macs_by_kind(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
-    """MACs of one forward pass of ``model`` on an input of ``input_shape`` (batch included),
-    by kind of layer (:data:`KINDS`); they add up to :func:`count_macs`."""
+def _flop_counts(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str, dict]:
+    """FlopCounterMode's FLOPs by module (``Global``: the whole run), then by operator."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
@@ -43,8 +42,14 @@ def macs_by_kind(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str
             model(torch.zeros(list(input_shape)))
     finally:
         model.train(was_training)
+    return counter.get_flop_counts()
+
+
+def macs_by_kind(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """MACs of one forward pass of ``model`` on an input of ``input_shape`` (batch included),
+    by kind of layer (:data:`KINDS`); they add up to :func:`count_macs`."""
     found = dict.fromkeys(KINDS, 0)
-    for op, flops in counter.get_flop_counts().get("Global", {}).items():
+    for op, flops in _flop_counts(model, input_shape).get("Global", {}).items():
         found[_kind(str(op))] += int(flops) // 2
     return found
 
@@ -52,3 +57,17 @@ def macs_by_kind(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str
 def count_macs(model: torch.nn.Module, input_shape: Sequence[int]) -> int:
     """MACs of one forward pass of ``model`` on an input of ``input_shape`` (batch included)."""
     return sum(macs_by_kind(model, input_shape).values())
+
+
+def module_macs(model: torch.nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """MACs of one forward pass inside each module of ``model``, by its ``named_modules`` name
+    (a module's count holds its submodules'; the whole model is ``""``), counted as
+    :func:`count_macs` counts: modules that run no counted op are left out."""
+    result: dict[str, int] = {}
+    for key, by_op in _flop_counts(model, input_shape).items():
+        if key == "Global":
+            continue
+        # the tracker names a module "<root class>.<name in named_modules>"
+        _, _, name = key.partition(".")
+        result[name] = sum(int(flops) // 2 for flops in by_op.values())
+    return result

@@ -476,6 +476,16 @@ def comparisons(config: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def float_model_path(config: dict[str, Any], model: str, fmt: str, stem: str) -> str:
+    """The fp32 stage the artifact ``<stem>.<fmt>`` of ``model`` was built from (fused, or the
+    pruned model of a channel point): its profile counts each module's MACs on it."""
+    # every artifact the config can build, ``auto``'s int8_dynamic included
+    for artifact in artifacts(config, model, lambda _: True):
+        if artifact.fmt == fmt and artifact.stem == stem:
+            return fused_path(model, calibration_of(config, model, artifact.variant) or "int8")
+    raise KeyError(f"{model} has no {fmt} artifact {stem!r} in the config")
+
+
 def profile_paths(config: dict[str, Any], model: str) -> list[str]:
     """The per-layer profiles of ``model`` (those of :func:`profiles`): one per artifact and
     device that runs it; a device that cannot profile still writes one, saying why."""

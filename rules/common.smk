@@ -313,6 +313,10 @@ def get_benchmark_paths(wildcards):
     return [a.bench_path(device) for a, device in plan.benchmarks(MF)]
 
 
+def get_profile_float_model(wildcards):
+    return plan.float_model_path(MF, wildcards.model, wildcards.fmt, wildcards.stem)
+
+
 def get_profile_settings(wildcards):
     return params.profile(MF)
 

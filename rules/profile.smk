@@ -1,10 +1,12 @@
 # Where each artifact's time goes on a device that benchmarks it: per layer, checked against
 # that benchmark's p50 (docs/measurements.md: Where the time goes). On the host it takes the
-# cores a benchmark takes, so no other job runs beside it.
+# cores a benchmark takes, so no other job runs beside it. The float model the artifact was
+# built from gives each layer's MACs.
 rule profile_host:
     input:
         artifact=layout.ARTIFACT,
         benchmark=layout.BENCHMARK,
+        float_model=get_profile_float_model,
     output:
         profile=layout.PROFILE,
     params:

@@ -4,6 +4,7 @@ benchmark, and real profiles of a small .pte and .ptl against their benchmarks."
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -93,27 +94,37 @@ SHAPE = [1, 3, 64, 64]
 
 
 @pytest.fixture(scope="module")
-def small_artifacts(tmp_path_factory) -> dict[str, str]:
-    """A .pte int8 (XNNPACK) and a .ptl int8 (x86) of a small CNN, about a millisecond each."""
+def small_ptl(tmp_path_factory) -> dict[str, Any]:
+    """A .ptl int8 (x86) of a small CNN, about a millisecond, and the fused float model."""
     torch = pytest.importorskip("torch")
-    pytest.importorskip("executorch")
-    from mobileforge.export import pte, ptl
+    from mobileforge.export import ptl
     from mobileforge.fuse import fuse
     from mobileforge.models import build_model
     from mobileforge.quantize.fx import quantize_static
     from mobileforge.quantize.recipe import Recipe
 
-    root = tmp_path_factory.mktemp("profile")
+    root = tmp_path_factory.mktemp("profile_ptl")
     fused = fuse(build_model("tinycnn", 10, {"width": 16}, seed=0))
     calibration = torch.rand(16, *SHAPE[1:], generator=torch.Generator().manual_seed(0))
-    example = calibration[:1]
-    buffer, _ = pte.export_pte(fused, example, "xnnpack", "int8", calibration=calibration)
-    (root / "m.pte").write_bytes(buffer)
     quantized, _ = quantize_static(fused, "x86", Recipe(batch_size=8, calibration_batches=2),
                                    calibration)  # fmt: skip
-    data, _ = ptl.export_ptl(quantized, "cpu", example)
+    data, _ = ptl.export_ptl(quantized, "cpu", calibration[:1])
     (root / "m.ptl").write_bytes(data)
-    return {"pte": str(root / "m.pte"), "ptl": str(root / "m.ptl")}
+    return {"ptl": str(root / "m.ptl"), "fused": fused, "calibration": calibration}
+
+
+@pytest.fixture(scope="module")
+def small_artifacts(tmp_path_factory, small_ptl) -> dict[str, Any]:
+    """A .pte int8 (XNNPACK) and a .ptl int8 (x86) of a small CNN, about a millisecond each."""
+    pytest.importorskip("executorch")
+    from mobileforge.export import pte
+
+    root = tmp_path_factory.mktemp("profile")
+    calibration = small_ptl["calibration"]
+    buffer, _ = pte.export_pte(small_ptl["fused"], calibration[:1], "xnnpack", "int8",
+                               calibration=calibration)  # fmt: skip
+    (root / "m.pte").write_bytes(buffer)
+    return {"pte": str(root / "m.pte"), "ptl": small_ptl["ptl"]}
 
 
 @pytest.mark.slow  # about 20 s each on 2 CPUs: a benchmark and a profile, each in its process
@@ -142,8 +153,112 @@ def test_profile_agrees_with_benchmark(small_artifacts, fmt: str) -> None:
     assert math.isclose(sum(row["share"] for row in profile["layers"]), 1.0, rel_tol=0.05)
     assert any(row["kind"] == "compute" for row in profile["layers"])
     assert any(row["kind"] == "quantize" for row in profile["layers"])
-    # The check itself: the layers, or the layers with the named time outside operators, are
-    # within 20 % of the benchmark's p50.
+    # The check itself: the layers, or the layers with the named time outside operators, or
+    # the unprofiled runs with the profiler's named cost (.ptl), are within 20 % of the p50.
     assert profile["agrees"] is True, profile["agreement"]
     coverage_ok = abs(profile["coverage"] - 1) <= 0.2
-    assert coverage_ok or "outside operators" in profile["agreement"]
+    named = ("outside operators", "the profiler added")
+    assert coverage_ok or any(reason in profile["agreement"] for reason in named)
+
+
+def test_attribute_gives_a_modules_macs_to_its_one_conv_or_matmul() -> None:
+    from mobileforge.profile.layers import attribute
+
+    runs = [[("aten::size", 0.1), ("quantized::conv2d_relu", 2.0), ("aten::relu", 0.5),
+             ("aten::conv2d", 1.0), ("aten::conv2d", 1.0), ("aten::dequantize", 0.2)]]  # fmt: skip
+    rows, _, _ = layers(runs)
+    modules = {
+        "aten::size": "a",
+        "quantized::conv2d_relu": "a",
+        "aten::relu": "b",
+        "aten::conv2d #1": "c",
+        "aten::conv2d #2": "c",
+        "aten::dequantize": None,
+    }
+    attributed = attribute(rows, modules, {"": 100, "a": 60, "b": 0, "c": 40})
+    by_name = {row["name"]: row for row in rows}
+    assert by_name["aten::size"]["module"] == "a" and by_name["aten::size"]["macs"] is None
+    assert by_name["quantized::conv2d_relu"]["macs"] == 60
+    assert by_name["quantized::conv2d_relu"]["gmacs_per_s"] == pytest.approx(60 / 2.0 / 1e6)
+    assert by_name["aten::relu"]["macs"] is None  # an activation does no counted MAC
+    # two convolutions in one module: which one did its MACs is not known
+    assert by_name["aten::conv2d #1"]["macs"] is None and attributed == 60
+    assert by_name["aten::dequantize"]["module"] is None
+
+
+@pytest.mark.parametrize("which", ["int8", "fp32_scripted"])
+def test_ptl_layers_name_their_modules_and_macs(small_ptl, tmp_path, which: str) -> None:
+    """A .ptl's conv and linear layers map back to the model's modules (from a debug copy of
+    its own program), and the float model's MACs on them add up to count_macs."""
+    import torch
+
+    from mobileforge.export.ptl import lite_bytes
+    from mobileforge.macs import count_macs, module_macs
+    from mobileforge.profile.layers import attribute
+    from mobileforge.profile.ptl import module_names, profile_ptl
+
+    fused = small_ptl["fused"]
+    if which == "int8":
+        torch.backends.quantized.engine = "x86"
+        path = small_ptl["ptl"]
+    else:  # the fused fp32 model scripted, not frozen (freezing leaves no module to name)
+        path = str(tmp_path / "fp32.ptl")
+        (tmp_path / "fp32.ptl").write_bytes(lite_bytes(torch.jit.script(fused)))
+    x = torch.rand(SHAPE)
+    runs, _, _ = profile_ptl(path, x, runs=2, warmup=1)
+    modules = module_names(path, x, runs[0])
+    rows, _, _ = layers(runs)
+    attributed = attribute(rows, modules, module_macs(fused, SHAPE))
+    named = dict(fused.named_modules())
+    compute = [r for r in rows if any(op in r["name"] for op in ("conv2d", "linear"))]
+    assert len(compute) == 6  # tinycnn: 4 convolutions, 2 linear layers
+    for row in compute:
+        assert row["module"] in named, row
+        leaf = named[row["module"]]
+        inner = [m for m in leaf.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        assert len(inner) == 1 and (
+            isinstance(inner[0], torch.nn.Conv2d) == ("conv" in row["name"])
+        ), row
+        assert row["macs"] and row["gmacs_per_s"]
+    assert len({row["module"] for row in compute}) == 6
+    assert attributed == count_macs(fused, SHAPE)
+
+
+def test_profile_counts_macs_on_the_float_model_each_artifact_was_built_from(default_raw):
+    from mobileforge import plan
+    from mobileforge.config import resolve_config
+
+    default_raw["defaults"]["prune"] = {"method": ["channel", "l1_unstructured"], "amount": 0.3}
+    config = resolve_config(default_raw)
+    stages = {
+        (a.fmt, a.variant): plan.float_model_path(config, "tinycnn", a.fmt, a.stem)
+        for a in plan.artifacts(config, "tinycnn")
+    }
+    for fmt in ("ptl", "pte"):
+        assert stages[fmt, "fp32"] == stages[fmt, "int8"] == "results/tinycnn/fused.pt"
+        # a point that prunes int8 weights keeps the fused model's layers, a channel point not
+        assert stages[fmt, "int8_pruned-l1_unstructured-0.3"] == "results/tinycnn/fused.pt"
+        assert stages[fmt, "int8_pruned-channel-0.3"] == "results/tinycnn/pruned-channel-0.3.pt"
+    with pytest.raises(KeyError):
+        plan.float_model_path(config, "tinycnn", "ptl", "int8.nosuch.cpu")
+
+
+def test_a_frozen_ptl_has_no_module_to_name_and_its_record_says_so(small_ptl, tmp_path) -> None:
+    import torch
+
+    from mobileforge.export.ptl import lite_bytes
+    from mobileforge.profile.ptl import module_names, profile_ptl
+    from mobileforge.profile.record import from_raw
+
+    path = tmp_path / "frozen.ptl"
+    path.write_bytes(lite_bytes(torch.jit.freeze(torch.jit.script(small_ptl["fused"].eval()))))
+    x = torch.rand(SHAPE)
+    runs, end_to_end, _ = profile_ptl(str(path), x, runs=2, warmup=1)
+    with pytest.raises(ValueError, match="frozen"):
+        module_names(str(path), x, runs[0])
+    raw = {"method": "lite_profiler", "runs": runs, "end_to_end_ms": end_to_end,
+           "module_error": "the .ptl holds a frozen module"}  # fmt: skip
+    record = from_raw(raw, {"model": "m", "format": "ptl", "variant": "fp32"}, str(path),
+                      "host", "host", 1, None, {"": 1})  # fmt: skip
+    assert all(row["module"] is None and row["macs"] is None for row in record["layers"])
+    assert "module is None: the .ptl holds a frozen module" in record["warnings"]

@@ -44,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--top", type=int, default=5, help="layers to print (default: 5)")
     p.add_argument("--input-shape", type=_shape, help="for files without a sidecar: 1,3,H,W")
     p.add_argument("--engine", help="torch quantized engine for an int8 .ptl without a sidecar")
+    p.add_argument(
+        "--float-model",
+        type=Path,
+        help="the fused (or pruned) fp32 stage file the "
+        "artifacts were built from, e.g. results/<model>/fused.pt: MACs per layer",
+    )
     p.add_argument("--json", dest="json_dir", type=Path, help="also write each record here")
     args = p.parse_args(argv)
 
@@ -51,6 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     from mobileforge.profile.host import profile_on_host
     from mobileforge.profile.record import from_raw
 
+    macs = None
+    if args.float_model:
+        from mobileforge import chain
+        from mobileforge.macs import module_macs
+
+        model, meta = chain.load_fused_model(args.float_model)
+        macs = module_macs(model, meta["input_shape"])
     for path in args.artifacts:
         sidecar = _sidecar(path, args)
         fmt, shape, engine = sidecar["format"], sidecar["input_shape"], sidecar["engine"]
@@ -59,11 +72,12 @@ def main(argv: list[str] | None = None) -> int:
                                  engine=engine)  # fmt: skip
         raw = profile_on_host(path, fmt, shape, args.threads, args.runs, args.warmup, engine)
         record = from_raw(raw, sidecar, str(path), "host", "host", args.warmup,
-                          bench["latency_ms"]["p50"])  # fmt: skip
+                          bench["latency_ms"]["p50"], macs)  # fmt: skip
         print(f"{path} ({record['method']}, {args.threads} thread(s), {record['runs']} runs)")
         for row in record["layers"][: args.top]:
             print(f"  {row['median_ms']:8.3f} ms {row['share']:6.1%}  {row['kind']:<10} "
-                  f"{row['name']}" + (f" x{row['calls']}" if row["calls"] > 1 else ""))  # fmt: skip
+                  f"{row['name']}" + (f" x{row['calls']}" if row["calls"] > 1 else "")
+                  + (f"  [{row['module']}]" if row["module"] else ""))  # fmt: skip
         kinds: dict[str, float] = {}
         for row in record["layers"]:
             kinds[row["kind"]] = kinds.get(row["kind"], 0.0) + row["share"]

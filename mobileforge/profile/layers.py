@@ -8,13 +8,17 @@ no event nested in another, so a run's events add up to its time inside operator
 
 from __future__ import annotations
 
+import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mobileforge import records
 from mobileforge.profile.classify import kind
 
 Run = Sequence[tuple[str, float]]
+
+#: The operators the MAC count is of (mobileforge.macs): convolutions and matrix products.
+MAIN_COMPUTE = re.compile(r"conv|linear|matmul|addmm|\bmm\b|bmm|einsum|Convolution|Fully Connected")
 
 
 def numbered(run: Run) -> list[tuple[str, float]]:
@@ -91,3 +95,32 @@ def layers(runs: Sequence[Run]) -> tuple[list[records.ProfiledLayer], float, flo
         )
     rows.sort(key=lambda row: row["median_ms"], reverse=True)
     return rows, layers_ms, run_sum_ms
+
+
+def attribute(
+    rows: list[records.ProfiledLayer],
+    modules: Mapping[str, str | None],
+    macs: Mapping[str, int] | None,
+) -> int:
+    """Fill each row's ``module`` from ``modules`` (by layer name) and, with ``macs`` (per
+    module of the float model), its ``macs`` and ``gmacs_per_s``: a module's MACs go to its one
+    convolution or matrix product (:data:`MAIN_COMPUTE`), not to its activation, quantize,
+    dequantize or shape reads; a module with several gets none. Returns the MACs attributed."""
+    for row in rows:
+        row["module"] = modules.get(row["name"])
+    if not macs:
+        return 0
+    compute: dict[str, list[records.ProfiledLayer]] = {}
+    for row in rows:
+        if row["module"] and row["kind"] == "compute" and MAIN_COMPUTE.search(row["name"]):
+            compute.setdefault(row["module"], []).append(row)
+    attributed = 0
+    for module, found in compute.items():
+        if len(found) != 1 or not macs.get(module):
+            continue
+        row = found[0]
+        row["macs"] = macs[module]
+        # MACs per ms / 1e6 = GMAC/s
+        row["gmacs_per_s"] = macs[module] / row["median_ms"] / 1e6 if row["median_ms"] else None
+        attributed += macs[module]
+    return attributed

@@ -8,7 +8,7 @@ from typing import Any
 
 from mobileforge import records
 from mobileforge.profile.agreement import agreement
-from mobileforge.profile.layers import layers
+from mobileforge.profile.layers import attribute, layers
 
 #: The median run's sum of layers over the sum of the layers' medians above which the runs were
 #: disturbed (on a quiet machine the two agree within a few per cent).
@@ -44,9 +44,14 @@ def from_raw(
     device_kind: str,
     warmup: int,
     benchmark_p50_ms: float | None,
+    macs: dict[str, int] | None = None,
 ) -> records.Profile:
-    """The profile record of ``raw`` (:func:`mobileforge.profile.runner.profile`'s shape)."""
+    """The profile record of ``raw`` (:func:`mobileforge.profile.runner.profile`'s shape);
+    ``macs``: MACs per module of the float model the artifact was built from
+    (:func:`mobileforge.macs.module_macs`), given to the layers whose module is known."""
     rows, layers_ms, run_sum_ms = layers(raw["runs"])
+    modules = raw.get("modules") or {}
+    attributed = attribute(rows, modules, macs)
     end_to_end = raw.get("end_to_end_ms") or []
     end_to_end_ms = statistics.median(end_to_end) if end_to_end else None
     unprofiled = raw.get("unprofiled_ms")
@@ -63,11 +68,7 @@ def from_raw(
             f"medians to {layers_ms:.3f} ms (another process took the CPU inside operators; "
             "the end-to-end time holds that too)"
         )
-    if raw["method"] == "etdump":
-        warnings.append("module is None: XNNPACK's operators carry no debug handle back to the "
-                        "model's modules")  # fmt: skip
-    else:
-        warnings.append("module is None: the .ptl was saved without mobile debug info")
+    warnings += _module_warnings(raw, rows, modules, macs, attributed)
     return {
         **_identity(sidecar, artifact, device, device_kind),  # type: ignore[typeddict-item]
         "method": raw["method"],
@@ -86,6 +87,41 @@ def from_raw(
         "executorch_version": raw.get("executorch_version"),
         "toolchain": None,
     }
+
+
+def _module_warnings(
+    raw: dict[str, Any],
+    rows: list[records.ProfiledLayer],
+    modules: dict[str, str | None],
+    macs: dict[str, int] | None,
+    attributed: int,
+) -> list[str]:
+    """What the record says about where ``module`` and ``macs`` come from, and where not."""
+    if raw["method"] == "etdump":
+        return ["module is None: XNNPACK's operators carry no debug handle back to the model's "
+                "modules, and their order was not matched to the program's nodes"]  # fmt: skip
+    notes = []
+    if raw.get("module_error"):
+        notes.append(f"module is None: {raw['module_error']}")
+    elif modules:
+        unknown = sum(1 for row in rows if row["name"] not in modules)
+        outside = sum(1 for row in rows if row["name"] in modules and not row["module"])
+        notes.append(
+            "module: profiled a debug copy re-saved from the artifact's own TorchScript "
+            "(same operator instructions in forward, same operators run in the same order); "
+            f"{len(rows) - unknown} of {len(rows)} layers mapped by occurrence "
+            f"({outside} of them called outside any module)"
+            + (f", {unknown} not (an operator called in a loop or a branch)" if unknown else "")
+        )
+    if macs is None:
+        notes.append("macs is None: no float model given to count them")
+    elif modules:
+        total = macs.get("", 0)
+        notes.append(
+            f"macs: {attributed} of the float model's {total} MACs on the convolutions and "
+            "matrix products whose module is known"
+        )
+    return notes
 
 
 def unavailable(

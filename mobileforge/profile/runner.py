@@ -41,6 +41,8 @@ def profile(
     applied, *_ = bench.apply_threads(fmt, threads)
     bench.select_engine(fmt, engine)
     x = bench.benchmark_input(input_shape)
+    modules: dict[str, str | None] = {}
+    module_error = None
     if fmt == "pte":
         with tempfile.TemporaryDirectory(prefix="mobileforge-etdump-") as tmp:
             etdump = Path(tmp) / "profile.etdp"
@@ -50,11 +52,17 @@ def profile(
         unprofiled = None  # ETDump is on for the whole program; it costs little
     else:
         layers, end_to_end, unprofiled = ptl_profile.profile_ptl(str(artifact), x, runs, warmup)
+        try:
+            modules = ptl_profile.module_names(str(artifact), x, layers[0])
+        except (ValueError, RuntimeError) as error:  # no module names; the times still stand
+            module_error = str(error)
     return {
         "method": METHODS[fmt],
         "runs": layers,
         "end_to_end_ms": end_to_end,
         "unprofiled_ms": unprofiled,
+        "modules": modules,
+        "module_error": module_error,
         "threads": applied,
         "affinity": affinity,
         "torch_version": torch.__version__,

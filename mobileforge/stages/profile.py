@@ -44,8 +44,10 @@ def profile(job: Job) -> None:
                                           raw["unavailable"])  # fmt: skip
         else:
             p50 = benchmark["latency_ms"]["p50"]
+            macs = (_module_macs(job.input["float_model"], sidecar["input_shape"])
+                    if "float_model" in job.input else None)  # fmt: skip
             profiled = record.from_raw(raw, sidecar, artifact, name, device["kind"],
-                                       settings["warmup"], p50)  # fmt: skip
+                                       settings["warmup"], p50, macs)  # fmt: skip
             for row in profiled["layers"][:5]:
                 job.log(f"{row['name']}: {row['median_ms']:.3f} ms ({row['share']:.0%}, "
                         f"{row['kind']})")  # fmt: skip
@@ -70,3 +72,12 @@ def _profile_on(
     return profile_on_phone(artifact, sidecar, device, job.params["operations"],
                             job.input["runner"], settings["runs"], settings["warmup"],
                             job=f"profile of {artifact} on {job.wildcards['device']}")  # fmt: skip
+
+
+def _module_macs(path: str, input_shape: list[int]) -> dict[str, int]:
+    """MACs per module of the float model at ``path`` (after the profile: it runs it once)."""
+    from mobileforge import chain
+    from mobileforge.macs import module_macs
+
+    model, _ = chain.load_fused_model(path)
+    return module_macs(model, input_shape)
