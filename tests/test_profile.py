@@ -4,11 +4,13 @@ benchmark, and real profiles of a small .pte and .ptl against their benchmarks."
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from mobileforge import records
+from mobileforge.profile import pte
 from mobileforge.profile.agreement import agreement
 from mobileforge.profile.classify import DELEGATE_REST, kind
 from mobileforge.profile.layers import layers
@@ -262,3 +264,32 @@ def test_a_frozen_ptl_has_no_module_to_name_and_its_record_says_so(small_ptl, tm
                       "host", "host", 1, None, {"": 1})  # fmt: skip
     assert all(row["module"] is None and row["macs"] is None for row in record["layers"])
     assert "module is None: the .ptl holds a frozen module" in record["warnings"]
+
+
+def _event(name: str, ms: float, instruction: int, delegated: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(
+        name=name, perf_data=SimpleNamespace(raw=[ms]), is_delegated_op=delegated,
+        _instruction_id=instruction,
+    )  # fmt: skip
+
+
+def test_a_pte_run_counts_each_call_once_apart_from_what_it_ran():
+    # The order ExecuTorch 1.5.1's Inspector lists one execution of a Linear (XNNPACK) then a
+    # portable LayerNorm and mean: what a call ran comes before the call.
+    events = [
+        _event("Fully Connected (NC, F32) GEMM #1", 0.010, 0, delegated=True),
+        _event("DELEGATE_CALL", 0.020, 0),
+        _event("native_call_native_layer_norm.out", 0.015, 1),
+        _event("OPERATOR_CALL", 0.020, 1),
+        _event("native_call_mean.out", 0.021, 2),
+        _event("OPERATOR_CALL", 0.022, 2),
+    ]
+    layers = pte.run_layers(events, 0)
+    assert [name for name, _ in layers] == [
+        "Fully Connected (NC, F32) GEMM #1", DELEGATE_REST,
+        "native_call_native_layer_norm.out", pte.OPERATOR_REST,
+        "native_call_mean.out", pte.OPERATOR_REST,
+    ]  # fmt: skip
+    # The layers add up to the calls' times: no kernel counted inside its call again.
+    assert sum(ms for _, ms in layers) == pytest.approx(0.020 + 0.020 + 0.022)
+    assert kind(pte.OPERATOR_REST) == "other"

@@ -27,6 +27,7 @@ _LAYOUT = (
 _OTHER = (
     "aten::item", "aten::_local_scalar_dense", "aten::empty", "aten::size", "aten::q_scale",
     "aten::q_zero_point", "aten::qscheme", "prim::", "method::", "program::", "memory",
+    "operator_call",  # the runtime's call of a portable kernel, beyond the kernel itself
 )  # fmt: skip
 #: XNNPACK writes int8 operand types into its operator names (X8, QS8, QC8, QD8, QU8).
 _INT8_XNNPACK = re.compile(r"\b(X8|QS8|QC8|QC8W|QD8|QU8|QC4W)\b")

@@ -1,12 +1,13 @@
 """A ``.pte``'s time per operator: run it in ExecuTorch's runtime with ETDump on, then read the
 ETDump with ExecuTorch's Inspector.
 
-ETDump records, per execution, every operator the runtime calls (``native_call_<op>``), each
-delegate call (``DELEGATE_CALL``) and, inside a delegate, the operators the delegate reports
-(XNNPACK: each of its operators, e.g. ``Convolution (NHWC, QC8) IGEMM #3``, at 1 µs resolution).
-A delegate's operators are listed before the call that ran them; the call's time beyond theirs
-becomes a layer of its own (:data:`~mobileforge.profile.classify.DELEGATE_REST`), so a run's
-layers add up to its time inside operators without counting anything twice.
+ETDump records, per execution, every kernel the runtime calls (``native_call_<op>``) inside the
+runtime's call of it (``OPERATOR_CALL``), each delegate call (``DELEGATE_CALL``) and, inside a
+delegate, the operators the delegate reports (XNNPACK: each of its operators, e.g.
+``Convolution (NHWC, QC8) IGEMM #3``, at 1 µs resolution). What a call ran is listed before the
+call; the call's time beyond it becomes a layer of its own
+(:data:`~mobileforge.profile.classify.DELEGATE_REST`, :data:`OPERATOR_REST`), so a run's layers
+add up to its time inside operators without counting anything twice.
 
 XNNPACK's operators carry no debug handle back to the exported graph (its delegate writes no
 debug map), so an ETRecord would name only whole delegate calls: ``module`` stays None here.
@@ -23,6 +24,9 @@ from mobileforge.profile.classify import DELEGATE_REST
 #: Events that are the runtime's frame, not an operator of the model.
 FRAME_EVENTS = {"Method::execute", "Method::init", "Program::load_method"}
 DELEGATE_CALL = "DELEGATE_CALL"
+OPERATOR_CALL = "OPERATOR_CALL"
+#: The name a runtime's call of a kernel gets for its time outside the kernel's own event.
+OPERATOR_REST = "OPERATOR_CALL (outside its kernel)"
 
 
 def load_with_etdump(path: str | Path) -> Any:
@@ -73,19 +77,27 @@ def etdump_runs(etdump: str | Path, runs: int) -> list[list[tuple[str, float]]]:
     short = [e.name for e in events if len(e.perf_data.raw) < runs]
     if short:
         raise RuntimeError(f"{etdump}: fewer than {runs} executions recorded for {short[:3]}")
-    result: list[list[tuple[str, float]]] = []
-    for index in range(-runs, 0):
-        layers: list[tuple[str, float]] = []
-        inside: list[tuple[str, float]] = []  # a delegate's operators, until its call ends
-        for event in events:
-            ms = float(event.perf_data.raw[index])
-            if event.is_delegated_op:
-                inside.append((event.name, ms))
-            elif event.name == DELEGATE_CALL:
-                layers += inside
-                layers.append((DELEGATE_REST, max(0.0, ms - sum(t for _, t in inside))))
-                inside = []
-            else:
-                layers.append((event.name, ms))
-        result.append(layers + inside)
-    return result
+    return [run_layers(events, index) for index in range(-runs, 0)]
+
+
+def run_layers(events: list[Any], index: int) -> list[tuple[str, float]]:
+    """Execution ``index``'s layers ``(name, ms)`` from the Inspector's ``events`` (in their
+    order), each call's own time apart from what it ran (nothing counted twice)."""
+    layers: list[tuple[str, float]] = []
+    inside: list[tuple[str, float]] = []  # a delegate's operators, until its call ends
+    kernels: dict[int | None, float] = {}  # a kernel's time, until the call around it ends
+    for event in events:
+        ms = float(event.perf_data.raw[index])
+        if event.is_delegated_op:
+            inside.append((event.name, ms))
+        elif event.name == DELEGATE_CALL:
+            layers += inside
+            layers.append((DELEGATE_REST, max(0.0, ms - sum(t for _, t in inside))))
+            inside = []
+        elif event.name == OPERATOR_CALL:  # holds the kernel of its instruction
+            kernel = kernels.pop(event._instruction_id, 0.0)
+            layers.append((OPERATOR_REST, max(0.0, ms - kernel)))
+        else:
+            layers.append((event.name, ms))
+            kernels[event._instruction_id] = ms
+    return layers + inside
