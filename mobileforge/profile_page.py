@@ -102,20 +102,24 @@ def kind_share(profile: Mapping[str, Any], kinds: Sequence[str]) -> tuple[float,
     return sum(layer["share"] for layer in chosen), len(chosen)
 
 
-#: Operand types XNNPACK writes into an int8 operator's name (``Convolution (NHWC, QS8)``,
-#: ``Fully Connected (NC, QD8, F32, QC8W)``: dynamic int8).
-_INT8_NAME = re.compile(r"\b(X8|QS8|QC8|QC8W|QD8|QU8|QC4W)\b")
+#: Operand types XNNPACK writes into an operator's name: int8 (``Convolution (NHWC, QC8)``,
+#: ``Max Pooling (NHWC, S8)``, ``Fully Connected (NC, QD8, F32, QC8W)``: dynamic int8) or float.
+_INT8_NAME = re.compile(r"\b(X8|S8|U8|QS8|QU8|QC8|QC8W|QD8|QC4W)\b")
+_FLOAT_NAME = re.compile(r"\b(F32|F16)\b")
+#: Lite-interpreter ops whose int8 form is a ``quantized::`` op: by their ``aten::`` name they
+#: run in float. Other ``aten::`` ops (pooling, activations) run on int8 tensors as well.
+_FLOAT_ATEN = re.compile(r"^aten::(_?convolution|conv\w*|linear|matmul|mm|bmm|addmm|baddbmm)\b")
 
 
 def runs_in_float(layer: Mapping[str, Any]) -> bool:
-    """Whether a compute layer works in floating point: not a lite interpreter ``quantized::``
-    op, and not an XNNPACK operator whose name has an int8 operand type."""
+    """Whether a compute layer's name says it runs in floating point: an XNNPACK operator of
+    float operands only, or a lite-interpreter convolution, linear or matrix product that is not
+    ``quantized::``. Names that do not say (``Mean (ND)``, ``aten::max_pool2d``) are not
+    counted."""
     name = layer["name"]
-    return (
-        layer["kind"] == "compute"
-        and not name.startswith("quantized::")
-        and not _INT8_NAME.search(name)
-    )
+    if layer["kind"] != "compute" or _INT8_NAME.search(name):
+        return False
+    return bool(_FLOAT_NAME.search(name) or _FLOAT_ATEN.match(name))
 
 
 def float_compute(profile: Mapping[str, Any]) -> tuple[float, float, list[str]]:
@@ -416,13 +420,12 @@ def _kinds_line(profile: Mapping[str, Any]) -> str:
 def _float_line(profile: Mapping[str, Any]) -> str:
     ms, share, names = float_compute(profile)
     if not names:
-        return "Every compute layer of this int8 artifact runs in int8."
+        return "No compute layer of this int8 artifact says by its name that it runs in float."
     shown = ", ".join(f"`{name}`" for name in names[:3]) + (", ..." if len(names) > 3 else "")
     return (
         f"Float compute in this int8 artifact: {_us(ms)} µs ({_percent(share)} of the "
-        f"per-layer time) in {_count(len(names), 'layer')} ({shown}): the layers kept in fp32 "
-        "and the "
-        "operators the int8 recipe leaves in float, together."
+        f"per-layer time) in {_count(len(names), 'layer')} whose name says float ({shown}): "
+        "the layers kept in fp32 and the operators the int8 recipe leaves in float, together."
     )
 
 
