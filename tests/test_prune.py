@@ -237,3 +237,12 @@ def test_compressed_size_is_what_zip_9_takes():
         archive.writestr("artifact", zeros)
     assert abs(compressed_size(zeros) - buffer.tell()) < 64  # same stream, same header sizes
     assert compressed_size(zeros) == compressed_size(zeros)  # no timestamps inside
+
+
+def test_channel_pruning_an_attention_model_says_what_to_do_instead():
+    from mobileforge.models.vit import vit
+    from mobileforge.prune.channel import prune_channels
+
+    model = vit(image_size=16, dim=32, depth=1, heads=2).eval()
+    with pytest.raises(ValueError, match="prune.method: l1_unstructured"):
+        prune_channels(model, torch.rand(1, 3, 16, 16), 0.3, log=lambda _: None)

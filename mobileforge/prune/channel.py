@@ -144,8 +144,17 @@ def prune_channels(
         ignored_layers=kept,
         round_to=round_to,
     )
-    pruner.step()
-    after = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
+    try:
+        pruner.step()
+        after = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
+    except (RuntimeError, IndexError) as error:
+        # Torch-Pruning follows channels through convs and linears, not through a reshape that
+        # splits them into attention heads: it cuts q/k/v alone and the model stops running.
+        raise ValueError(
+            f"channel pruning broke this model ({type(error).__name__}: {error}); models whose "
+            "channels are split into groups by a reshape (attention heads) cannot be "
+            "channel-pruned yet: set prune.method: l1_unstructured for this model"
+        ) from error
     log(
         f"channel pruning {amount} ({scope}, round_to {round_to}): "
         f"MACs {before['macs']:,} -> {after['macs']:,}, "
