@@ -448,9 +448,7 @@ def benchmarks(
 
 def profiles(config: dict[str, Any]) -> list[str]:
     """The per-layer profile of every benchmark (artifact x device), when ``profile.enabled``."""
-    if not config["profile"]["enabled"]:
-        return []
-    return [artifact.profile_path(device) for artifact, device in benchmarks(config)]
+    return [path for model in config["models"] for path in profile_paths(config, model)]
 
 
 def compare_path(model: str, device: str) -> str:
@@ -487,11 +485,17 @@ def float_model_path(config: dict[str, Any], model: str, fmt: str, stem: str) ->
 
 
 def profile_paths(config: dict[str, Any], model: str) -> list[str]:
-    """The per-layer profiles of ``model`` (those of :func:`profiles`): one per artifact and
-    device that runs it; a device that cannot profile still writes one, saying why."""
+    """The per-layer profiles of ``model``: one per artifact and device that runs it (as
+    :func:`benchmarks`); a device that cannot profile still writes one, saying why."""
     if not config["profile"]["enabled"]:
         return []
-    return [a.profile_path(device) for a, device in benchmarks(config) if a.model == model]
+    # Per model, not a filter of every benchmark: the DAG asks this once per model.
+    return [
+        artifact.profile_path(device)
+        for artifact in artifacts(config, model)
+        for device in config["devices"]
+        if device_runs(config, device, artifact)
+    ]
 
 
 def profile_page_paths(model: str) -> dict[str, str]:
