@@ -4,7 +4,6 @@ own (pinned like the benchmark's) and read its raw profile. Torch-free."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mobileforge.bench import tail
+from mobileforge.bench.host.repeats import runner_env
 
 #: How much of the runner's stderr an error carries.
 STDERR_TAIL_CHARS = 4000
@@ -31,10 +31,7 @@ def profile_on_host(
     if runs < 1 or warmup < 0 or threads < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, threads >= 1 (got {runs}, {warmup}, "
                          f"{threads})")  # fmt: skip
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)  # as the benchmark sets them
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env = runner_env(threads)  # as the benchmark's runner processes have it
     with tempfile.TemporaryDirectory(prefix="mobileforge-profile-") as tmp:
         output = Path(tmp) / "raw.json"
         cmd = [

@@ -63,13 +63,19 @@ def _runner(
     ]
     if engine is not None:
         cmd += ["--engine", engine]
+    return cmd, runner_env(threads)
+
+
+def runner_env(threads: int) -> dict[str, str]:
+    """The environment of a process that runs an artifact on the host with ``threads`` threads
+    (the benchmark's runner, the profile's): OpenMP sized to ``threads`` and this very package
+    importable, even when the caller runs from a source tree."""
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
-    # The runner must import this very package, even when the caller runs from a source tree.
     package_root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    return cmd, env
+    return env
 
 
 def _parse_result(line: str, artifact: Path, stdout: str, stderr: str) -> dict[str, Any]:
