@@ -37,20 +37,26 @@ def benchmark_on_device(
 
         return run_host_repeats(artifact, engine=sidecar.get("engine"), **common)
     from mobileforge.bench.android.adb import run_adb_benchmark
-    from mobileforge.bench.runstate import RunState
 
     if operations is None or runner is None:
         raise ValueError(f"{job}: a phone benchmark needs the adb operations and a runner")
     return run_adb_benchmark(
-        artifact,
-        serial=device["serial"],
-        runner=runner,
-        adb_host=device["adb_host"],
-        adb_port=device["adb_port"],
-        remote_dir=device["remote_dir"],
-        timeouts=operations["timeouts"],
-        retries=operations["retries"],
-        state=RunState(farm.device_key(device)),
-        job=job,
-        **common,
+        artifact, runner=runner, job=job, **phone_session(device, operations), **common
     )
+
+
+def phone_session(device: dict[str, Any], operations: dict[str, Any]) -> dict[str, Any]:
+    """How a job reaches the phone ``device`` (a resolved ``devices`` entry) over adb: its
+    serial and adb server, its folder, the ``operations``' timeouts and retries, and the run's
+    memory of it; the keyword arguments the adb runs take."""
+    from mobileforge.bench.runstate import RunState
+
+    return {
+        "serial": device["serial"],
+        "adb_host": device["adb_host"],
+        "adb_port": device["adb_port"],
+        "remote_dir": device["remote_dir"],
+        "timeouts": operations["timeouts"],
+        "retries": operations["retries"],
+        "state": RunState(farm.device_key(device)),
+    }

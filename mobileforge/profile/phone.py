@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mobileforge.bench import farm
+from mobileforge.bench.device import phone_session
 
 
 def profile_on_phone(
@@ -25,28 +25,21 @@ def profile_on_phone(
     on the phone ``device`` (a resolved ``devices`` entry; the caller holds its lock), or
     ``{"unavailable": why}`` when its runner cannot write an ETDump."""
     from mobileforge.bench.android.etdump import run_adb_etdump
-    from mobileforge.bench.runstate import RunState
     from mobileforge.profile.pte import etdump_runs
 
     with tempfile.TemporaryDirectory(prefix="mobileforge-phone-etdump-") as tmp:
         etdump = Path(tmp) / "phone.etdump"
         got = run_adb_etdump(
             artifact,
-            serial=device["serial"],
             runner=runner,
             input_shape=sidecar["input_shape"],
             threads=device["threads"],
             warmup=warmup,
             runs=runs,
             etdump=etdump,
-            adb_host=device["adb_host"],
-            adb_port=device["adb_port"],
-            remote_dir=device["remote_dir"],
             cooldown=device["cooldown"],
-            timeouts=operations["timeouts"],
-            retries=operations["retries"],
-            state=RunState(farm.device_key(device)),
             job=job,
+            **phone_session(device, operations),
         )
         if got["unavailable"]:
             return {"unavailable": got["unavailable"]}
