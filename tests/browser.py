@@ -89,16 +89,18 @@ def _xpath_literal(text: str) -> str:
     return f"'{text}'" if "'" not in text else f'"{text}"'
 
 
-def show_results(driver, path: Path, category: str, subcategory: str) -> list:
-    """Navigate from a fresh page to one subcategory's result table; return its rows."""
+def show_results(driver, path: Path, category: str, subcategory: str, expected: int = 1) -> list:
+    """Navigate from a fresh page to one subcategory's result table; return its rows once it
+    shows at least ``expected`` of them (the table fills in row by row)."""
     from selenium.webdriver.common.by import By
 
     open_report(driver, path)
     _click_menu_entry(driver, category)
     if len(driver.execute_script("return Object.keys(categories[arguments[0]]);", category)) > 1:
         _click_menu_entry(driver, subcategory)
-    return _wait(driver, lambda d: d.find_elements(By.XPATH, "//nav//table/tbody/tr"),
-                 f"no result table for {category}/{subcategory}")  # fmt: skip
+    return _wait(driver, lambda d: rows if len(rows := d.find_elements(
+                     By.XPATH, "//nav//table/tbody/tr")) >= expected else [],
+                 f"no result table of {expected} rows for {category}/{subcategory}")  # fmt: skip
 
 
 def view_row(driver, row) -> dict:

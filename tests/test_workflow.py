@@ -422,9 +422,11 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
             for subcategory, paths in subcategories.items():
                 # A row shows its first label, or its path where the result has no labels.
                 by_label = {next(iter((results[p]["labels"] or {p: p}).values())): p for p in paths}
-                count = len(browser.show_results(driver, report, category, subcategory))
+                # One row per result; each listing waits for all of them (a table caught while
+                # it fills in had fewer rows than the first listing).
+                count = len(paths)
                 for index in range(count):
-                    row = browser.show_results(driver, report, category, subcategory)[index]
+                    row = browser.show_results(driver, report, category, subcategory, count)[index]
                     path = by_label[row.text.strip()]
                     seen.add(path)
                     if path.endswith((".csv", ".md")):  # download buttons carry the file itself
