@@ -24,7 +24,10 @@ def mobile_optimizer(backend: str = "cpu") -> tuple[bool, str]:
             False,
             f"torch {torch.__version__} was built without Vulkan ({BUILD_OPTION[backend]})",
         )
-    probe = torch.jit.script(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval())
+    from mobileforge import jit_builtins
+
+    tiny = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU()).eval()
+    probe = jit_builtins.script(tiny)
     try:
         optimize_for_mobile(probe, backend=backend)
     except Exception as error:  # the pass raises RuntimeError/AssertionError variants

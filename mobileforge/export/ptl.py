@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from mobileforge import capabilities
+from mobileforge import capabilities, jit_builtins
 
 #: ``optimization`` (and ``choice``) when the plain scripted module is kept.
 SCRIPTED = "torch.jit.script (not frozen)"
@@ -30,7 +30,7 @@ class BackendUnavailable(RuntimeError):
 def script(model: torch.nn.Module, example: torch.Tensor) -> tuple[torch.jit.ScriptModule, str]:
     """Script ``model`` (FX GraphModules always script); fall back to tracing for odd user code."""
     try:
-        return torch.jit.script(model.eval()), "torch.jit.script"
+        return jit_builtins.script(model.eval()), "torch.jit.script"
     except Exception:  # scripting rejects some Python; a trace is still a faithful export
         return torch.jit.trace(model.eval(), example), "torch.jit.trace"
 
