@@ -20,6 +20,7 @@ import yaml
 
 from mobileforge import layout
 from mobileforge.models import ZOO, is_import_path
+from mobileforge.prune.search import SEARCH, Search
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -111,6 +112,7 @@ def resolve_config(
         if dataset["name"] == "shapes":
             settings.setdefault("num_classes", dataset["num_classes"])
         _check_dynamic(name, settings, config)
+        _check_search(name, settings["prune"])
         models[name] = settings
     config["models"] = models
 
@@ -164,6 +166,21 @@ def _check_dynamic(model: str, settings: dict[str, Any], config: dict[str, Any])
                     f"dynamic: backends.{fmt} {backend!r} has no dynamic int8 recipe (only "
                     f"{have}); use mode auto or static for this model, or drop the backend",
                 )
+
+
+def _check_search(model: str, prune: dict[str, Any]) -> None:
+    """``prune.amount: search`` bisects channel amounts on the grid of ``prune.search``."""
+    if prune["amount"] != SEARCH:
+        return
+    methods = prune["method"] if isinstance(prune["method"], list) else [prune["method"]]
+    if methods != ["channel"]:
+        raise ConfigError(
+            f"models.{model}.prune.method",
+            f"{prune['method']!r}: amount search bisects channel amounts only; set method: "
+            "channel, or give the amounts as a list",
+        )
+    if problem := Search.of(prune["search"]).problem():
+        raise ConfigError(f"models.{model}.prune.search", problem)
 
 
 def _check_arch(model: str, arch: str) -> None:

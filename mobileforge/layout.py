@@ -26,6 +26,8 @@ Under ``results/``::
     <model>/bench/<format>/<stem>.<device>.json        its benchmark on one device
     <model>/profile/<format>/<stem>.<device>.json      where its time goes, layer by layer
     <model>/compare/<device>.json                      paired comparison: best and every ratio
+    <model>/prune_search/channel-<amount>.json         prune search: one tried amount's verdict
+    <model>/prune_search.json                          prune search: every amount tried, the answer
     peak/gemm.<precision>.xnnpack.pte                  GEMM programs of the peak measurement
     peak/<device>.json                                 peak dense throughput of a host device
     summary.csv | summary.md                           everything joined; best per model x device
@@ -113,6 +115,10 @@ EVALUATION = "results/{model}/eval/{fmt}/{stem}.json"
 BENCHMARK = "results/{model}/bench/{fmt}/{stem}.{device}.json"
 PROFILE = "results/{model}/profile/{fmt}/{stem}.{device}.json"
 COMPARISON = "results/{model}/compare/{device}.json"
+#: The verdict of one amount a prune search tried (``point``: ``channel-<amount>``).
+PRUNE_SEARCH_STEP = "results/{model}/prune_search/{point}.json"
+#: Where a model's prune search ended: every amount tried, the one chosen and why it stopped.
+PRUNE_SEARCH = "results/{model}/prune_search.json"
 PEAK = "results/peak/{device}.json"
 PEAK_PROGRAM = "results/peak/gemm.{precision}.xnnpack.pte"
 SUMMARY = "results/summary.csv"

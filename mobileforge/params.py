@@ -181,3 +181,27 @@ def profile_pages(config: dict[str, Any]) -> dict[str, dict[str, str]]:
         for model in config["models"]
         if plan.profile_paths(config, model)
     }
+
+
+def prune_search_step(config: dict[str, Any], model: str, point: str) -> dict[str, Any]:
+    """What the verdict on one searched amount depends on: the amount, the budget, and the grid
+    and bounds (what is left after it); not max_points (how many verdicts there will be)."""
+    found = plan.prune_point(config, model, f"int8_pruned-{point}")
+    settings = config["models"][model]["prune"]["search"]
+    return canonical(
+        {
+            "amount": found.amount,
+            "accuracy_budget": config["selection"]["accuracy_budget"],
+            "search": {key: settings[key] for key in ("low", "high", "step")},
+        }
+    )
+
+
+def prune_search(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """What a search's outcome depends on: its settings and the budget."""
+    return canonical(
+        {
+            "accuracy_budget": config["selection"]["accuracy_budget"],
+            "search": config["models"][model]["prune"]["search"],
+        }
+    )

@@ -15,6 +15,9 @@ from typing import Any
 from mobileforge import layout
 from mobileforge.config import RUNNABLE_BACKENDS
 from mobileforge.layout import DYNAMIC, DYNAMIC_BACKENDS, INT8_BACKENDS, PRECISIONS, PRUNE_METHODS
+from mobileforge.prune.search import SEARCH, Search
+from mobileforge.prune.search import history_before as search_history_before
+from mobileforge.prune.search import tried as search_tried
 
 #: Methods that prune the fp32 model before calibration (their own int8, sensitivity and
 #: recipe); the others prune the int8 weights of the ``int8`` variant.
@@ -47,7 +50,10 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def prune_points(settings: dict[str, Any]) -> list[PrunePoint]:
-    """Every (method, amount) of a model's ``prune`` block: lists make a sweep (their product)."""
+    """Every (method, amount) of a model's ``prune`` block: lists make a sweep (their product).
+    Not for ``amount: search``, whose points come from its verdicts (:func:`model_prune_points`)."""
+    if settings["amount"] == SEARCH:
+        raise ValueError("prune.amount search: its points are known one by one (plan.searched)")
     points = {
         PrunePoint(method, float(amount))
         for method in _as_list(settings["method"])
@@ -57,11 +63,139 @@ def prune_points(settings: dict[str, Any]) -> list[PrunePoint]:
 
 
 def prune_point(config: dict[str, Any], model: str, variant: str) -> PrunePoint:
-    """The prune point a pruned variant name stands for (KeyError if the model has none)."""
+    """The prune point a pruned variant name stands for (KeyError if the model has none). For
+    ``amount: search``, any channel amount the search may try: a grid point between its
+    bounds, whether or not its verdicts lead there."""
+    if searches(config, model):
+        amount = _searched_amount(variant)
+        search = search_of(config, model)
+        if amount is None or not search.contains(amount):
+            raise KeyError(
+                f"{model} has no prune point named {variant!r}: models.{model}.prune.search "
+                f"tries int8_pruned-channel-<amount> with amount a multiple of {search.step:g} "
+                f"from {search.low:g} to {search.high:g}"
+            )
+        return PrunePoint("channel", search.amount(round(amount / search.step)))
     for point in prune_points(config["models"][model]["prune"]):
         if point.variant == variant:
             return point
     raise KeyError(f"{model} has no prune point named {variant!r}")
+
+
+def _searched_amount(variant: str) -> float | None:
+    prefix = "int8_pruned-channel-"
+    if not variant.startswith(prefix):
+        return None
+    try:
+        return float(variant.removeprefix(prefix))
+    except ValueError:
+        return None
+
+
+# prune.amount search: which amounts a model tries is known verdict by verdict. The workflow
+# reads each verdict through the prune_search_step checkpoint (rules/common.smk); before any is
+# known, every function here plans the first amount only (:func:`unsearched`).
+#: (model, amount) -> whether that amount's int8 artifacts are within the budget, None while
+#: unknown.
+SearchVerdict = Callable[[str, float], bool | None]
+
+
+def unsearched(model: str, amount: float) -> bool | None:
+    """No verdict yet: a search plans its first amount only."""
+    return None
+
+
+def searches(config: dict[str, Any], model: str) -> bool:
+    """Whether ``model`` searches its channel amount (``prune.amount: search``)."""
+    return config["models"][model]["prune"]["amount"] == SEARCH
+
+
+def search_of(config: dict[str, Any], model: str) -> Search:
+    """``model``'s ``prune.search`` settings."""
+    return Search.of(config["models"][model]["prune"]["search"])
+
+
+def model_prune_points(
+    config: dict[str, Any], model: str, verdict: SearchVerdict = unsearched
+) -> list[PrunePoint]:
+    """``model``'s prune points: the configured ones, or the amounts its search tries as far as
+    ``verdict`` knows them (the one to build next included)."""
+    if not searches(config, model):
+        return prune_points(config["models"][model]["prune"])
+    amounts = search_tried(search_of(config, model), lambda amount: verdict(model, amount))
+    return [PrunePoint("channel", amount) for amount in amounts]
+
+
+def search_step_path(model: str, point: PrunePoint) -> str:
+    """The verdict of one amount a search tried (the ``prune_search_step`` checkpoint)."""
+    return layout.fill(layout.PRUNE_SEARCH_STEP, model=model, point=point.label)
+
+
+def search_path(model: str) -> str:
+    """Where ``model``'s search ended: every amount tried and the one chosen."""
+    return layout.fill(layout.PRUNE_SEARCH, model=model)
+
+
+def search_paths(config: dict[str, Any]) -> list[str]:
+    """The outcome of every model's search (the summary shows them), when pruned variants are
+    built."""
+    if "int8_pruned" not in config["variants"]:
+        return []
+    return [search_path(model) for model in config["models"] if searches(config, model)]
+
+
+def search_steps(config: dict[str, Any], model: str, verdict: SearchVerdict) -> list[str]:
+    """The verdict record of every amount ``model``'s search tries, as far as known."""
+    return [search_step_path(model, p) for p in model_prune_points(config, model, verdict)]
+
+
+def search_history(
+    config: dict[str, Any], model: str, point: PrunePoint, verdict: SearchVerdict
+) -> list[tuple[float, bool]]:
+    """The amounts ``model``'s search tried before ``point`` and their verdicts (ValueError,
+    naming the key, when the search does not try it)."""
+    try:
+        return search_history_before(
+            search_of(config, model), point.amount, lambda amount: verdict(model, amount)
+        )
+    except ValueError as error:
+        raise ValueError(f"models.{model}.prune.search: {error}") from None
+
+
+def search_step_inputs(
+    config: dict[str, Any], model: str, point: PrunePoint, verdict: SearchVerdict
+) -> dict[str, list[str]]:
+    """What the verdict of ``point`` reads: its int8 artifacts and fp32 ones (each format and
+    backend with int8, evaluated here) with their evaluations, and the verdict before it."""
+    int8 = [a for a in _artifacts_of(config, model, [point.variant]) if evaluable_here(a)]
+    pairs = {(a.fmt, a.backend) for a in int8}
+    fp32 = [a for a in _artifacts_of(config, model, ["fp32"]) if (a.fmt, a.backend) in pairs]
+    history = search_history(config, model, point, verdict)
+    previous = [PrunePoint("channel", history[-1][0])] if history else []
+    return {
+        "artifacts": [a.path for a in int8],
+        "evaluations": [a.eval_path for a in int8],
+        "references": [a.path for a in fp32],
+        "reference_evaluations": [a.eval_path for a in fp32],
+        "previous": [search_step_path(model, p) for p in previous],
+    }
+
+
+def read_search_verdict(path: str | os.PathLike[str]) -> bool:
+    """Whether the verdict record at ``path`` found its amount within the budget."""
+    with open(path, encoding="utf-8") as handle:
+        return bool(json.load(handle)["within_budget"])
+
+
+def verdicts_on_disk(config: dict[str, Any]) -> SearchVerdict:
+    """The search verdicts already on disk (none yet: the first amount only); for code that runs
+    after the jobs (the partial summary of a failed run)."""
+
+    def verdict(model: str, amount: float) -> bool | None:
+        path = search_step_path(model, PrunePoint("channel", amount))
+        return read_search_verdict(path) if os.path.isfile(path) else None
+
+    return verdict
 
 
 #: Whether a model in ``quantize.mode: auto`` builds ``int8_dynamic``: its MAC split decides
@@ -119,10 +253,16 @@ def decided_on_disk(config: dict[str, Any]) -> AutoDecision:
     return decide
 
 
-def int8_variants(config: dict[str, Any], model: str, auto: AutoDecision = undecided) -> list[str]:
+def int8_variants(
+    config: dict[str, Any],
+    model: str,
+    auto: AutoDecision = undecided,
+    verdict: SearchVerdict = unsearched,
+) -> list[str]:
     """The int8 variants of ``model``: its unpruned ones by ``quantize.mode`` (static:
     ``int8``; dynamic: ``int8_dynamic``; auto: ``int8``, and ``int8_dynamic`` where ``auto``
-    says so), then one per prune point, as configured."""
+    says so), then one per prune point, as configured (a search: as far as ``verdict``
+    knows)."""
     variants = []
     if "int8" in config["variants"]:
         mode = quant_mode(config, model)
@@ -130,18 +270,20 @@ def int8_variants(config: dict[str, Any], model: str, auto: AutoDecision = undec
         if mode == "dynamic" or (mode == "auto" and auto(model)):
             variants.append(DYNAMIC)
     if "int8_pruned" in config["variants"]:
-        variants += [point.variant for point in prune_points(config["models"][model]["prune"])]
+        variants += [point.variant for point in model_prune_points(config, model, verdict)]
     return variants
 
 
-def calibrated_variants(config: dict[str, Any], model: str) -> list[str]:
+def calibrated_variants(
+    config: dict[str, Any], model: str, verdict: SearchVerdict = unsearched
+) -> list[str]:
     """Statically calibrated int8 variants with a calibration of their own: ``int8`` and
     prune-before-int8 points.
 
     Points that prune int8 weights reuse the ``int8`` calibration, which is then needed even
     when ``int8`` itself is not built (not configured, or ``quantize.mode: dynamic``).
     """
-    points = prune_points(config["models"][model]["prune"])
+    points = model_prune_points(config, model, verdict)
     pruned = "int8_pruned" in config["variants"]
     own = [p.variant for p in points if pruned and p.before_int8]
     static = "int8" in config["variants"] and quant_mode(config, model) != "dynamic"
@@ -327,9 +469,11 @@ def pte_program_path(model: str, qvariant: str, backend: str) -> str:
     return layout.fill(layout.PTE_PROGRAM, model=model, qvariant=qvariant, backend=backend)
 
 
-def _calibrations(config: dict[str, Any], model: str) -> list[tuple[str, str, str]]:
+def _calibrations(
+    config: dict[str, Any], model: str, verdict: SearchVerdict = unsearched
+) -> list[tuple[str, str, str]]:
     """(calibrated variant, format, FX engine or .pte backend) of every int8 calibration."""
-    own = calibrated_variants(config, model)
+    own = calibrated_variants(config, model, verdict)
     found = set()
     for fmt in config["formats"]:
         for backend in config["backends"][fmt]:
@@ -340,10 +484,13 @@ def _calibrations(config: dict[str, Any], model: str) -> list[tuple[str, str, st
     return sorted(found)
 
 
-def sensitivities(config: dict[str, Any], model: str) -> list[str]:
+def sensitivities(
+    config: dict[str, Any], model: str, verdict: SearchVerdict = unsearched
+) -> list[str]:
     """The sensitivity files of ``model``: one per calibration of its int8 artifacts, and
     ``int8``'s where ``quantize.mode: dynamic`` ranks by it without building ``int8``."""
-    found = {sensitivity_path(model, *calibration) for calibration in _calibrations(config, model)}
+    calibrations = _calibrations(config, model, verdict)
+    found = {sensitivity_path(model, *calibration) for calibration in calibrations}
     settings = config["models"][model]["quantize"]
     if DYNAMIC in int8_variants(config, model) and settings["accuracy_budget"] is not None:
         found |= {
@@ -363,13 +510,15 @@ def _dynamic_quantizers(config: dict[str, Any]) -> list[tuple[str, str]]:
     return sorted(set(found))
 
 
-def int8_decisions(config: dict[str, Any], model: str) -> list[str]:
+def int8_decisions(
+    config: dict[str, Any], model: str, verdict: SearchVerdict = unsearched
+) -> list[str]:
     """Where each of ``model``'s int8 calibrations records its fp32 layers and budget steps."""
     return [
         layout.sidecar(layout.fill(layout.INT8, model=model, variant=qvariant, engine=key))
         if fmt == "ptl"
         else pte_recipe_path(model, qvariant, key)
-        for qvariant, fmt, key in _calibrations(config, model)
+        for qvariant, fmt, key in _calibrations(config, model, verdict)
     ]
 
 
@@ -386,11 +535,21 @@ def engines_needed(config: dict[str, Any]) -> list[str]:
     return sorted({device["engine"] for device in config["devices"].values()})
 
 
-def artifacts(config: dict[str, Any], model: str, auto: AutoDecision = undecided) -> list[Artifact]:
+def artifacts(
+    config: dict[str, Any],
+    model: str,
+    auto: AutoDecision = undecided,
+    verdict: SearchVerdict = unsearched,
+) -> list[Artifact]:
     """Every artifact built for ``model``; only combinations that can exist."""
-    found: list[Artifact] = []
     variants = ["fp32"] if "fp32" in config["variants"] else []
-    variants += int8_variants(config, model, auto)
+    variants += int8_variants(config, model, auto, verdict)
+    return _artifacts_of(config, model, variants)
+
+
+def _artifacts_of(config: dict[str, Any], model: str, variants: list[str]) -> list[Artifact]:
+    """The artifacts of ``variants`` of ``model``, in every format and backend that has them."""
+    found: list[Artifact] = []
     for fmt in config["formats"]:
         for backend in config["backends"][fmt]:
             for variant in variants:
@@ -421,26 +580,34 @@ def evaluable_here(artifact: Artifact) -> bool:
     return artifact.backend in RUNNABLE_BACKENDS["host"][artifact.fmt]
 
 
-def all_artifacts(config: dict[str, Any], auto: AutoDecision = undecided) -> list[Artifact]:
-    return [artifact for model in config["models"] for artifact in artifacts(config, model, auto)]
+def all_artifacts(
+    config: dict[str, Any], auto: AutoDecision = undecided, verdict: SearchVerdict = unsearched
+) -> list[Artifact]:
+    return [a for model in config["models"] for a in artifacts(config, model, auto, verdict)]
 
 
-def auto_artifacts(config: dict[str, Any], model: str, auto: AutoDecision) -> list[Artifact]:
-    """The artifacts of ``model`` that exist only by ``auto``'s decision (none where the mode is
-    not auto): what a job listing artifacts lists apart, so that the static ones are planned
-    before the model is fused."""
-    if not auto_decides(config, model):
+def auto_artifacts(
+    config: dict[str, Any],
+    model: str,
+    auto: AutoDecision,
+    verdict: SearchVerdict = unsearched,
+) -> list[Artifact]:
+    """The artifacts of ``model`` that exist only by ``auto``'s decision, or by its search's
+    verdicts past the first amount (none where the mode is not auto and no amount is searched):
+    what a job listing artifacts lists apart, so that the static ones are planned before the
+    model is fused or searched."""
+    if not (auto_decides(config, model) or searches(config, model)):
         return []
     static = set(artifacts(config, model))
-    return [a for a in artifacts(config, model, auto) if a not in static]
+    return [a for a in artifacts(config, model, auto, verdict) if a not in static]
 
 
 def benchmarks(
-    config: dict[str, Any], auto: AutoDecision = undecided
+    config: dict[str, Any], auto: AutoDecision = undecided, verdict: SearchVerdict = unsearched
 ) -> list[tuple[Artifact, str]]:
     return [
         (artifact, device)
-        for artifact in all_artifacts(config, auto)
+        for artifact in all_artifacts(config, auto, verdict)
         for device in config["devices"]
         if device_runs(config, device, artifact)
     ]
@@ -481,6 +648,12 @@ def float_model_path(config: dict[str, Any], model: str, fmt: str, stem: str) ->
     for artifact in artifacts(config, model, lambda _: True):
         if artifact.fmt == fmt and artifact.stem == stem:
             return fused_path(model, calibration_of(config, model, artifact.variant) or "int8")
+    # an amount a search may try is listed only once the verdicts lead there: its name says it
+    variant = stem.rsplit(".", 1)[0]  # <variant>[.<engine>].<backend>, the amount has a dot
+    for engine in layout.ENGINES:
+        variant = variant.removesuffix(f".{engine}")
+    if searches(config, model) and _searched_amount(variant) is not None:
+        return fused_path(model, prune_point(config, model, variant).variant)
     raise KeyError(f"{model} has no {fmt} artifact {stem!r} in the config")
 
 

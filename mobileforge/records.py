@@ -293,6 +293,62 @@ class Profile(TypedDict):
     toolchain: Toolchain | None
 
 
+# -- a prune search (results/<model>/prune_search/channel-<amount>.json, prune_search.json) ---
+
+
+class SearchedArtifact(TypedDict):
+    """One int8 artifact of a tried amount against its fp32 artifact (mobileforge.budget)."""
+
+    artifact: str
+    format: str
+    backend: str
+    engine: str | None
+    accuracy: float | None  # top-1, percent
+    fp32_accuracy: float | None  # top-1 of the fp32 artifact of the same format and backend
+    accuracy_delta: float | None  # points against it
+    within_budget: bool
+
+
+class SearchTried(TypedDict):
+    """An amount tried before, with its verdict."""
+
+    amount: float
+    within_budget: bool
+
+
+class PruneSearchStep(TypedDict):
+    """The verdict on one amount a prune search tried (the prune_search_step checkpoint): within
+    the budget when every int8 artifact of the point is, in every format and backend."""
+
+    model: str
+    point: str  # channel-<amount>
+    amount: float
+    within_budget: bool
+    accuracy_budget: float
+    artifacts: list[SearchedArtifact]
+    tried_before: list[SearchTried]  # in the order tried
+    # the untried amounts still possible after this verdict, [lowest, highest]; None: none left
+    interval: list[float] | None
+    toolchain: Toolchain | None
+
+
+class PruneSearch(TypedDict):
+    """Where a model's prune search ended: every amount tried, in order, and the answer."""
+
+    model: str
+    method: str
+    low: float
+    high: float
+    step: float
+    max_points: int
+    accuracy_budget: float
+    steps: list[PruneSearchStep]
+    chosen: str | None  # the point of the largest amount within the budget; None: none was
+    chosen_amount: float | None
+    stopped: str  # why the search tried no further amount
+    toolchain: Toolchain | None
+
+
 # -- a row of results/summary.csv ------------------------------------------------------------
 
 
@@ -367,6 +423,8 @@ SHAPES: dict[str, type] = {
     "peak-throughput": PeakThroughput,
     "summary-row": SummaryRow,
     "profile": Profile,
+    "prune-search-step": PruneSearchStep,
+    "prune-search": PruneSearch,
 }
 
 

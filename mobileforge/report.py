@@ -35,6 +35,7 @@ from matplotlib.patches import Patch  # noqa: E402
 
 from mobileforge import files  # noqa: E402
 from mobileforge.bench.stats import benchmark_samples  # noqa: E402
+from mobileforge.budget import within  # noqa: E402
 from mobileforge.selection import label as artifact_label  # noqa: E402
 
 DPI = 110
@@ -238,9 +239,7 @@ def _latency_accuracy_point(
     """One artifact: its p50 against its accuracy, the interval of p50 as an error bar, faded
     when over the accuracy budget."""
     p50 = float(row["latency_ms_p50"])
-    over_budget = accuracy_budget is not None and not (
-        _finite(row["accuracy_delta"]) and row["accuracy_delta"] >= -accuracy_budget
-    )
+    over_budget = accuracy_budget is not None and not within(row["accuracy_delta"], accuracy_budget)
     low, high = row.get("latency_ms_ci_low"), row.get("latency_ms_ci_high")
     if _finite(low) and _finite(high):
         axis.errorbar(

@@ -66,8 +66,8 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
     from mobileforge import params, plan, summary_tables
     from mobileforge.summary import build_rows, summarize  # pandas: only now
 
-    decided = plan.decided_on_disk(config)
-    built = [a for a in plan.all_artifacts(config, decided) if Path(a.path).is_file()]
+    decided, verdicts = plan.decided_on_disk(config), plan.verdicts_on_disk(config)
+    built = [a for a in plan.all_artifacts(config, decided, verdicts) if Path(a.path).is_file()]
     sidecars = [_read(files.sidecar_path(a.path), records.ArtifactSidecar) for a in built]
     artifacts = [s for s in sidecars if s is not None]
     if not artifacts:
@@ -80,7 +80,7 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
     benchmarks: dict[tuple[str, str], Any] = {}
     failures: dict[tuple[str, str], str] = {}
     planned: set[tuple[str, str]] = set()
-    for artifact, device in plan.benchmarks(config, decided):
+    for artifact, device in plan.benchmarks(config, decided, verdicts):
         planned.add((artifact.path, device))
         record = _read(artifact.bench_path(device), records.BenchmarkResult)
         if record is not None:
@@ -108,7 +108,10 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
     frame = summarize(rows, budget, config["benchmark"]["unstable_cv"], comparisons)
     results = Path(summary_path).parent
     tables = [summary_path, str(results / "summary.md"), str(results / "report/summary.html")]
-    summary_tables.write_summaries(frame, peaks, budget, *tables)
+    searches = [_read(path, records.PruneSearch) for path in plan.search_paths(config)]
+    summary_tables.write_summaries(
+        frame, peaks, budget, *tables, searches=[s for s in searches if s is not None]
+    )
     written = list(tables)
     try:  # the same figures the plots rule draws, from what was measured
         from mobileforge.report import draw_figures

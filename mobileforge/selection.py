@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mobileforge import budget
 from mobileforge.bench import compare
 
 #: Resamples of the bootstrap interval of the median; fixed seed, so a summary is reproducible.
@@ -90,7 +91,7 @@ def choose_best(
         position = {row["path"]: i for i, row in enumerate(record["artifacts"])}
         eligible = group[
             [
-                path in position and _number(delta) >= -accuracy_budget
+                path in position and budget.within(delta, accuracy_budget)
                 for path, delta in zip(group["artifact"], group["accuracy_delta"], strict=True)
             ]
         ]

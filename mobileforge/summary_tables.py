@@ -115,10 +115,13 @@ def sections(
     peaks: dict[str, dict[str, Any]],
     accuracy_budget: float,
     pages: dict[str, str] | None = None,
+    searches: Sequence[dict[str, Any]] = (),
 ) -> list[Section]:
-    """The content of summary.md: best per model x device, the links to each model's profile
+    """The content of summary.md: best per model x device, each prune search's outcome
+    (``searches``: :class:`mobileforge.records.PruneSearch`), the links to each model's profile
     page (``pages``: model -> link, relative to the summary), the peaks, the full table."""
     out = [_best_section(frame, accuracy_budget)]
+    out += [search_section(search) for search in searches]
     if pages:
         out.append(pages_section(pages))
     if peaks:
@@ -188,6 +191,52 @@ def _best_section(frame: pd.DataFrame, accuracy_budget: float) -> Section:
             + "."
         )
     return pick
+
+
+def search_section(search: dict[str, Any]) -> Section:
+    """One model's prune search: every amount tried in order, its verdict from each int8
+    artifact's top-1 against fp32, what was left after it, and where the search stopped."""
+    chosen = search["chosen"]
+    outcome = (
+        f"stopped at **{chosen}** (`int8_pruned-{chosen}`), the largest amount within the budget"
+        if chosen
+        else "no amount tried stayed within the budget"
+    )
+    table = Section(
+        f"Prune search: {search['model']}",
+        [
+            f"Channel amounts from {search['low']:g} to {search['high']:g} on a grid of "
+            f"{search['step']:g}, by bisection, at most {search['max_points']} "
+            f"(`prune.amount: search`): an amount is within when every int8 artifact of it is "
+            f"within {search['accuracy_budget']:g} top-1 points of its fp32 artifact "
+            f"(`selection.accuracy_budget`), and the next amount is then higher, else lower. "
+            f"The search {outcome}; it stopped because {search['stopped']}. Each tried amount is "
+            "an ordinary variant: its rows are in the tables here.",
+        ],
+        ["#", "point", "verdict", "Δ top-1 per int8 artifact (pt)", "left to try after it"],
+    )
+    for number, step in enumerate(search["steps"], start=1):
+        deltas = ", ".join(
+            f"{_searched_label(entry)} {fmt_number(entry['accuracy_delta'])}"
+            for entry in step["artifacts"]
+        )
+        left = step["interval"]
+        verdict = "within" if step["within_budget"] else "over the budget"
+        table.rows.append(
+            [
+                str(number),
+                step["point"] + (" (chosen)" if step["point"] == chosen else ""),
+                verdict,
+                deltas,
+                "nothing" if not left else f"{left[0]:g} to {left[1]:g}",
+            ]
+        )
+    return table
+
+
+def _searched_label(entry: dict[str, Any]) -> str:
+    parts = [f".{entry['format']}", entry["backend"], entry.get("engine") or ""]
+    return " ".join(part for part in parts if part)
 
 
 def pages_section(pages: dict[str, str]) -> Section:
@@ -318,6 +367,7 @@ def write_summaries(
     markdown_path: str | os.PathLike[str],
     html_path: str | os.PathLike[str],
     pages: dict[str, dict[str, str]] | None = None,
+    searches: Sequence[dict[str, Any]] = (),
 ) -> None:
     """summary.csv, summary.md and the report's summary.html of one summary frame, atomically;
     ``pages`` (model -> {"markdown": path, "html": path}) are linked from both tables."""
@@ -337,5 +387,5 @@ def write_summaries(
             model: os.path.relpath(forms[form], os.path.dirname(os.fspath(path)) or ".")
             for model, forms in (pages or {}).items()
         }
-        parts = sections(frame, peaks, accuracy_budget, links)
+        parts = sections(frame, peaks, accuracy_budget, links, searches)
         files.write_bytes_atomic(path, render(parts).encode())

@@ -248,8 +248,77 @@ def auto_dynamic(model):
     return _AUTO_DECISIONS[model]
 
 
+# prune.amount search: which amounts a model tries is known verdict by verdict, each from the
+# prune_search_step checkpoint of the amount before (mobileforge.prune.search). The same
+# deferred listings (auto_*) hold the amounts past the first: asking the verdict of the amount
+# to build next makes the job wait for it, so a listing is complete once the search is over,
+# and a dry run before any verdict plans the first amount only. Cached as the auto decisions.
+_SEARCH_VERDICTS = {}
+
+
+def search_verdict(model, amount):
+    key = (model, amount)
+    if key not in _SEARCH_VERDICTS:
+        point = plan.PrunePoint("channel", amount)
+        step = checkpoints.prune_search_step.get(model=model, point=point.label)
+        _SEARCH_VERDICTS[key] = plan.read_search_verdict(step.output["verdict"])
+    return _SEARCH_VERDICTS[key]
+
+
 def _auto_artifacts(models):
-    return [a for model in models for a in plan.auto_artifacts(MF, model, auto_dynamic)]
+    return [
+        a
+        for model in models
+        for a in plan.auto_artifacts(MF, model, auto_dynamic, search_verdict)
+    ]
+
+
+def _search_point(wildcards):
+    try:
+        return plan.prune_point(MF, wildcards.model, f"int8_pruned-{wildcards.point}")
+    except KeyError as error:
+        raise WorkflowError(error.args[0]) from None
+
+
+def get_search_step_inputs(wildcards):
+    try:
+        return plan.search_step_inputs(
+            MF, wildcards.model, _search_point(wildcards), search_verdict
+        )
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
+
+
+def get_search_step_params(wildcards):
+    return params.prune_search_step(MF, wildcards.model, wildcards.point)
+
+
+def get_search_steps(wildcards):
+    return plan.search_steps(MF, wildcards.model, search_verdict)
+
+
+def get_search_params(wildcards):
+    return params.prune_search(MF, wildcards.model)
+
+
+def get_auto_sensitivity_plot_inputs(wildcards):
+    # The calibrations of the amounts a search tries past the first (none without a search).
+    model = wildcards.model
+    if not plan.searches(MF, model):
+        return {"auto_sensitivities": [], "auto_decisions": []}
+    static = get_sensitivity_plot_inputs(wildcards)
+    return {
+        "auto_sensitivities": [
+            path
+            for path in plan.sensitivities(MF, model, search_verdict)
+            if path not in static["sensitivities"]
+        ],
+        "auto_decisions": [
+            path
+            for path in plan.int8_decisions(MF, model, search_verdict)
+            if path not in static["decisions"]
+        ],
+    }
 
 
 def get_auto_compare_inputs(wildcards):
@@ -329,6 +398,7 @@ def summary_inputs(wildcards):
         "benchmarks": get_benchmark_paths(wildcards),
         "peaks": [plan.peak_path(device) for device in plan.host_devices(MF)],
         "comparisons": get_comparison_paths(wildcards),
+        "searches": plan.search_paths(MF),
     }
 
 
@@ -372,7 +442,7 @@ def get_profile_page_inputs(wildcards):
         + [a.profile_path(device) for a in auto for device in MF["devices"]
            if plan.device_runs(MF, device, a)],
         "artifacts": [artifact.path for artifact in plan.artifacts(MF, model) + auto],
-        "sensitivities": plan.sensitivities(MF, model),
+        "sensitivities": plan.sensitivities(MF, model, search_verdict),
     }
 
 

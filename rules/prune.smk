@@ -49,3 +49,51 @@ rule prune_channel:
         "../envs/mobileforge.yaml"
     script:
         "../scripts/stage.py"
+
+
+# prune.amount search: a checkpoint per amount tried. Its verdict (every int8 artifact of the
+# point within selection.accuracy_budget of fp32) decides the next amount, so the listings of a
+# model's artifacts (rules/common.smk, search_verdict) learn the search's points one by one and
+# only the amounts tried are built.
+checkpoint prune_search_step:
+    input:
+        unpack(get_search_step_inputs),
+    output:
+        verdict=layout.PRUNE_SEARCH_STEP,
+    params:
+        toolchain=toolchain("prune_search_step"),
+        step=get_search_step_params,
+    log:
+        layout.log("prune_search_step", "{model}.{point}"),
+    benchmark:
+        layout.runtime("prune_search_step", "{model}.{point}")
+    threads: CORES_PER_CPU
+    resources:
+        mem_mb=500,
+    conda:
+        "../envs/mobileforge.yaml"
+    script:
+        "../scripts/stage.py"
+
+
+# Where a model's search ended (every verdict, the amount chosen, why it stopped): the summary
+# shows it.
+rule prune_search:
+    input:
+        steps=get_search_steps,
+    output:
+        search=layout.PRUNE_SEARCH,
+    params:
+        toolchain=toolchain("prune_search"),
+        search=get_search_params,
+    log:
+        layout.log("prune_search", "{model}"),
+    benchmark:
+        layout.runtime("prune_search", "{model}")
+    threads: CORES_PER_CPU
+    resources:
+        mem_mb=500,
+    conda:
+        "../envs/mobileforge.yaml"
+    script:
+        "../scripts/stage.py"

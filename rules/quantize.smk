@@ -78,6 +78,7 @@ rule quantize_pte:
 rule plot_sensitivity:
     input:
         unpack(get_sensitivity_plot_inputs),
+        unpack(get_auto_sensitivity_plot_inputs),
     output:
         plot=report(
             layout.SENSITIVITY_PLOT,

@@ -21,6 +21,7 @@ def test_default_config_resolves_with_defaults_filled(default_raw):
         "scope": "layer",
         "round_to": 8,
         "finetune": {"epochs": 2, "lr": 0.01, "temperature": 2.0, "distillation": 0.5},
+        "search": {"low": 0.3, "high": 0.9, "step": 0.05, "max_points": 4},
     }
     assert mobilenet["num_classes"] == config["dataset"]["num_classes"]
     assert config["devices"]["host"]["engine"] == "x86"

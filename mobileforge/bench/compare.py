@@ -41,6 +41,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from mobileforge.bench.stats import percentile
+from mobileforge.budget import accuracy_delta
+from mobileforge.budget import within as budget_within
 
 #: The record's declared shape; readers check it (:func:`check_record`).
 SCHEMA = "mobileforge.compare/1"
@@ -96,8 +98,8 @@ def candidates(
     for path, sidecar in sidecars.items():
         reference = fp32.get((sidecar["format"], sidecar["backend"]))
         own = accuracy.get(path)
-        delta = None if own is None or reference is None else own - reference
-        within = delta is not None and delta >= -budget
+        delta = accuracy_delta(own, reference)
+        within = budget_within(delta, budget)
         role = "reference" if (sidecar["format"], sidecar["variant"]) in REFERENCES else "candidate"
         if role == "candidate" and not within:
             left_out[path] = (

@@ -27,8 +27,9 @@ def versions(job: Job) -> dict[str, Any]:
 
 
 def listed(job: Job, key: str) -> list[str]:
-    """The paths of a listing input, with those only ``quantize.mode: auto`` decided on
-    (``auto_<key>``, listed apart in the rules: rules/common.smk)."""
+    """The paths of a listing input, with those only ``quantize.mode: auto`` decided on or a
+    prune search's verdicts led to (``auto_<key>``, listed apart in the rules:
+    rules/common.smk)."""
     return [*job.input[key], *job.input.get(f"auto_{key}", [])]
 
 

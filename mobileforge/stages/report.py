@@ -49,6 +49,7 @@ def summary(job: Job) -> None:
         out["markdown"],
         out["html"],
         pages=job.params["profile_pages"],
+        searches=[records.read(records.PruneSearch, path) for path in job.input["searches"]],
     )
     job.log(f"{len(frame)} rows -> {job.output['summary']}, {job.output['markdown']}")
 
@@ -71,8 +72,8 @@ def plot_sensitivity(job: Job) -> None:
     """Layers ranked by int8 damage per quantizer, the ones kept in fp32 marked."""
     from mobileforge.report import plot_sensitivity as plot
 
-    sensitivities = [files.read_json(path) for path in job.input["sensitivities"]]
-    decisions = [files.read_json(path) for path in job.input["decisions"]]
+    sensitivities = [files.read_json(path) for path in listed(job, "sensitivities")]
+    decisions = [files.read_json(path) for path in listed(job, "decisions")]
     plot(sensitivities, decisions, job.output["plot"])
 
 
