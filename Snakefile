@@ -29,11 +29,14 @@ include: "rules/summary.smk"
 
 
 # Jobs that run on the machine Snakemake runs on, whatever the executor: adb benchmarks need
-# the phones plugged into it; the summary and plots are too small to wait in a cluster queue.
+# the phones plugged into it; the summary, plots and a prune search's verdicts (JSON read and
+# compared) are too small to wait in a cluster queue.
 localrules:
     benchmark_adb,
     compare_adb,
     profile_adb,
+    prune_search_step,
+    prune_search,
     summary,
     plots,
     plot_sensitivity,

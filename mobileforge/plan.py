@@ -283,8 +283,9 @@ def calibrated_variants(
     Points that prune int8 weights reuse the ``int8`` calibration, which is then needed even
     when ``int8`` itself is not built (not configured, or ``quantize.mode: dynamic``).
     """
-    points = model_prune_points(config, model, verdict)
     pruned = "int8_pruned" in config["variants"]
+    # (a search without pruned variants tries nothing: its verdicts are never asked for)
+    points = model_prune_points(config, model, verdict) if pruned else []
     own = [p.variant for p in points if pruned and p.before_int8]
     static = "int8" in config["variants"] and quant_mode(config, model) != "dynamic"
     needs_int8 = static or (pruned and not all(p.before_int8 for p in points))

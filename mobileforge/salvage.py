@@ -64,7 +64,7 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
     Returns None when there is nothing to summarise (no artifact was built).
     """
     from mobileforge import params, plan, summary_tables
-    from mobileforge.summary import build_rows, summarize  # pandas: only now
+    from mobileforge.summary import build_rows, mark_searches, summarize  # pandas: only now
 
     decided, verdicts = plan.decided_on_disk(config), plan.verdicts_on_disk(config)
     built = [a for a in plan.all_artifacts(config, decided, verdicts) if Path(a.path).is_file()]
@@ -105,13 +105,13 @@ def salvage(config: dict[str, Any], summary_path: str = layout.SUMMARY) -> str |
         comparisons=comparisons,
     )  # fmt: skip
     budget = config["selection"]["accuracy_budget"]
+    found = [_read(path, records.PruneSearch) for path in plan.search_paths(config)]
+    searches = [search for search in found if search is not None]
     frame = summarize(rows, budget, config["benchmark"]["unstable_cv"], comparisons)
+    frame = mark_searches(frame, searches)
     results = Path(summary_path).parent
     tables = [summary_path, str(results / "summary.md"), str(results / "report/summary.html")]
-    searches = [_read(path, records.PruneSearch) for path in plan.search_paths(config)]
-    summary_tables.write_summaries(
-        frame, peaks, budget, *tables, searches=[s for s in searches if s is not None]
-    )
+    summary_tables.write_summaries(frame, peaks, budget, *tables, searches=searches)
     written = list(tables)
     try:  # the same figures the plots rule draws, from what was measured
         from mobileforge.report import draw_figures

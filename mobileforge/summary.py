@@ -325,6 +325,26 @@ def summarize(
     return frame[COLUMNS].reset_index(drop=True)
 
 
+def mark_searches(frame: pd.DataFrame, searches: list[dict[str, Any]]) -> pd.DataFrame:
+    """``frame`` with the note of each row of an amount a prune search tried (``searches``:
+    :class:`mobileforge.records.PruneSearch`) saying its verdict and whether the search chose
+    it; summary.md has the whole search in a section of its own."""
+    frame = frame.copy()
+    for search in searches:
+        steps = search["steps"]
+        for number, step in enumerate(steps, start=1):
+            verdict = "within the budget" if step["within_budget"] else "over the budget"
+            flag = f"prune search: amount {number} of {len(steps)} tried, {verdict}"
+            if step["point"] == search["chosen"]:
+                flag += ", the search's answer"
+            variant = f"int8_pruned-{step['point']}"
+            rows = frame.index[(frame["model"] == search["model"]) & (frame["variant"] == variant)]
+            for index in rows:
+                note = frame.loc[index, "note"]
+                frame.loc[index, "note"] = "; ".join(n for n in (note, flag) if n)
+    return frame
+
+
 def _finite(value: Any) -> bool:
     try:
         return math.isfinite(float(value))

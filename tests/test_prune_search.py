@@ -126,6 +126,20 @@ def test_the_plan_lists_the_first_amount_before_any_verdict_and_the_path_after(t
     )
 
 
+def test_without_pruned_variants_a_search_asks_for_no_verdict(tiny_raw):
+    raw = copy.deepcopy(tiny_raw)
+    raw["variants"] = ["fp32", "int8"]
+    raw["defaults"]["prune"] = {"method": "channel", "amount": "search"}
+    config = resolve_config(raw)
+
+    def never(model: str, amount: float) -> bool:
+        raise AssertionError(f"asked for the verdict on {amount}")
+
+    assert plan.auto_artifacts(config, "alpha", plan.undecided, never) == []
+    assert not [path for path in plan.sensitivities(config, "alpha", never) if "pruned" in path]
+    assert plan.search_paths(config) == []
+
+
 def test_a_searched_label_resolves_to_its_amount_on_the_grid_within_the_bounds(tiny_raw):
     config = _search_config(tiny_raw)
     point = plan.prune_point(config, "alpha", "int8_pruned-channel-0.85")
@@ -191,3 +205,29 @@ def test_summary_md_shows_every_amount_tried_its_verdict_and_where_it_stopped():
     assert "stopped at **channel-0.4**" in text
     assert "| 1 | channel-0.4 (chosen) | within | .pte xnnpack 0 | nothing |" in text
     assert "| 2 | channel-0.6 | over the budget | .pte xnnpack -12.5 | nothing |" in text
+
+
+def test_summary_rows_of_a_searched_amount_say_its_verdict_and_the_answer():
+    import pandas as pd
+
+    from mobileforge.summary import mark_searches
+
+    frame = pd.DataFrame(
+        {
+            "model": ["alpha", "alpha", "alpha", "beta"],
+            "variant": ["fp32", "int8_pruned-channel-0.4", "int8_pruned-channel-0.6",
+                        "int8_pruned-channel-0.4"],
+            "note": ["", "", "unstable", ""],
+        }
+    )  # fmt: skip
+    search = {"model": "alpha", "chosen": "channel-0.4", "steps": [
+        {"point": "channel-0.4", "within_budget": True},
+        {"point": "channel-0.6", "within_budget": False},
+    ]}  # fmt: skip
+    notes = list(mark_searches(frame, [search])["note"])
+    assert notes == [
+        "",
+        "prune search: amount 1 of 2 tried, within the budget, the search's answer",
+        "unstable; prune search: amount 2 of 2 tried, over the budget",
+        "",
+    ]

@@ -13,7 +13,7 @@ def summary(job: Job) -> None:
     report's summary.html."""
     from mobileforge import summary_tables
     from mobileforge.bench import compare as paired
-    from mobileforge.summary import build_rows, summarize
+    from mobileforge.summary import build_rows, mark_searches, summarize
 
     artifacts = [
         records.read(records.ArtifactSidecar, files.sidecar_path(path))
@@ -39,7 +39,8 @@ def summary(job: Job) -> None:
     rows = build_rows(
         artifacts, evaluations, benchmarks, job.params["devices"], peaks, comparisons=comparisons
     )
-    frame = summarize(rows, budget, job.params["unstable_cv"], comparisons)
+    searches = [records.read(records.PruneSearch, path) for path in job.input["searches"]]
+    frame = mark_searches(summarize(rows, budget, job.params["unstable_cv"], comparisons), searches)
     out = job.output
     summary_tables.write_summaries(
         frame,
@@ -49,7 +50,7 @@ def summary(job: Job) -> None:
         out["markdown"],
         out["html"],
         pages=job.params["profile_pages"],
-        searches=[records.read(records.PruneSearch, path) for path in job.input["searches"]],
+        searches=searches,
     )
     job.log(f"{len(frame)} rows -> {job.output['summary']}, {job.output['markdown']}")
 
