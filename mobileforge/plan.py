@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mobileforge import layout
+from mobileforge import layout, records
 from mobileforge.config import RUNNABLE_BACKENDS
 from mobileforge.layout import DYNAMIC, DYNAMIC_BACKENDS, INT8_BACKENDS, PRECISIONS, PRUNE_METHODS
 from mobileforge.prune.search import SEARCH, Search
@@ -111,7 +111,9 @@ def searches(config: dict[str, Any], model: str) -> bool:
 
 
 def search_of(config: dict[str, Any], model: str) -> Search:
-    """``model``'s ``prune.search`` settings."""
+    """``model``'s ``prune.search`` settings (ValueError if it searches no amount)."""
+    if not searches(config, model):
+        raise ValueError(f"models.{model}.prune.amount is not search: {model} searches nothing")
     return Search.of(config["models"][model]["prune"]["search"])
 
 
@@ -146,6 +148,7 @@ def search_paths(config: dict[str, Any]) -> list[str]:
 
 def search_steps(config: dict[str, Any], model: str, verdict: SearchVerdict) -> list[str]:
     """The verdict record of every amount ``model``'s search tries, as far as known."""
+    search_of(config, model)  # a model that searches nothing has none
     return [search_step_path(model, p) for p in model_prune_points(config, model, verdict)]
 
 
@@ -154,10 +157,9 @@ def search_history(
 ) -> list[tuple[float, bool]]:
     """The amounts ``model``'s search tried before ``point`` and their verdicts (ValueError,
     naming the key, when the search does not try it)."""
+    search = search_of(config, model)
     try:
-        return search_history_before(
-            search_of(config, model), point.amount, lambda amount: verdict(model, amount)
-        )
+        return search_history_before(search, point.amount, lambda amount: verdict(model, amount))
     except ValueError as error:
         raise ValueError(f"models.{model}.prune.search: {error}") from None
 
@@ -183,8 +185,7 @@ def search_step_inputs(
 
 def read_search_verdict(path: str | os.PathLike[str]) -> bool:
     """Whether the verdict record at ``path`` found its amount within the budget."""
-    with open(path, encoding="utf-8") as handle:
-        return bool(json.load(handle)["within_budget"])
+    return bool(records.read(records.PruneSearchStep, path)["within_budget"])
 
 
 def verdicts_on_disk(config: dict[str, Any]) -> SearchVerdict:

@@ -294,7 +294,10 @@ def get_search_step_params(wildcards):
 
 
 def get_search_steps(wildcards):
-    return plan.search_steps(MF, wildcards.model, search_verdict)
+    try:
+        return plan.search_steps(MF, wildcards.model, search_verdict)
+    except ValueError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def get_search_params(wildcards):

@@ -140,6 +140,15 @@ def test_without_pruned_variants_a_search_asks_for_no_verdict(tiny_raw):
     assert plan.search_paths(config) == []
 
 
+def test_a_model_that_searches_nothing_has_no_verdicts(tiny_raw):
+    config = resolve_config(tiny_raw)  # amount 0.3
+    with pytest.raises(ValueError, match=r"models\.alpha\.prune\.amount is not search"):
+        plan.search_steps(config, "alpha", plan.unsearched)
+    with pytest.raises(ValueError, match=r"models\.alpha\.prune\.amount is not search"):
+        point = plan.prune_point(config, "alpha", "int8_pruned-channel-0.3")
+        plan.search_step_inputs(config, "alpha", point, plan.unsearched)
+
+
 def test_a_searched_label_resolves_to_its_amount_on_the_grid_within_the_bounds(tiny_raw):
     config = _search_config(tiny_raw)
     point = plan.prune_point(config, "alpha", "int8_pruned-channel-0.85")
