@@ -221,6 +221,21 @@ def test_gradual_pruning_ends_at_the_counts_of_one_step_and_records_each_step(da
     ]  # fmt: skip
 
 
+def test_gradual_pruning_leaves_whole_what_one_step_leaves_whole():
+    """MobileNetV2 0.5 at 0.7 with round_to 8: one step leaves its 16-channel layers whole (4
+    kept rounds to none), which a first step of three (to 12, rounded to 8) would have cut."""
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v2", 10, {"width_mult": 0.5})
+    example = torch.zeros(1, 3, 32, 32)
+    counts, macs = {}, {}
+    for steps in (1, 3):
+        pruned = copy.deepcopy(model)
+        record = prune_channels(pruned, example, 0.7, round_to=8, steps=steps, **QUIET)
+        counts[steps], macs[steps] = channel_counts(pruned), record["after"]["macs"]
+    assert counts[3] == counts[1] and macs[3] == macs[1]
+    assert counts[1]["features.2.conv.2"]["out_channels"] == 16
+
+
 def test_the_record_is_declared_and_a_renamed_key_fails(data, teacher):
     _, record = prune_and_finetune(copy.deepcopy(teacher), torch.zeros(SHAPE), data,
                                    _settings(finetune={"epochs": 1}), **QUIET)  # fmt: skip

@@ -20,6 +20,7 @@ numbers.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -128,8 +129,12 @@ def prune_channels(
     channels left by their weights as they are then, and ``between(k)`` runs after every step
     but the last (the recovery fine-tune between them). With ``scope: layer`` the last step
     ends at the channel counts of one step (the target is counted from the initial channels
-    and rounded the same way); which channels go may differ, since the weights moved. The
-    record's ``steps`` lists each step's target share, MACs and parameters.
+    and rounded the same way); which channels go may differ, since the weights moved. One
+    exception had to be closed: a layer whose one-step count rounds to none is left whole, but
+    an earlier step's smaller share could have cut it (16 channels at 0.7 and ``round_to`` 8:
+    one step keeps 16, a first step of three would cut to 8); so the layers one step leaves
+    whole (found by pruning a copy in one step) are left whole by every step. The record's
+    ``steps`` lists each step's target share, MACs and parameters.
     """
     import torch_pruning as tp
 
@@ -147,13 +152,14 @@ def prune_channels(
         raise ValueError("channel pruning needs at least two conv/linear layers")
     kept = [layers[0], layers[-1]]  # first layer and classifier outputs
     before = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
+    whole = _left_whole(model, example, amount, scope, round_to) if steps > 1 else []
     pruner = tp.pruner.BasePruner(
         model,
         example,
         importance=tp.importance.GroupMagnitudeImportance(p=2),
         pruning_ratio=amount,
         global_pruning=scope == "global",
-        ignored_layers=kept,
+        ignored_layers=kept + whole,
         round_to=round_to,
         iterative_steps=steps,
     )
@@ -192,6 +198,24 @@ def prune_channels(
         "after": after,
         "steps": done,
     }
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def _left_whole(
+    model: nn.Module, example: torch.Tensor, amount: float, scope: str, round_to: int | None
+) -> list[nn.Module]:
+    """The conv and linear layers of ``model`` whose outputs one-step pruning leaves whole
+    (pruning a copy to see)."""
+    one_step = copy.deepcopy(model)
+    prune_channels(one_step, example, amount, scope, round_to, log=lambda _: None)
+    return [
+        module
+        for module in _layers_in_call_order(model, example)
+        if _out_channels(module) == _out_channels(one_step.get_submodule(_name_of(model, module)))
+    ]
 
 
 def parameter_count(model: nn.Module) -> int:
