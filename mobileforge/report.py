@@ -700,9 +700,7 @@ def plot_sensitivity(
     plt.close(fig)
 
 
-def plot_recovery(
-    points: Mapping[str, Mapping[str, Any]], model: str, path: str | os.PathLike[str]
-) -> None:
+def recovery_figure(points: Mapping[str, Mapping[str, Any]], model: str) -> Any:
     """One panel per channel point (``points``: label -> its
     :class:`mobileforge.records.ChannelPruneRecord`): the held-back top-1 after every fine-tune
     epoch, all pruning steps in order, the unpruned model's score and the target as lines, the
@@ -717,7 +715,14 @@ def plot_recovery(
         _empty(axes[0][0], "no channel point")
     fig.suptitle(f"{model}: recovery of its channel points", fontsize=11)
     fig.tight_layout()
-    _save(fig, path)
+    return fig
+
+
+def plot_recovery(
+    points: Mapping[str, Mapping[str, Any]], model: str, path: str | os.PathLike[str]
+) -> None:
+    """:func:`recovery_figure`, written to ``path``."""
+    _save(recovery_figure(points, model), path)
 
 
 def _recovery_panel(axis: Any, label: str, record: Mapping[str, Any]) -> None:
