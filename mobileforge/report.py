@@ -764,7 +764,7 @@ def _recovery_panel(axis: Any, label: str, record: Mapping[str, Any]) -> None:
     axis.set_xlim(0.5, max(1, len(history)) + 0.5)
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axis.grid(True, alpha=0.3)
-    axis.legend(fontsize=7, loc="lower right")
+    axis.legend(fontsize=7, loc="best")
 
 
 def draw_figures(
