@@ -141,6 +141,13 @@ def test_recovery_goes_on_while_improving_and_keeps_its_best_epoch(data, teacher
     # The model holds the best epoch's weights (the first of a tie), checked by re-scoring.
     assert record["best_epoch"] == scores.index(max(scores)) + 1
     assert _holdout_acc(model, data) == max(scores)
+    # Run to its ceiling, it is the fixed-epoch fine-tune bit for bit (no stopping at all):
+    # scoring the held-back part after each epoch changes nothing of the training.
+    fixed = _pruned(teacher, 0.7)
+    recover_to_budget(fixed, teacher, data, settings, None, **QUIET)
+    assert record["best_epoch"] == 6
+    for key, value in fixed.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
 
 
 def test_recovery_stops_on_patience_when_the_score_stalls(data, teacher):

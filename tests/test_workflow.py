@@ -292,6 +292,22 @@ def test_sensitivity_and_budget_records(run):
     assert (workdir / "results/report/sensitivity/alpha.png").stat().st_size > 10_000
 
 
+def test_the_channel_point_recovers_on_the_images_training_held_back(run):
+    workdir, _, _ = run
+    checkpoint = json.loads((workdir / "results/alpha/checkpoint.pt.json").read_text())
+    sidecar = json.loads((workdir / "results/alpha/pruned-channel-0.3.pt.json").read_text())
+    record = records.check(records.ChannelPruneRecord, sidecar["prune"], "pruned-channel-0.3")
+    recovery = record["recovery"]
+    # The train stage and the fine-tune hold back the same images: the unpruned model scores
+    # the same on them in both jobs.
+    assert recovery["holdout_images"] == checkpoint["holdout"]["images"] > 0
+    assert recovery["reference_holdout_acc"] == checkpoint["holdout"]["accuracy"]
+    assert recovery["stopped"] in ("within_budget", "patience", "ceiling")
+    assert [epoch["holdout_acc"] is not None for epoch in recovery["history"]] == [True]
+    log = (workdir / "logs/prune_channel/alpha.channel-0.3.log").read_text()
+    assert "holdout_acc" in log and "nan" not in log and "recovery: " in log
+
+
 def test_editing_one_device_replans_only_its_benchmarks(run):
     workdir, _, raw = run
     edited = copy.deepcopy(raw)
