@@ -130,7 +130,8 @@ class StageMeta(TypedDict):
     prune: NotRequired[dict[str, Any]]  # l1 int8 pruning: method, amount, requested_amount
     prune_budget: NotRequired[PruneBudgetSummary]
     sparsity: NotRequired[float]
-    pruned: NotRequired[dict[str, Any]]  # channel pruning: method, amount, scope, round_to
+    # channel pruning: method, amount, scope, round_to, steps, finetune_epochs, stopped
+    pruned: NotRequired[dict[str, Any]]
     pruned_structure: NotRequired[dict[str, Any]]
 
 
@@ -371,6 +372,7 @@ class SummaryRow(TypedDict):
     compressed_bytes: int | None
     prune_method: str | None
     prune_amount: float | None
+    finetune_epochs: int | None  # channel points: fine-tune epochs after the last pruning step
     sparsity: float | None
     fp32_layers: int | None
     fp32_layer_names: str | None

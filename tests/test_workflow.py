@@ -306,6 +306,11 @@ def test_the_channel_point_recovers_on_the_images_training_held_back(run):
     assert [epoch["holdout_acc"] is not None for epoch in recovery["history"]] == [True]
     log = (workdir / "logs/prune_channel/alpha.channel-0.3.log").read_text()
     assert "holdout_acc" in log and "nan" not in log and "recovery: " in log
+    # Every artifact of the point says how many epochs its recovery used.
+    frame = pd.read_csv(workdir / "results/summary.csv")
+    channel = frame["variant"] == CHANNEL
+    assert (frame[channel]["finetune_epochs"] == recovery["epochs_used"]).all()
+    assert frame[~channel]["finetune_epochs"].isna().all()
 
 
 def test_editing_one_device_replans_only_its_benchmarks(run):

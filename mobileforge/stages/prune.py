@@ -64,7 +64,14 @@ def prune_channel(job: Job) -> None:
         "pruned_structure": pruned_structure(fused),
         "macs": record["after"]["macs"],
         "params": record["after"]["params"],
-        "pruned": {key: record[key] for key in ("method", "amount", "scope", "round_to")},
+        # What every artifact of the point reports of its pruning (its sidecar's prune, the
+        # summary's prune_* and finetune_epochs columns).
+        "pruned": {
+            **{key: record[key] for key in ("method", "amount", "scope", "round_to")},
+            "steps": len(record["steps"]),
+            "finetune_epochs": record["recovery"]["epochs_used"],
+            "stopped": record["recovery"]["stopped"],
+        },
     }
     # The saved stage must rebuild from architecture + structure + weights alone.
     rebuilt = chain.rebuild_stage(state_dict, pruned_meta)
