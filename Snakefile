@@ -40,6 +40,7 @@ localrules:
     summary,
     plots,
     plot_sensitivity,
+    plot_recovery,
     profile_page,
 
 
@@ -50,5 +51,6 @@ rule all:
         layout.SUMMARY_MARKDOWN,
         FIGURE_PATHS,
         plan.sensitivity_plots(MF),
+        list(plan.recovery_figures(MF).values()),
         plan.profiles(MF),
         plan.profile_pages(MF),

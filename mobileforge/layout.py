@@ -125,6 +125,8 @@ SUMMARY = "results/summary.csv"
 SUMMARY_MARKDOWN = "results/summary.md"
 SUMMARY_HTML = "results/report/summary.html"
 SENSITIVITY_PLOT = "results/report/sensitivity/{model}.png"
+#: The recovery curve of every channel point of a model (held-back top-1 per fine-tune epoch).
+RECOVERY_FIGURE = "results/report/recovery/{model}.png"
 PROFILE_PAGE = "results/report/profile/{model}.md"
 PROFILE_PAGE_HTML = "results/report/profile/{model}.html"
 DEVICE_FIGURE = "results/report/{device}/{kind}.png"

@@ -34,7 +34,7 @@ MODE_KEYS = ("mode", "dynamic_min_share")
 #: (those are inputs).
 COMPARE_DEVICE_KEYS = ("kind", "threads", "engine", "serial", "adb_host", "adb_port", "remote_dir")
 #: The training settings a channel point's fine-tune reuses.
-FINETUNE_TRAIN_KEYS = ("batch_size", "momentum", "weight_decay", "seed")
+FINETUNE_TRAIN_KEYS = ("batch_size", "momentum", "weight_decay", "seed", "holdout")
 
 
 def train(config: dict[str, Any], model: str) -> dict[str, Any]:
@@ -82,7 +82,8 @@ def unstructured_prune(config: dict[str, Any], model: str, variant: str) -> dict
 
 
 def channel_prune(config: dict[str, Any], model: str, point: str) -> dict[str, Any]:
-    """What a channel point (``channel-<amount>``) prunes and how it fine-tunes."""
+    """What a channel point (``channel-<amount>``) prunes and how it fine-tunes: the fine-tune
+    stops within the selection's accuracy budget, so that is part of it."""
     settings = config["models"][model]
     found = plan.prune_point(config, model, f"int8_pruned-{point}")
     prune, train_settings = settings["prune"], settings["train"]
@@ -92,7 +93,9 @@ def channel_prune(config: dict[str, Any], model: str, point: str) -> dict[str, A
             "amount": found.amount,
             "scope": prune["scope"],
             "round_to": prune["round_to"],
+            "steps": prune["steps"],
             "finetune": prune["finetune"],
+            "accuracy_budget": config["selection"]["accuracy_budget"],
             "train": {key: train_settings[key] for key in FINETUNE_TRAIN_KEYS},
         }
     )

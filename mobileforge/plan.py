@@ -524,6 +524,39 @@ def int8_decisions(
     ]
 
 
+def channel_points(
+    config: dict[str, Any], model: str, verdict: SearchVerdict = unsearched
+) -> list[str]:
+    """The channel points ``model`` builds (``channel-<amount>``: what a pruned stage is named
+    by), from its int8 variants (a search's: as far as ``verdict`` knows)."""
+    prefix = "int8_pruned-"
+    return [
+        variant.removeprefix(prefix)
+        for variant in int8_variants(config, model, verdict=verdict)
+        if variant.startswith(prefix) and prune_point(config, model, variant).before_int8
+    ]
+
+
+def recovery_sidecars(
+    config: dict[str, Any], model: str, verdict: SearchVerdict = unsearched
+) -> list[str]:
+    """The sidecars of ``model``'s channel-pruned stages: each holds its recovery curve (a
+    search's points: as far as ``verdict`` knows)."""
+    return [
+        layout.sidecar(layout.fill(layout.PRUNED, model=model, point=point))
+        for point in channel_points(config, model, verdict)
+    ]
+
+
+def recovery_figures(config: dict[str, Any]) -> dict[str, str]:
+    """The recovery figure of each model with channel points (model -> path)."""
+    return {
+        model: layout.fill(layout.RECOVERY_FIGURE, model=model)
+        for model in config["models"]
+        if channel_points(config, model)
+    }
+
+
 def sensitivity_plots(config: dict[str, Any]) -> list[str]:
     return [
         layout.fill(layout.SENSITIVITY_PLOT, model=model)

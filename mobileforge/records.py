@@ -130,8 +130,69 @@ class StageMeta(TypedDict):
     prune: NotRequired[dict[str, Any]]  # l1 int8 pruning: method, amount, requested_amount
     prune_budget: NotRequired[PruneBudgetSummary]
     sparsity: NotRequired[float]
-    pruned: NotRequired[dict[str, Any]]  # channel pruning: method, amount, scope, round_to
+    # channel pruning: method, amount, scope, round_to, steps, finetune_epochs, stopped
+    pruned: NotRequired[dict[str, Any]]
     pruned_structure: NotRequired[dict[str, Any]]
+
+
+# -- a channel point's pruning record (results/<model>/pruned-<point>.pt.json, key "prune") ---
+
+
+class ChannelCost(TypedDict):
+    macs: int
+    params: int
+
+
+class PruneStep(TypedDict):
+    """One step of a gradual channel pruning (``prune.steps``)."""
+
+    step: int  # from 1
+    amount: float  # share of each layer's initial channels removed once this step is done
+    macs: int
+    params: int  # with BatchNorm, before fusion
+
+
+class RecoveryEpoch(TypedDict):
+    """One fine-tune epoch of a channel point: after pruning step ``step``, ``epoch`` of it."""
+
+    epoch: int  # from 1, within its step
+    step: int
+    loss: float
+    train_acc: float  # top-1 % on the batches as trained (flipped, in train mode)
+    holdout_acc: float | None  # top-1 % on the held-back part of the train split; None: none
+    seconds: float
+
+
+class Recovery(TypedDict):
+    """How a channel point's fine-tune recovered: its curve and why it stopped."""
+
+    holdout_images: int
+    reference_holdout_acc: float | None  # the unpruned model's top-1 on the held-back part
+    accuracy_budget: float  # selection.accuracy_budget
+    int8_margin: float  # prune.finetune.int8_margin: the part of the budget left for int8
+    target_acc: float | None  # reference - (budget - margin); None without a held-back part
+    ceiling: int  # prune.finetune.epochs
+    stopped: Literal["within_budget", "patience", "ceiling"]
+    best_epoch: int | None  # the last step's epoch whose weights the model kept
+    epochs_used: int  # of the last step
+    seconds: float  # pruning and every fine-tune, all steps
+    history: list[RecoveryEpoch]  # every step's epochs, in order
+
+
+class ChannelPruneRecord(TypedDict):
+    """What a channel point's stage sidecar says of its pruning (key ``prune``)."""
+
+    method: Literal["channel"]
+    amount: float
+    scope: str
+    round_to: int | None
+    importance: str
+    kept_layers: list[str]
+    before: ChannelCost  # params of the fused models
+    after: ChannelCost
+    steps: list[PruneStep]
+    finetune: dict[str, Any]  # prune.finetune as configured
+    recovery: Recovery
 
 
 # -- a benchmark's result (results/<model>/bench/<fmt>/<stem>.<device>.json) ---------------
@@ -367,6 +428,7 @@ class SummaryRow(TypedDict):
     compressed_bytes: int | None
     prune_method: str | None
     prune_amount: float | None
+    finetune_epochs: int | None  # channel points: fine-tune epochs after the last pruning step
     sparsity: float | None
     fp32_layers: int | None
     fp32_layer_names: str | None
@@ -425,6 +487,7 @@ SHAPES: dict[str, type] = {
     "profile": Profile,
     "prune-search-step": PruneSearchStep,
     "prune-search": PruneSearch,
+    "channel-prune": ChannelPruneRecord,
 }
 
 

@@ -699,6 +699,73 @@ def plot_sensitivity(
     plt.close(fig)
 
 
+def recovery_figure(points: Mapping[str, Mapping[str, Any]], model: str) -> Any:
+    """One panel per channel point (``points``: label -> its
+    :class:`mobileforge.records.ChannelPruneRecord`): the held-back top-1 after every fine-tune
+    epoch, all pruning steps in order, the unpruned model's score and the target as lines, the
+    epoch whose weights were kept marked, and why the fine-tune stopped."""
+    labels = sorted(points, key=lambda label: points[label]["amount"])
+    fig, axes = plt.subplots(
+        1, max(1, len(labels)), figsize=(max(6.0, 4.6 * len(labels)), 3.8), squeeze=False
+    )
+    for axis, label in zip(axes[0], labels, strict=False):
+        _recovery_panel(axis, label, points[label])
+    if not labels:
+        _empty(axes[0][0], "no channel point")
+    fig.suptitle(f"{model}: recovery of its channel points", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_recovery(
+    points: Mapping[str, Mapping[str, Any]], model: str, path: str | os.PathLike[str]
+) -> None:
+    """:func:`recovery_figure`, written to ``path``."""
+    _save(recovery_figure(points, model), path)
+
+
+def _recovery_panel(axis: Any, label: str, record: Mapping[str, Any]) -> None:
+    recovery = record["recovery"]
+    history = recovery["history"]
+    last_step = max((epoch["step"] for epoch in history), default=1)
+    xs = list(range(1, len(history) + 1))
+    scores = [np.nan if e["holdout_acc"] is None else e["holdout_acc"] for e in history]
+    axis.plot(xs, scores, marker="o", color="tab:blue", label="pruned, held-back top-1")
+    for index in range(1, len(history)):  # where a pruning step starts
+        if history[index]["step"] != history[index - 1]["step"]:
+            axis.axvline(index + 0.5, color="grey", linestyle=":", linewidth=1)
+    if recovery["reference_holdout_acc"] is not None:
+        axis.axhline(recovery["reference_holdout_acc"], color="black", linewidth=1,
+                     label="unpruned")  # fmt: skip
+        axis.axhline(recovery["target_acc"], color="tab:green", linestyle="--", linewidth=1,
+                     label="target (budget - int8 margin)")  # fmt: skip
+    if recovery["best_epoch"] is not None and history:
+        kept = next(
+            x
+            for x, e in zip(xs, history, strict=True)
+            if e["step"] == last_step and e["epoch"] == recovery["best_epoch"]
+        )
+        axis.plot([kept], [scores[kept - 1]], marker="*", markersize=16, color="tab:red",
+                  linestyle="none", label="kept epoch")  # fmt: skip
+    if not history:
+        _empty(axis, "no fine-tuning (prune.finetune.epochs 0)")
+    elif all(np.isnan(scores)):
+        _empty(axis, "no held-back part (train.holdout 0)")
+    steps = len(record["steps"])
+    axis.set_title(
+        f"{label}: {recovery['stopped'].replace('_', ' ')}, "
+        f"{recovery['epochs_used']} of {recovery['ceiling']} epochs"
+        + (f"\n{steps} pruning steps (dotted: a step starts)" if steps > 1 else ""),
+        fontsize=9,
+    )
+    axis.set_xlabel("fine-tune epoch" + (" (all steps)" if steps > 1 else ""))
+    axis.set_ylabel("top-1 on the held-back train images (%)")
+    axis.set_xlim(0.5, max(1, len(history)) + 0.5)
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+
+
 def draw_figures(
     figures: Sequence[dict[str, Any]],
     summary: pd.DataFrame,

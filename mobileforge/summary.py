@@ -105,6 +105,8 @@ def _artifact_columns(sidecar: dict[str, Any], evaluation: dict[str, Any]) -> di
         # The amount actually applied (an unstructured point may stop short of the requested
         # amount to stay within the accuracy budget: see note).
         "prune_amount": prune.get("amount"),
+        # Channel points: how many epochs the recovery fine-tune used (it stops within budget).
+        "finetune_epochs": prune.get("finetune_epochs"),
         "sparsity": sidecar.get("sparsity"),
         # Layers the int8 accuracy budget kept in fp32: how many, which.
         "fp32_layers": _count(sidecar.get("fp32_layers")),

@@ -116,14 +116,18 @@ def sections(
     accuracy_budget: float,
     pages: dict[str, str] | None = None,
     searches: Sequence[dict[str, Any]] = (),
+    recovery: dict[str, str] | None = None,
 ) -> list[Section]:
     """The content of summary.md: best per model x device, each prune search's outcome
     (``searches``: :class:`mobileforge.records.PruneSearch`), the links to each model's profile
-    page (``pages``: model -> link, relative to the summary), the peaks, the full table."""
+    page (``pages``: model -> link, relative to the summary) and recovery figure of its channel
+    points (``recovery``, likewise), the peaks, the full table."""
     out = [_best_section(frame, accuracy_budget)]
     out += [search_section(search) for search in searches]
     if pages:
         out.append(pages_section(pages))
+    if recovery:
+        out.append(recovery_section(recovery))
     if peaks:
         out.append(_peaks_section(peaks))
     out.append(_all_rows_section(frame))
@@ -237,6 +241,20 @@ def search_section(search: dict[str, Any]) -> Section:
 def _searched_label(entry: dict[str, Any]) -> str:
     parts = [f".{entry['format']}", entry["backend"], entry.get("engine") or ""]
     return " ".join(part for part in parts if part)
+
+
+def recovery_section(figures: dict[str, str]) -> Section:
+    """Links to each model's figure of how its channel points recovered."""
+    links = ", ".join(f"[{model}]({link})" for model, link in figures.items())
+    return Section(
+        "How the channel points recovered",
+        [
+            "Per model, each channel point's top-1 on the held-back part of the train split after "
+            "every fine-tune epoch, against the unpruned model's and the target (the accuracy "
+            "budget less the room left for int8), with the epoch whose weights were kept and "
+            f"why the fine-tune stopped: {links}."
+        ],
+    )
 
 
 def pages_section(pages: dict[str, str]) -> Section:
@@ -368,9 +386,11 @@ def write_summaries(
     html_path: str | os.PathLike[str],
     pages: dict[str, dict[str, str]] | None = None,
     searches: Sequence[dict[str, Any]] = (),
+    recovery: dict[str, str] | None = None,
 ) -> None:
     """summary.csv, summary.md and the report's summary.html of one summary frame, atomically;
-    ``pages`` (model -> {"markdown": path, "html": path}) are linked from both tables."""
+    ``pages`` (model -> {"markdown": path, "html": path}) and the recovery figures
+    (``recovery``: model -> path) are linked from both tables."""
     import io
 
     from mobileforge import files
@@ -387,5 +407,7 @@ def write_summaries(
             model: os.path.relpath(forms[form], os.path.dirname(os.fspath(path)) or ".")
             for model, forms in (pages or {}).items()
         }
-        parts = sections(frame, peaks, accuracy_budget, links, searches)
+        here = os.path.dirname(os.fspath(path)) or "."
+        figures = {model: os.path.relpath(p, here) for model, p in (recovery or {}).items()}
+        parts = sections(frame, peaks, accuracy_budget, links, searches, figures)
         files.write_bytes_atomic(path, render(parts).encode())

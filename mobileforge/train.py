@@ -228,24 +228,47 @@ def _optimizer(model: nn.Module, lr: float, cfg: dict[str, Any]) -> torch.optim.
     )
 
 
+def _score(model: nn.Module, x: torch.Tensor | None, y: torch.Tensor | None, batch: int) -> float:
+    """Top-1 of ``model`` on ``(x, y)``; nan without samples."""
+    if x is None or y is None or len(x) == 0:
+        return float("nan")
+    return evaluate_accuracy(model, x, y, batch)
+
+
 def _scored(
     model: nn.Module,
     record: dict[str, Any],
-    eval_x: torch.Tensor | None,
-    eval_y: torch.Tensor | None,
+    data: dict[str, Any],
     cfg: dict[str, Any],
     start: float,
 ) -> dict[str, Any]:
-    """An epoch's ``record`` with its eval top-1 (nan without an eval split) and its seconds
-    since ``start``; leaves the model in eval mode."""
+    """An epoch's ``record`` with its top-1 on the held-back part of the train split
+    (``holdout_acc``) and on the eval split (``eval_acc``), nan for a split ``data`` lacks, and
+    its seconds since ``start``; leaves the model in eval mode."""
     model.eval()
-    has_eval = eval_x is not None and eval_y is not None and len(eval_x) > 0
-    eval_acc = (
-        evaluate_accuracy(model, eval_x, eval_y, cfg["eval_batch_size"])
-        if has_eval
-        else float("nan")
+    batch = cfg["eval_batch_size"]
+    holdout_acc = _score(model, data.get("holdout_x"), data.get("holdout_y"), batch)
+    eval_acc = _score(model, data.get("eval_x"), data.get("eval_y"), batch)
+    return {
+        **record,
+        "holdout_acc": holdout_acc,
+        "eval_acc": eval_acc,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """``epoch 2/3 loss 0.412 train_acc 88.1% holdout_acc 90.2% eval_acc 91.3% 4.2s``: the
+    scores of the splits the training has (none printed as nan)."""
+    scores = "".join(
+        f" {key} {record[key]:.1f}%"
+        for key in ("holdout_acc", "eval_acc")
+        if not math.isnan(record[key])
     )
-    return {**record, "eval_acc": eval_acc, "seconds": time.perf_counter() - start}
+    return (
+        f"epoch {record['epoch']}/{epochs} loss {record['loss']:.3f} "
+        f"train_acc {record['train_acc']:.1f}%{scores} {record['seconds']:.1f}s"
+    )
 
 
 def train_model(
@@ -259,18 +282,22 @@ def train_model(
     teacher: nn.Module | None = None,
     distillation: float = 0.5,
     temperature: float = 2.0,
+    after_epoch: Callable[[dict[str, Any]], bool] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """Train ``model`` in place on ``data["train_x"/"train_y"]``; return the per-epoch history.
 
-    Logs one line per epoch (``epoch 2/3 loss 0.412 train_acc 88.1% eval_acc 91.3% 4.2s``)
-    and leaves the model in ``eval()`` mode with contiguous weights. ``lr`` is the peak of a
-    linear warm-up followed by a cosine decay to zero, per step. Thread count is left to the
-    caller.
+    Logs one line per epoch (``epoch 2/3 loss 0.412 train_acc 88.1% holdout_acc 90.2% eval_acc
+    91.3% 4.2s``, the scores of the splits ``data`` has) and leaves the model in ``eval()``
+    mode with contiguous weights. ``lr`` is the peak of a linear warm-up followed by a cosine
+    decay to zero, per step. Thread count is left to the caller.
 
     Args:
         model: the network, modified in place.
-        data: a dataset dict (see :mod:`mobileforge.data`); ``eval_x``/``eval_y`` are optional.
+        data: a dataset dict (see :mod:`mobileforge.data`); ``eval_x``/``eval_y`` and the
+            held-back part of the train split ``holdout_x``/``holdout_y``
+            (:func:`mobileforge.data.holdout.split_holdout`) are optional: each is scored after
+            every epoch when present.
         epochs, batch_size, lr: the usual; a last partial batch of one sample is dropped
             (BatchNorm cannot train on one).
         seed: seeds shuffling, flips and dropout.
@@ -279,17 +306,21 @@ def train_model(
             loss is ``distillation * T^2 * KL(teacher || model at temperature T)`` plus
             ``(1 - distillation) *`` cross-entropy with the labels, the teacher in eval mode
             on the same (flipped) images.
+        after_epoch: called with each epoch's record once it is scored; True ends the training
+            there (the learning-rate schedule still spans ``epochs``, so the weights of epoch k
+            are the same whether or not a run stops after it). The trend is not logged with it:
+            the caller says why the training stopped.
         **extra: overrides of :data:`TRAIN_DEFAULTS`.
 
     Returns:
-        ``{"epochs": [{"epoch", "loss", "train_acc", "eval_acc", "seconds"}, ...],
+        ``{"epochs": [{"epoch", "loss", "train_acc", "holdout_acc", "eval_acc", "seconds"},
+        ...],
         "trend": training_trend(...), "final_eval_acc": float, "seconds": float,
         "settings": {...}}``; the trend's message (whether training stopped while still
         improving) is also logged.
     """
     cfg = _settings(epochs, batch_size, lr, extra)
     x, y = data["train_x"], data["train_y"]
-    eval_x, eval_y = data.get("eval_x"), data.get("eval_y")
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"train: need at least 2 training samples, got {n}")
@@ -319,17 +350,17 @@ def train_model(
                 )
                 step += steps
                 record = {"epoch": epoch, "loss": loss, "train_acc": train_acc}
-                history.append(_scored(model, record, eval_x, eval_y, cfg, start))
-                log(
-                    f"epoch {epoch}/{epochs} loss {loss:.3f} train_acc {train_acc:.1f}% "
-                    f"eval_acc {history[-1]['eval_acc']:.1f}% {history[-1]['seconds']:.1f}s"
-                )
+                history.append(_scored(model, record, data, cfg, start))
+                log(_epoch_line(history[-1], epochs))
+                if after_epoch is not None and after_epoch(history[-1]):
+                    break
     finally:
         # Hand back ordinary contiguous weights: downstream stages and users expect them.
         model.to(memory_format=torch.contiguous_format)
         model.eval()
     trend = training_trend(history)
-    log(trend["message"])
+    if after_epoch is None:
+        log(trend["message"])
     return {
         "epochs": history,
         "trend": trend,

@@ -171,6 +171,14 @@ def get_prune_channel_params(wildcards):
     return params.channel_prune(MF, wildcards.model, wildcards.point)
 
 
+def get_recovery_sidecars(wildcards):
+    return plan.recovery_sidecars(MF, wildcards.model, search_verdict)
+
+
+def get_recovery_figures(wildcards):
+    return plan.recovery_figures(MF)
+
+
 def get_sensitivity_plot_inputs(wildcards):
     model = wildcards.model
     return {

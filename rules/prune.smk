@@ -24,6 +24,31 @@ rule prune:
         "../scripts/stage.py"
 
 
+# The recovery curve of each channel point (mobileforge.report.plot_recovery); summary.md links it.
+rule plot_recovery:
+    input:
+        sidecars=get_recovery_sidecars,
+    output:
+        plot=report(
+            layout.RECOVERY_FIGURE,
+            caption="../report/recovery.rst",
+            category="Pruning",
+            subcategory="{model}",
+            labels={"figure": "recovery of each channel point"},
+        ),
+    params:
+        toolchain=toolchain("plot_recovery"),
+    log:
+        layout.log("plot_recovery", "{model}"),
+    benchmark:
+        layout.runtime("plot_recovery", "{model}")
+    threads: CORES_PER_CPU
+    conda:
+        "../envs/mobileforge.yaml"
+    script:
+        "../scripts/stage.py"
+
+
 # Channel points prune the trained model with its BatchNorm layers, fine-tune and fuse it; int8
 # then follows from it as from the fused model (rule quantize, qvariant int8_pruned-channel-*):
 # checkpoint -> pruned -> fine-tuned -> fused -> int8.

@@ -43,6 +43,7 @@ rule summary:
         accuracy_budget=MF["selection"]["accuracy_budget"],
         unstable_cv=MF["benchmark"]["unstable_cv"],
         profile_pages=get_profile_pages,
+        recovery_figures=get_recovery_figures,
     log:
         layout.log("summary", "summary"),
     benchmark:

@@ -20,9 +20,19 @@ def test_default_config_resolves_with_defaults_filled(default_raw):
         "method": "l1_unstructured",
         "scope": "layer",
         "round_to": 8,
-        "finetune": {"epochs": 2, "lr": 0.01, "temperature": 2.0, "distillation": 0.5},
+        "steps": 1,
+        "finetune": {
+            "epochs": 2,
+            "patience": 2,
+            "int8_margin": 0.5,
+            "step_epochs": 1,
+            "lr": 0.01,
+            "temperature": 2.0,
+            "distillation": 0.5,
+        },
         "search": {"low": 0.3, "high": 0.9, "step": 0.05, "max_points": 4},
     }
+    assert mobilenet["train"]["holdout"] == 0.1
     assert mobilenet["num_classes"] == config["dataset"]["num_classes"]
     assert config["devices"]["host"]["engine"] == "x86"
     assert config["devices"]["host"]["iterations"] == config["benchmark"]["iterations"]
@@ -99,6 +109,28 @@ def _mutate(raw: dict, path: str, value) -> dict:
             "models.alpha.prune.method.1",
             "'ln' is not one of",
         ),  # fmt: skip
+        # Recovery to the budget and gradual pruning.
+        ("models.alpha.prune.steps", 0, "models.alpha.prune.steps", "minimum"),
+        (
+            "models.alpha.prune.finetune",
+            {"patience": 0},
+            "models.alpha.prune.finetune.patience",
+            "minimum",
+        ),  # fmt: skip
+        (
+            "models.alpha.prune.finetune",
+            {"int8_margin": -1},
+            "models.alpha.prune.finetune.int8_margin",
+            "minimum",
+        ),  # fmt: skip
+        (
+            "models.alpha.prune.finetune",
+            {"patiense": 2},
+            "models.alpha.prune.finetune",
+            "unknown key",
+        ),  # fmt: skip
+        ("models.alpha.train.holdout", 0.5, "models.alpha.train.holdout", "0.5"),
+        ("models.alpha.train.holdout", -0.1, "models.alpha.train.holdout", "minimum"),
         ("models.bad/name", {"arch": "tinycnn"}, "models.bad/name", "[A-Za-z0-9_-]+"),
         ("devices.my phone", {"kind": "host"}, "devices.my phone", "[A-Za-z0-9_-]+"),
         ("backends.ptl", ["opengl"], "backends.ptl.0", "'opengl' is not one of"),

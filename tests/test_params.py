@@ -62,6 +62,11 @@ def test_only_points_that_prune_int8_weights_carry_prune_params(tiny_raw):
     assert channel["method"] == "channel" and set(channel["train"]) == set(
         params.FINETUNE_TRAIN_KEYS
     )
+    # The fine-tune stops within the selection's budget, on the images train.holdout holds
+    # back, after prune.steps steps: editing any of them reruns the channel point.
+    assert channel["accuracy_budget"] == config["selection"]["accuracy_budget"]
+    assert channel["train"]["holdout"] == 0.1 and channel["steps"] == 1
+    assert {"patience", "int8_margin", "step_epochs"} <= channel["finetune"].keys()
 
 
 def test_int8_waits_for_the_ranking_only_with_a_budget(tiny_raw):

@@ -163,6 +163,72 @@ def test_every_figure_kind_writes_a_png(tmp_path):
             assert len(image.getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10  # not blank
 
 
+def _recovery_record(amount: float, holdout: list[float], best: int, stopped: str) -> dict:
+    history = [
+        {
+            "epoch": i + 1,
+            "step": 1,
+            "loss": 1.0,
+            "train_acc": 50.0,
+            "holdout_acc": acc,
+            "seconds": 1.0,
+        }  # fmt: skip
+        for i, acc in enumerate(holdout)
+    ]
+    return {
+        "method": "channel", "amount": amount, "scope": "layer", "round_to": 8,
+        "importance": "l2", "kept_layers": ["stem", "head"],
+        "before": {"macs": 100, "params": 10}, "after": {"macs": 50, "params": 5},
+        "steps": [{"step": 1, "amount": amount, "macs": 50, "params": 6}],
+        "finetune": {"epochs": 6},
+        "recovery": {
+            "holdout_images": 100, "reference_holdout_acc": 90.0, "accuracy_budget": 1.0,
+            "int8_margin": 0.5, "target_acc": 89.5, "ceiling": 6, "stopped": stopped,
+            "best_epoch": best, "epochs_used": len(holdout), "seconds": 9.0, "history": history,
+        },
+    }  # fmt: skip
+
+
+def test_recovery_figure_draws_the_curve_reference_target_and_kept_epoch(tmp_path):
+    from mobileforge import records
+
+    points = {
+        "channel-0.7": _recovery_record(0.7, [70.0, 80.0, 78.0, 79.0], 2, "patience"),
+        "channel-0.5": _recovery_record(0.5, [85.0, 89.75], 2, "within_budget"),
+    }
+    for record in points.values():
+        records.check(records.ChannelPruneRecord, record, "test")
+    fig = report.recovery_figure(points, "m")
+    low, high = fig.axes  # by amount
+    assert "channel-0.5: within budget, 2 of 6 epochs" in low.get_title()
+    assert "channel-0.7: patience, 4 of 6 epochs" in high.get_title()
+    lines = {line.get_label(): line for line in high.get_lines()}
+    assert list(lines["pruned, held-back top-1"].get_ydata()) == [70.0, 80.0, 78.0, 79.0]
+    assert list(lines["unpruned"].get_ydata()) == [90.0, 90.0]
+    assert list(lines["target (budget - int8 margin)"].get_ydata()) == [89.5, 89.5]
+    star = lines["kept epoch"]
+    assert list(star.get_xdata()) == [2] and list(star.get_ydata()) == [80.0]
+    path = tmp_path / "recovery.png"
+    report.plot_recovery(points, "m", path)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > 300
+
+
+def test_summary_md_links_the_recovery_figures(tmp_path):
+    frame, _ = _summary()
+    results = tmp_path / "results"
+    (results / "report").mkdir(parents=True)
+    figure = str(results / "report" / "recovery" / "m.png")
+    summary_tables.write_summaries(
+        frame, PEAKS, 1.0, results / "summary.csv", results / "summary.md",
+        results / "report" / "summary.html", recovery={"m": figure},
+    )  # fmt: skip
+    markdown = (results / "summary.md").read_text()
+    assert "## How the channel points recovered" in markdown
+    assert "[m](report/recovery/m.png)" in markdown
+    assert 'href="recovery/m.png"' in (results / "report" / "summary.html").read_text()
+
+
 def test_summary_md_puts_the_best_per_model_and_device_first():
     frame, _ = _summary()
     parts = summary_tables.sections(frame, PEAKS, 1.0)

@@ -37,6 +37,8 @@ pytestmark = pytest.mark.slow
 # (named by their first output).
 PAGE = "results/report/profile/alpha.md"
 DOWNSTREAM = {"results/summary.csv", "results/report/host/latency_accuracy.png", PAGE}
+# The recovery curve of the model's channel points: redrawn whenever a channel point is rebuilt.
+RECOVERY = "results/report/recovery/alpha.png"
 # The paired comparisons of the tiny config's model: rerun whenever one of its artifacts is.
 COMPARES = {"results/alpha/compare/host.json", "results/alpha/compare/host2.json"}
 
@@ -207,7 +209,7 @@ def test_adding_a_sweep_point_plans_only_its_branches(run):
     assert planned == (
         _branch("alpha", new_l1)
         | _branch("alpha", new_channel)
-        | {"results/alpha/pruned-channel-0.5.pt"}
+        | {"results/alpha/pruned-channel-0.5.pt", RECOVERY}
         | _sensitivities("alpha", new_channel)
         | {"results/report/sensitivity/alpha.png"}
         | COMPARES
@@ -229,7 +231,7 @@ def test_editing_round_to_replans_only_the_channel_point(run):
     edited["models"]["alpha"]["prune"] = {"round_to": None}
     planned = planned_outputs(workdir, write_config(workdir, edited, "round_to.yaml"))
     assert planned == (
-        _branch("alpha", CHANNEL) | {"results/alpha/pruned-channel-0.3.pt"}
+        _branch("alpha", CHANNEL) | {"results/alpha/pruned-channel-0.3.pt", RECOVERY}
         | _sensitivities("alpha", CHANNEL) | {"results/report/sensitivity/alpha.png"} | COMPARES
         | DOWNSTREAM
     )  # fmt: skip
@@ -290,6 +292,27 @@ def test_sensitivity_and_budget_records(run):
     assert (workdir / "results/report/sensitivity/alpha.png").stat().st_size > 10_000
 
 
+def test_the_channel_point_recovers_on_the_images_training_held_back(run):
+    workdir, _, _ = run
+    checkpoint = json.loads((workdir / "results/alpha/checkpoint.pt.json").read_text())
+    sidecar = json.loads((workdir / "results/alpha/pruned-channel-0.3.pt.json").read_text())
+    record = records.check(records.ChannelPruneRecord, sidecar["prune"], "pruned-channel-0.3")
+    recovery = record["recovery"]
+    # The train stage and the fine-tune hold back the same images: the unpruned model scores
+    # the same on them in both jobs.
+    assert recovery["holdout_images"] == checkpoint["holdout"]["images"] > 0
+    assert recovery["reference_holdout_acc"] == checkpoint["holdout"]["accuracy"]
+    assert recovery["stopped"] in ("within_budget", "patience", "ceiling")
+    assert [epoch["holdout_acc"] is not None for epoch in recovery["history"]] == [True]
+    log = (workdir / "logs/prune_channel/alpha.channel-0.3.log").read_text()
+    assert "holdout_acc" in log and "nan" not in log and "recovery: " in log
+    # Every artifact of the point says how many epochs its recovery used.
+    frame = pd.read_csv(workdir / "results/summary.csv")
+    channel = frame["variant"] == CHANNEL
+    assert (frame[channel]["finetune_epochs"] == recovery["epochs_used"]).all()
+    assert frame[~channel]["finetune_epochs"].isna().all()
+
+
 def test_editing_one_device_replans_only_its_benchmarks(run):
     workdir, _, raw = run
     edited = copy.deepcopy(raw)
@@ -311,7 +334,9 @@ def test_adding_a_model_plans_only_its_chain_and_the_summary(run):
     edited["models"]["gamma"] = {"arch": "tinycnn", "kwargs": {"width": 4}}
     planned = planned_outputs(workdir, write_config(workdir, edited, "added.yaml"))
     plot, page = "results/report/sensitivity/gamma.png", "results/report/profile/gamma.md"
-    downstream = DOWNSTREAM - {PAGE} | {plot, page}  # alpha's page reads nothing of gamma's
+    recovery = "results/report/recovery/gamma.png"
+    # alpha's page reads nothing of gamma's
+    downstream = DOWNSTREAM - {PAGE} | {plot, page, recovery}
     assert downstream <= planned and PAGE not in planned
     own = planned - downstream
     assert all(path.startswith("results/gamma/") for path in own)
@@ -402,8 +427,9 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
         )
     pngs = (workdir / "results/report").rglob("*.png")
     figures = sorted(str(path.relative_to(workdir)) for path in pngs)
-    # Per device: accuracy plot, distribution, load/memory; per model: sizes, int8 sensitivity.
-    assert len(figures) == 2 * 3 + 1 + 1
+    # Per device: accuracy plot, distribution, load/memory; per model: sizes, int8 sensitivity,
+    # the recovery of its channel points.
+    assert len(figures) == 2 * 3 + 1 + 1 + 1
     with browser.chromium() as driver:
         categories = browser.open_report(driver, report)
         assert {c: {s: len(p) for s, p in sub.items()} for c, sub in categories.items()} == {
@@ -412,6 +438,7 @@ def test_report_renders_in_chromium_with_every_plot_and_both_summaries(run, tmp_
             "artifact sizes (any device)": {"alpha": 1},
             "Summary": {"tables": 3},
             "Sensitivity": {"alpha": 1},
+            "Pruning": {"alpha": 1},
             "Where the time goes": {"alpha": 2},
         }
         results = driver.execute_script("return results;")

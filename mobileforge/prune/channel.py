@@ -20,6 +20,7 @@ numbers.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -114,12 +115,26 @@ def prune_channels(
     scope: str = "layer",
     round_to: int | None = None,
     log: Callable[[str], Any] = print,
+    steps: int = 1,
+    between: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Remove ``amount`` of the channels of ``model`` in place; returns the record for sidecars.
 
     ``round_to``: each pruned layer keeps a multiple of this many channels (Torch-Pruning rounds
     the kept count down, and leaves a layer alone that would keep none). Int8 conv kernels want
     it: on x86 a MobileNetV2 pruned to arbitrary channel counts ran 10-16x slower as a ``.ptl``.
+
+    ``steps`` > 1 prunes gradually (Torch-Pruning's ``iterative_steps``): its linear schedule
+    has step ``k`` remove ``k / steps * amount`` of each layer's *initial* channels, ranking the
+    channels left by their weights as they are then, and ``between(k)`` runs after every step
+    but the last (the recovery fine-tune between them). With ``scope: layer`` the last step
+    ends at the channel counts of one step (the target is counted from the initial channels
+    and rounded the same way); which channels go may differ, since the weights moved. One
+    exception had to be closed: a layer whose one-step count rounds to none is left whole, but
+    an earlier step's smaller share could have cut it (16 channels at 0.7 and ``round_to`` 8:
+    one step keeps 16, a first step of three would cut to 8); so the layers one step leaves
+    whole (found by pruning a copy in one step) are left whole by every step. The record's
+    ``steps`` lists each step's target share, MACs and parameters.
     """
     import torch_pruning as tp
 
@@ -129,37 +144,49 @@ def prune_channels(
         raise ValueError(f"prune.scope must be 'layer' or 'global', got {scope!r}")
     if round_to is not None and round_to < 1:
         raise ValueError(f"prune.round_to must be a positive integer or null, got {round_to!r}")
+    if steps < 1:
+        raise ValueError(f"prune.steps must be a positive integer, got {steps!r}")
     model.eval()
     layers = _layers_in_call_order(model, example)
     if len(layers) < 2:
         raise ValueError("channel pruning needs at least two conv/linear layers")
     kept = [layers[0], layers[-1]]  # first layer and classifier outputs
     before = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
+    whole = _left_whole(model, example, amount, scope, round_to) if steps > 1 else []
     pruner = tp.pruner.BasePruner(
         model,
         example,
         importance=tp.importance.GroupMagnitudeImportance(p=2),
         pruning_ratio=amount,
         global_pruning=scope == "global",
-        ignored_layers=kept,
+        ignored_layers=kept + whole,
         round_to=round_to,
+        iterative_steps=steps,
     )
-    try:
-        pruner.step()
-        after = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
-    except (RuntimeError, IndexError) as error:
-        # Torch-Pruning follows channels through convs and linears, not through a reshape that
-        # splits them into attention heads: it cuts q/k/v alone and the model stops running.
-        raise ValueError(
-            f"channel pruning broke this model ({type(error).__name__}: {error}); models whose "
-            "channels are split into groups by a reshape (attention heads) cannot be "
-            "channel-pruned yet: set prune.method: l1_unstructured for this model"
-        ) from error
-    log(
-        f"channel pruning {amount} ({scope}, round_to {round_to}): "
-        f"MACs {before['macs']:,} -> {after['macs']:,}, "
-        f"parameters {before['params']:,} -> {after['params']:,}"
-    )
+    done: list[dict[str, Any]] = []
+    for step in range(1, steps + 1):
+        try:
+            model.eval()
+            pruner.step()
+            after = {"macs": count_macs(model, example.shape), "params": parameter_count(model)}
+        except (RuntimeError, IndexError) as error:
+            # Torch-Pruning follows channels through convs and linears, not through a reshape
+            # that splits them into attention heads: it cuts q/k/v alone and the model stops
+            # running.
+            raise ValueError(
+                f"channel pruning broke this model ({type(error).__name__}: {error}); models "
+                "whose channels are split into groups by a reshape (attention heads) cannot be "
+                "channel-pruned yet: set prune.method: l1_unstructured for this model"
+            ) from error
+        share = float(pruner.per_step_pruning_ratio[step])
+        done.append({"step": step, "amount": share, **after})
+        log(
+            f"channel pruning {amount} ({scope}, round_to {round_to}), step {step}/{steps} "
+            f"(target {share:.4g}): MACs {before['macs']:,} -> {after['macs']:,}, "
+            f"parameters {before['params']:,} -> {after['params']:,}"
+        )
+        if step < steps and between is not None:
+            between(step)
     return {
         "method": "channel",
         "amount": amount,
@@ -169,7 +196,26 @@ def prune_channels(
         "kept_layers": [_name_of(model, layer) for layer in kept],
         "before": before,
         "after": after,
+        "steps": done,
     }
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
+def _left_whole(
+    model: nn.Module, example: torch.Tensor, amount: float, scope: str, round_to: int | None
+) -> list[nn.Module]:
+    """The conv and linear layers of ``model`` whose outputs one-step pruning leaves whole
+    (pruning a copy to see)."""
+    one_step = copy.deepcopy(model)
+    prune_channels(one_step, example, amount, scope, round_to, log=lambda _: None)
+    return [
+        module
+        for module in _layers_in_call_order(model, example)
+        if _out_channels(module) == _out_channels(one_step.get_submodule(_name_of(model, module)))
+    ]
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -43,6 +43,7 @@ STAGES: dict[str, str] = {
     "summary": "report:summary",
     "plots": "report:plots",
     "plot_sensitivity": "report:plot_sensitivity",
+    "plot_recovery": "report:plot_recovery",
     "profile_page": "report:profile_page",
 }
 
@@ -55,6 +56,7 @@ RULES: dict[str, str] = {
     "quantize": "quantize",
     "quantize_pte": "quantize_pte",
     "plot_sensitivity": "plot_sensitivity",
+    "plot_recovery": "plot_recovery",
     "prune": "prune",
     "prune_channel": "prune_channel",
     "prune_search_step": "prune_search_step",

@@ -39,26 +39,24 @@ def prune(job: Job) -> None:
 
 
 def prune_channel(job: Job) -> None:
-    """Remove channels of the trained model, fine-tune it distilled from the unpruned, fuse it
+    """Remove channels of the trained model, fine-tune it distilled from the unpruned until it
+    is within budget on the held-back part of the train split, fuse it
     (:func:`mobileforge.prune.finetune.prune_and_finetune`)."""
     import torch
 
-    from mobileforge import chain
+    from mobileforge import chain, records
     from mobileforge.data import load_dataset
+    from mobileforge.data.holdout import split_holdout
     from mobileforge.prune.channel import pruned_structure
     from mobileforge.prune.finetune import prune_and_finetune
     from mobileforge.stagefile import save_stage
 
     model, meta = chain.load_checkpoint_model(job.input["checkpoint"])
-    data = load_dataset(job.input["data"])
-    fused, record = prune_and_finetune(
-        model,
-        chain.example_input(meta),
-        data["train_x"],
-        data["train_y"],
-        job.params["prune"],
-        job.log,
-    )
+    settings = job.params["prune"]
+    # The same held-back images as the train stage's (the dataset's seed chooses them).
+    data = split_holdout(load_dataset(job.input["data"]), settings["train"]["holdout"])
+    fused, record = prune_and_finetune(model, chain.example_input(meta), data, settings, job.log)
+    records.check(records.ChannelPruneRecord, record, job.output["sidecar"])
     state_dict = {key: value.detach().clone() for key, value in fused.state_dict().items()}
     pruned_meta = {
         **meta,
@@ -66,7 +64,14 @@ def prune_channel(job: Job) -> None:
         "pruned_structure": pruned_structure(fused),
         "macs": record["after"]["macs"],
         "params": record["after"]["params"],
-        "pruned": {key: record[key] for key in ("method", "amount", "scope", "round_to")},
+        # What every artifact of the point reports of its pruning (its sidecar's prune, the
+        # summary's prune_* and finetune_epochs columns).
+        "pruned": {
+            **{key: record[key] for key in ("method", "amount", "scope", "round_to")},
+            "steps": len(record["steps"]),
+            "finetune_epochs": record["recovery"]["epochs_used"],
+            "stopped": record["recovery"]["stopped"],
+        },
     }
     # The saved stage must rebuild from architecture + structure + weights alone.
     rebuilt = chain.rebuild_stage(state_dict, pruned_meta)

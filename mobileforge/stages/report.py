@@ -51,6 +51,7 @@ def summary(job: Job) -> None:
         out["html"],
         pages=job.params["profile_pages"],
         searches=searches,
+        recovery=job.params["recovery_figures"],
     )
     job.log(f"{len(frame)} rows -> {job.output['summary']}, {job.output['markdown']}")
 
@@ -76,6 +77,24 @@ def plot_sensitivity(job: Job) -> None:
     sensitivities = [files.read_json(path) for path in listed(job, "sensitivities")]
     decisions = [files.read_json(path) for path in listed(job, "decisions")]
     plot(sensitivities, decisions, job.output["plot"])
+
+
+@without_torch
+def plot_recovery(job: Job) -> None:
+    """The recovery curve of each of a model's channel points, from their stages' sidecars."""
+    from mobileforge.report import plot_recovery as plot
+
+    points = {}
+    for path in job.input["sidecars"]:
+        sidecar = files.read_json(path)
+        record = records.check(records.ChannelPruneRecord, sidecar["prune"], path)
+        points[f"channel-{record['amount']:g}"] = record
+    plot(points, job.wildcards["model"], job.output["plot"])
+    stops = ", ".join(
+        f"{label} {r['recovery']['stopped']} after {r['recovery']['epochs_used']}"
+        for label, r in points.items()
+    )
+    job.log(f"{len(points)} channel points ({stops}) -> {job.output['plot']}")
 
 
 @without_torch

@@ -16,11 +16,14 @@ def train(job: Job) -> None:
 
     from mobileforge import train as training
     from mobileforge.data import load_dataset
+    from mobileforge.data.holdout import split_holdout
     from mobileforge.models import build_model
     from mobileforge.stagefile import save_stage
 
     p = job.params["settings"]
-    data = load_dataset(job.input["data"])
+    # Trained without the held-back part: its score is then an honest reference for the channel
+    # points' fine-tune (which holds back the same images), not a training accuracy.
+    data = split_holdout(load_dataset(job.input["data"]), p["train"]["holdout"])
     num_classes = p["num_classes"] or len(data["classes"])
     learns = bool(p["checkpoint"]) or p["train"]["epochs"] > 0
     # Untrained weights (speed/size studies, e.g. 1000 classes) only need valid label indices.
@@ -82,6 +85,14 @@ def train(job: Job) -> None:
         accuracy = training.evaluate_accuracy(model, data["eval_x"], data["eval_y"])
     job.log(f"fp32 eval top-1: {accuracy:.2f}%")
     info["eval_accuracy"] = accuracy
+    holdout = len(data["holdout_y"])
+    info["holdout"] = {"images": holdout, "train_images": len(data["train_y"])}
+    if holdout:
+        info["holdout"]["accuracy"] = training.evaluate_accuracy(
+            model, data["holdout_x"], data["holdout_y"]
+        )
+        job.log(f"fp32 top-1 on the {holdout} held-back train images: "
+                f"{info['holdout']['accuracy']:.2f}%")  # fmt: skip
     save_stage(
         job.output["checkpoint"],
         {k: v.detach().clone() for k, v in model.state_dict().items()},
