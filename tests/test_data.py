@@ -292,6 +292,7 @@ def test_shapes_standard_is_the_default_and_unchanged():
         "stripe_tilt": 20.0,
         "polarity": "luma",
         "faint": 0.0,
+        "occluders": [0, 0],
     }
 
 
@@ -315,6 +316,18 @@ def test_shapes_explicit_knob_overrides_the_preset():
     assert data["meta"]["difficulty"]["rotation"] == SHAPES_PRESETS["hard"]["rotation"]
     hard = make_shapes(16, 16, seed=3, difficulty="hard", **SMALL)
     assert _tensor_digest(data) != _tensor_digest(hard)
+
+
+def test_shapes_occluders_cover_the_shape_only_when_asked():
+    """Occluders draw from the random stream only when there are some: the images of every
+    other setting stay as they were (the default's included)."""
+    plain = make_shapes(16, 16, seed=3, clutter=[0, 0], noise=[0, 0], **SMALL)
+    occluded = make_shapes(16, 16, seed=3, clutter=[0, 0], noise=[0, 0], occluders=[1, 1], **SMALL)
+    assert torch.equal(plain["train_y"], occluded["train_y"])
+    changed = (plain["train_x"] != occluded["train_x"]).flatten(1).any(1)
+    assert changed.all()  # a band through the shape's surroundings crosses every image
+    with pytest.raises(ValueError, match="occluders must be a range"):
+        make_shapes(16, 16, occluders=[2, 1], **SMALL)
 
 
 @pytest.mark.parametrize("preset", ["extreme", "Hard", ["hard"]])
