@@ -36,7 +36,15 @@ RUNNABLE_BACKENDS = {
 # The dataset keys each source uses: the resolved spec keeps only these, so a default meant for
 # another source never reaches the loader nor triggers a rebuild when edited.
 DATASET_KEYS = {
-    "shapes": ("name", "seed", "num_classes", "train_size", "calib_size", "eval_size"),
+    "shapes": (
+        "name",
+        "seed",
+        "difficulty",
+        "num_classes",
+        "train_size",
+        "calib_size",
+        "eval_size",
+    ),
     "folder": ("name", "path", "seed", "calib_fraction", "eval_fraction"),
     "tensors": ("name", "path", "seed", "calib_fraction", "eval_fraction"),
 }

@@ -27,8 +27,10 @@ os.environ.setdefault(RUN_ID_ENV, f"{os.getpid()}-{time.time_ns()}")
 try:
     MF = resolve_config(config)
 except ConfigError as error:
-    # One line naming the key and the reason, before any job starts (no traceback).
-    sys.exit(f"mobileforge: invalid config: {error}")
+    # One line naming the key, the reason and the config files, before any job starts (no
+    # traceback). Command-line files come first: their values win.
+    sources = ", ".join(dict.fromkeys(map(str, workflow.configfiles))) or "no config file"
+    sys.exit(f"mobileforge: invalid config: {error} (in {sources})")
 if "pte" in MF["formats"] and (problem := installed_executorch_mismatch()):
     sys.exit(f"mobileforge: cannot build .pte artifacts: {problem}")
 

@@ -39,6 +39,16 @@ def test_default_config_resolves_with_defaults_filled(default_raw):
     assert config["backends"] == {"ptl": ["cpu"], "pte": ["xnnpack"]}
 
 
+def test_dataset_difficulty_reaches_shapes_only(tiny_raw):
+    """The shapes spec carries its preset (standard unless set), so changing it rebuilds the
+    dataset; a user dataset's spec never carries it."""
+    assert resolve_config(tiny_raw)["dataset"]["difficulty"] == "standard"
+    hard = _mutate(tiny_raw, "dataset.difficulty", "hard")
+    assert resolve_config(hard)["dataset"]["difficulty"] == "hard"
+    folder = _mutate(hard, "dataset", {"name": "folder", "path": ".", "difficulty": "hard"})
+    assert "difficulty" not in resolve_config(folder)["dataset"]
+
+
 def test_model_settings_override_defaults_deeply(tiny_raw):
     tiny_raw["models"]["beta"] = {"arch": "tinycnn", "prune": {"amount": 0.5}}
     config = resolve_config(tiny_raw)
@@ -135,6 +145,12 @@ def _mutate(raw: dict, path: str, value) -> dict:
         ("devices.my phone", {"kind": "host"}, "devices.my phone", "[A-Za-z0-9_-]+"),
         ("backends.ptl", ["opengl"], "backends.ptl.0", "'opengl' is not one of"),
         ("devices.host.kind", "toaster", "devices.host.kind", "'toaster' is not one of"),
+        (
+            "dataset.difficulty",
+            "extreme",
+            "dataset.difficulty",
+            "'extreme' is not one of standard, hard",
+        ),  # fmt: skip
         ("models.alpha.checkpoint", "missing.pt", "models.alpha.checkpoint", "does not exist"),
         ("models.alpha.tarin", {}, "models.alpha", "unknown key"),
         ("devices.phone", {"kind": "adb", "runner": "x"}, "devices.phone.serial", "required"),
@@ -175,6 +191,7 @@ def test_bad_config_stops_snakemake_with_one_line(repo, tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith("mobileforge: invalid config: models.alpha.arch: unknown arch")
     assert "tinycnn" in lines[0] and "'package.module:callable'" in lines[0]
+    assert str(config) in lines[0]  # the file to fix
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "results").exists()
 

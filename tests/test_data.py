@@ -11,6 +11,7 @@ from PIL import Image
 
 from mobileforge.data import (
     SHAPE_CLASSES,
+    SHAPES_PRESETS,
     build_dataset,
     load_dataset,
     load_folder,
@@ -264,6 +265,75 @@ def test_code_executing_pickles_are_refused(tmp_path, writer, loader):
 def test_load_tensors_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         load_tensors(tmp_path / "nope.pt", 8, 8)
+
+
+def _tensor_digest(data):
+    h = hashlib.sha256()
+    for key in ("train_x", "train_y", "calib_x", "calib_y", "eval_x", "eval_y"):
+        h.update(data[key].numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_shapes_standard_is_the_default_and_unchanged():
+    """``difficulty: standard`` is the knobs the default config was tuned with, written out
+    here so that a change to them fails (it would change every default run's data), and the
+    same images as leaving the key out."""
+    default = make_shapes(16, 16, seed=3, **SMALL)
+    spec = {"name": "shapes", "seed": 3, "difficulty": "standard", **SMALL}
+    standard = build_dataset(spec, 16, 16)
+    assert _tensor_digest(default) == _tensor_digest(standard)
+    assert default["meta"]["preset"] == standard["meta"]["preset"] == "standard"
+    assert standard["meta"]["difficulty"] == {
+        "scale": [0.40, 0.50],
+        "contrast": [0.40, 0.60],
+        "noise": [0.02, 0.25],
+        "clutter": [1, 4],
+        "rotation": 10.0,
+        "stripe_tilt": 20.0,
+        "polarity": "luma",
+        "faint": 0.0,
+        "occluders": [0, 0],
+    }
+
+
+def test_shapes_hard_preset_differs_and_is_recorded():
+    standard = make_shapes(16, 16, seed=3, **SMALL)
+    hard = make_shapes(16, 16, seed=3, difficulty="hard", **SMALL)
+    assert _tensor_digest(hard) != _tensor_digest(standard)
+    assert torch.equal(hard["train_y"], standard["train_y"])  # same labels, harder images
+    assert hard["meta"]["preset"] == "hard"
+    for key, value in SHAPES_PRESETS["hard"].items():
+        expected = list(value) if isinstance(value, tuple) else value
+        assert hard["meta"]["difficulty"][key] == expected
+        assert hard["meta"]["difficulty"][key] != standard["meta"]["difficulty"][key]
+
+
+def test_shapes_explicit_knob_overrides_the_preset():
+    spec = {"name": "shapes", "seed": 3, "difficulty": "hard", "clutter": [0, 0], **SMALL}
+    data = build_dataset(spec, 16, 16)
+    assert data["meta"]["preset"] == "hard"
+    assert data["meta"]["difficulty"]["clutter"] == [0, 0]  # the knob, not the preset's
+    assert data["meta"]["difficulty"]["rotation"] == SHAPES_PRESETS["hard"]["rotation"]
+    hard = make_shapes(16, 16, seed=3, difficulty="hard", **SMALL)
+    assert _tensor_digest(data) != _tensor_digest(hard)
+
+
+def test_shapes_occluders_cover_the_shape_only_when_asked():
+    """Occluders draw from the random stream only when there are some: the images of every
+    other setting stay as they were (the default's included)."""
+    plain = make_shapes(16, 16, seed=3, clutter=[0, 0], noise=[0, 0], **SMALL)
+    occluded = make_shapes(16, 16, seed=3, clutter=[0, 0], noise=[0, 0], occluders=[1, 1], **SMALL)
+    assert torch.equal(plain["train_y"], occluded["train_y"])
+    changed = (plain["train_x"] != occluded["train_x"]).flatten(1).any(1)
+    assert changed.all()  # a band through the shape's surroundings crosses every image
+    with pytest.raises(ValueError, match="occluders must be a range"):
+        make_shapes(16, 16, occluders=[2, 1], **SMALL)
+
+
+@pytest.mark.parametrize("preset", ["extreme", "Hard", ["hard"]])
+def test_shapes_unknown_preset_names_the_key(preset):
+    with pytest.raises(ValueError, match=r"dataset\.difficulty.*standard, hard"):
+        build_dataset({"name": "shapes", "difficulty": preset, **SMALL}, 16, 16)
 
 
 # ----------------------------------------------------------------------------- dispatch & io

@@ -24,13 +24,14 @@ from typing import Any
 import torch
 
 from mobileforge.data.common import torch_load_weights_only
-from mobileforge.data.shapes import SHAPE_CLASSES, make_shapes
+from mobileforge.data.shapes import SHAPE_CLASSES, SHAPES_PRESETS, make_shapes
 from mobileforge.data.user import IMAGE_EXTENSIONS, load_folder, load_tensors
 from mobileforge.files import atomic_writer
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "SHAPE_CLASSES",
+    "SHAPES_PRESETS",
     "build_dataset",
     "load_dataset",
     "load_folder",
