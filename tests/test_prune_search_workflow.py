@@ -1,7 +1,9 @@
-"""``prune.amount: search`` through the real DAG: a tiny model whose int8 artifacts keep their
-top-1 at 0.4 of its channels pruned and lose over 10 points at 0.6, so the search (0.2 to 0.8 on
-a grid of 0.2, first 0.4) goes higher once and stops where the 5-point budget is crossed. Only
-the amounts tried are built, each verdict a checkpoint the listings read step by step.
+"""``prune.amount: search`` through the real DAG: a tiny model, not fine-tuned after pruning,
+loses 30-41 top-1 points at 0.4 of its channels and 59-61 at 0.6 (two training seeds, fp32
+73-81 %), so with a 50-point budget the search (0.2 to 0.8 on a grid of 0.2, first 0.4) goes
+higher once and stops where the budget is crossed, about 10 points from either verdict's edge
+(what a different CPU's arithmetic moves is far less). Only the amounts tried are built, each
+verdict a checkpoint the listings read step by step.
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ SEARCH_RUN = {
             "search": {"low": 0.2, "high": 0.8, "step": 0.2, "max_points": 3},
         },
     },
-    "models": {"alpha": {"arch": "tinycnn", "kwargs": {"width": 8}}},
-    "dataset": {"name": "shapes", "train_size": 512, "calib_size": 64, "eval_size": 128},
+    "models": {"alpha": {"arch": "tinycnn", "kwargs": {"width": 16}}},
+    "dataset": {"name": "shapes", "train_size": 1024, "calib_size": 64, "eval_size": 128},
     "variants": ["fp32", "int8_pruned"],
     "formats": ["ptl", "pte"],
     "devices": {"host": {"kind": "host", "threads": 1}},
     "benchmark": {"warmup": 1, "iterations": 5, "repeats": 2},
-    "selection": {"accuracy_budget": 5.0},
+    "selection": {"accuracy_budget": 50.0},
 }
 OUTCOME = "results/alpha/prune_search.json"
 
@@ -81,7 +83,7 @@ def test_a_search_stops_where_the_budget_is_crossed_building_only_the_amounts_tr
             )
             assert entry["accuracy"] == evaluation["accuracy"]
             assert entry["accuracy_delta"] == entry["accuracy"] - entry["fp32_accuracy"]
-            assert entry["within_budget"] == (entry["accuracy_delta"] >= -5.0)
+            assert entry["within_budget"] == (entry["accuracy_delta"] >= -50.0)
         assert step["within_budget"] == all(a["within_budget"] for a in step["artifacts"])
     # Only the amounts tried were pruned.
     pruned = {p.name for p in (tmp_path / "results/alpha").glob("pruned-channel-*.pt")}
