@@ -245,30 +245,31 @@ def _searched_label(entry: dict[str, Any]) -> str:
 
 def recovery_section(figures: dict[str, str]) -> Section:
     """Links to each model's figure of how its channel points recovered."""
-    links = ", ".join(f"[{model}]({link})" for model, link in figures.items())
-    return Section(
+    return _links_section(
         "How the channel points recovered",
-        [
-            "Per model, each channel point's top-1 on the held-back part of the train split after "
-            "every fine-tune epoch, against the unpruned model's and the target (the accuracy "
-            "budget less the room left for int8), with the epoch whose weights were kept and "
-            f"why the fine-tune stopped: {links}."
-        ],
+        "Per model, each channel point's top-1 on the held-back part of the train split after "
+        "every fine-tune epoch, against the unpruned model's and the target (the accuracy "
+        "budget less the room left for int8), with the epoch whose weights were kept and "
+        "why the fine-tune stopped",
+        figures,
     )
 
 
 def pages_section(pages: dict[str, str]) -> Section:
     """Links to each model's page of where its artifacts' time goes (mobileforge.profile_page)."""
-    links = ", ".join(f"[{model}]({link})" for model, link in pages.items())
-    return Section(
+    return _links_section(
         "Where the time goes, layer by layer",
-        [
-            "Per model, each artifact's slowest layers on each device side by side, the share "
-            "of quantize/dequantize and layout conversions, the per-layer sum against the "
-            "benchmark, and what each layer the int8 budget kept in fp32 costs in "
-            f"microseconds: {links}."
-        ],
+        "Per model, each artifact's slowest layers on each device side by side, the share "
+        "of quantize/dequantize and layout conversions, the per-layer sum against the "
+        "benchmark, and what each layer the int8 budget kept in fp32 costs in microseconds",
+        pages,
     )
+
+
+def _links_section(title: str, what: str, links: dict[str, str]) -> Section:
+    """A section of one sentence saying what each model's linked page shows, then the links."""
+    listed = ", ".join(f"[{model}]({link})" for model, link in links.items())
+    return Section(title, [f"{what}: {listed}."])
 
 
 def _peaks_section(peaks: dict[str, dict[str, Any]]) -> Section:
