@@ -39,6 +39,11 @@ FINETUNE_TRAIN_KEYS = ("batch_size", "momentum", "weight_decay", "seed", "holdou
 
 def train(config: dict[str, Any], model: str) -> dict[str, Any]:
     settings = config["models"][model]
+    train_settings = dict(settings["train"])
+    if not train_settings["holdout"]:
+        # Nothing held back is how training was before train.holdout: a run made then keeps
+        # its params, and its checkpoint.
+        del train_settings["holdout"]
     return canonical(
         {
             "model": model,
@@ -46,7 +51,7 @@ def train(config: dict[str, Any], model: str) -> dict[str, Any]:
             "kwargs": settings["kwargs"],
             "num_classes": settings.get("num_classes"),
             "input_shape": settings["input_shape"],
-            "train": settings["train"],
+            "train": train_settings,
             "checkpoint": settings.get("checkpoint"),
         }
     )

@@ -23,7 +23,7 @@ def train(job: Job) -> None:
     p = job.params["settings"]
     # Trained without the held-back part: its score is then an honest reference for the channel
     # points' fine-tune (which holds back the same images), not a training accuracy.
-    data = split_holdout(load_dataset(job.input["data"]), p["train"]["holdout"])
+    data = split_holdout(load_dataset(job.input["data"]), p["train"].get("holdout", 0.0))
     num_classes = p["num_classes"] or len(data["classes"])
     learns = bool(p["checkpoint"]) or p["train"]["epochs"] > 0
     # Untrained weights (speed/size studies, e.g. 1000 classes) only need valid label indices.
