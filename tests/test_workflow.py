@@ -220,8 +220,23 @@ def test_adding_a_sweep_point_plans_only_its_branches(run):
 def test_removing_a_sweep_point_drops_only_that_point(run):
     workdir, _, raw = run
     edited = copy.deepcopy(raw)
-    edited["models"]["alpha"]["prune"] = {"method": "l1_unstructured"}
+    edited["models"]["alpha"]["prune"] = {"method": "channel"}  # the l1_unstructured point goes
     planned = planned_outputs(workdir, write_config(workdir, edited, "fewer.yaml"))
+    assert planned == COMPARES | DOWNSTREAM
+
+
+def test_removing_the_last_channel_point_trains_on_the_held_back_images_too(run):
+    # train.holdout auto holds back a tenth of the train split only while the model has channel
+    # points to recover: without them it trains on all of it, so all of the model rebuilds.
+    workdir, _, raw = run
+    edited = copy.deepcopy(raw)
+    edited["models"]["alpha"]["prune"] = {"method": "l1_unstructured"}
+    planned = planned_outputs(workdir, write_config(workdir, edited, "no_channel.yaml"))
+    assert "results/alpha/checkpoint.pt" in planned
+    assert not [path for path in planned if "channel" in path]
+    # With the held-back share given, the model stays as it is and only the point goes.
+    edited["models"]["alpha"].setdefault("train", {})["holdout"] = 0.1
+    planned = planned_outputs(workdir, write_config(workdir, edited, "no_channel_held.yaml"))
     assert planned == {"results/report/sensitivity/alpha.png"} | COMPARES | DOWNSTREAM
 
 
