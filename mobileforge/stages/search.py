@@ -7,6 +7,7 @@ from typing import Any
 
 from mobileforge import budget, files, records
 from mobileforge.job import Job, without_torch
+from mobileforge.plan import PrunePoint
 from mobileforge.prune import search
 
 
@@ -96,7 +97,7 @@ def prune_search(job: Job) -> None:
         "max_points": plan.max_points,
         "accuracy_budget": float(settings["accuracy_budget"]),
         "steps": steps,
-        "chosen": None if chosen is None else f"channel-{chosen:g}",
+        "chosen": None if chosen is None else PrunePoint("channel", chosen).label,
         "chosen_amount": chosen,
         "stopped": reason,
         "toolchain": job.params.get("toolchain"),
